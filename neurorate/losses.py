@@ -19,8 +19,12 @@ LOSS_KINDS = ("mse", "ce")
 
 
 def normalizer(kind: str, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The constant the summed loss is divided by (sum of the mask, at least 1)."""
-    return mask.sum().clamp_min(1.0)
+    """The constant the summed loss is divided by: the sum of the mask over (T, B[, n_out]), at least 1.
+
+    Keeps leading (ensemble) dimensions of a per-network mask; a shared mask gives a scalar.
+    """
+    dims = (-3, -2, -1) if kind == "mse" else (-2, -1)
+    return mask.sum(dim=dims).clamp_min(1.0)
 
 
 def loss(kind: str, y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -36,7 +40,12 @@ def loss(kind: str, y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
 
 
 def output_grad(kind: str, y: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, norm) -> torch.Tensor:
-    """``d loss / d y`` for any slice of time (e.g. one step ``y_t (M, B, n_out)`` with its target/mask)."""
+    """``d loss / d y`` for any slice of time (e.g. one step ``y_t (M, B, n_out)`` with its target/mask).
+
+    ``norm`` is :func:`normalizer` of the whole batch (scalar or one value per network).
+    """
+    if isinstance(norm, torch.Tensor) and norm.dim() > 0:
+        norm = norm[..., None, None]
     if kind == "mse":
         return mask * (y - target) / norm
     if kind == "ce":
@@ -61,7 +70,5 @@ def accuracy(kind: str, y: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
         correct = y.argmax(-1) == target
     else:
         raise ValueError(f"unknown loss kind {kind!r}")
-    n = decision.sum()
-    if n == 0:
-        return torch.full(y.shape[:-3], float("nan"), dtype=y.dtype, device=y.device)
-    return (correct & decision).sum(dim=(-2, -1)).to(y.dtype) / n
+    n = decision.sum(dim=(-2, -1)).to(y.dtype)
+    return (correct & decision).sum(dim=(-2, -1)).to(y.dtype) / torch.where(n > 0, n, torch.nan)

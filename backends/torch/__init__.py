@@ -1,0 +1,202 @@
+"""The dense PyTorch backend: M networks (gains x seeds x learning rates) as one batched program.
+
+Every tensor carries a leading ensemble dimension (``w_rec (M, N, N)``, state ``(M, B, N)``); one training
+iteration is one batched forward (and backward) pass for all M networks, with element-wise per-network
+optimizers. Runs on CUDA when available (``device="auto"``), else on the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from neurorate.backend import OPTIMIZERS, RULES, BackendRun, SimResult
+from neurorate.errors import NeurorateError
+from neurorate.spec import NetworkSpec
+
+from . import gradients as _grad
+from .ensemble import Ensemble, stack
+from .optim import EnsembleOptimizer
+
+__all__ = ["TorchBackend", "Ensemble", "stack", "resolve_device", "resolve_dtype"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA if available else CPU; ``"cuda"`` without a GPU is a clear error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NeurorateError("--device cuda requested but no CUDA device is available; use --device cpu or auto")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise NeurorateError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """"float32" or "float64"."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise NeurorateError(f"unknown dtype {dtype!r}; choose float32 or float64")
+    return _DTYPES[dtype]
+
+
+def _batch_tensors(tasks, i: int, dtype, device):
+    """Batch ``i`` of one shared task (leading dim 1) or of one task per network (leading dim M)."""
+    parts = [t.batch(i) for t in tasks]
+    out = []
+    for j in range(3):
+        arr = np.stack([p[j] for p in parts])
+        tdtype = torch.long if arr.dtype.kind in "iu" else dtype
+        out.append(torch.as_tensor(arr, device=device).to(tdtype))
+    x, target, mask = out
+    if len(tasks) == 1:
+        target, mask = target[0], mask[0]
+    return x, target, mask
+
+
+class TorchBackend:
+    """Dense, batched PyTorch implementation of the :class:`neurorate.backend.Backend` protocol.
+
+    Parameters
+    ----------
+    device : "auto" (CUDA if present), "cpu" or "cuda".
+    dtype : "float32" (default) or "float64" (used by the oracle tests).
+    threads : CPU threads for torch (None: leave torch's setting, but use 1 thread on machines with <= 2
+        cores, which was faster for these small matrices in our measurements).
+    """
+
+    name = "torch"
+
+    def __init__(self, device: str = "auto", dtype: str = "float32", threads: int | None = None):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
+        if self.device.type == "cpu":
+            import os
+
+            if threads is None and (os.cpu_count() or 1) <= 2:
+                threads = 1
+            if threads is not None:
+                torch.set_num_threads(int(threads))
+
+    # ------------------------------------------------------------------ protocol
+    def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:
+        """Trajectories of the networks driven by ``inputs (T, B, n_in)`` from the zero state."""
+        specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
+        ens = stack(specs, self.dtype, self.device)
+        x = torch.as_tensor(np.asarray(inputs), dtype=self.dtype, device=self.device)
+        if x.dim() != 3 or x.shape[-1] != specs[0].n_in:
+            raise NeurorateError(f"inputs must have shape (T, B, n_in={specs[0].n_in}), got {tuple(x.shape)}")
+        quant = self._quantizer(profile, training=False, specs=specs)
+        with torch.no_grad():
+            states, rates, pre = _grad.forward(ens, x.unsqueeze(0), quant)
+            w = _grad._weights(ens.params, quant)
+            m, t, b, n = rates.shape
+            y = (rates.reshape(m, t * b, n) @ w["w_out"].transpose(-1, -2) + w["b_out"]).reshape(m, t, b, -1)
+        to_np = lambda a: a.cpu().double().numpy()  # noqa: E731
+        return SimResult(to_np(states), to_np(rates), to_np(y), to_np(pre))
+
+    def train(self, specs: list[NetworkSpec], task, rule: str, *, iterations: int, lr, optimizer: str = "adam",
+              profile: Any = None, progress: bool | None = None,
+              callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+              start_iteration: int = 0, optimizer_state: dict | None = None, **options: Any) -> list[BackendRun]:
+        """Train all ``specs`` as one ensemble on ``task`` (one shared task, or a list with one per network).
+
+        Batch ``start_iteration + i`` of the task is used at iteration i. Returns one
+        :class:`~neurorate.backend.BackendRun` per spec; a network whose loss becomes NaN/inf is frozen and
+        reported as diverged while the others go on. ``BackendRun.extra["optimizer_state"]`` (on the first
+        run) lets a later call continue with the same optimizer state.
+        """
+        if options:
+            raise NeurorateError(f"torch backend: unknown option(s) {', '.join(sorted(options))}")
+        specs = list(specs)
+        if rule not in RULES:
+            raise NeurorateError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+        if optimizer not in OPTIMIZERS:
+            raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        tasks = list(task) if isinstance(task, (list, tuple)) else [task]
+        if len(tasks) not in (1, len(specs)):
+            raise NeurorateError(f"give one task or one per network ({len(specs)}), got {len(tasks)}")
+        kind = tasks[0].loss_kind
+        lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (len(specs),)))
+        ens = stack(specs, self.dtype, self.device)
+        quant = self._quantizer(profile, training=True, specs=specs)
+        opt = EnsembleOptimizer(optimizer, torch.as_tensor(lrs, dtype=self.dtype, device=self.device))
+        if optimizer_state is not None:
+            opt.load_state_dict(optimizer_state)
+        m = len(specs)
+        active = torch.ones(m, dtype=torch.bool, device=self.device)
+        loss_hist = np.full((m, iterations), np.nan)
+        acc_hist = np.full((m, iterations), np.nan)
+        diverged_at: list[int | None] = [None] * m
+        t0 = time.perf_counter()
+        bar = _progress(iterations, progress, f"torch {rule} x{m}")
+        try:
+            for i in range(iterations):
+                x, target, mask = _batch_tensors(tasks, start_iteration + i, self.dtype, self.device)
+                loss, acc, grads = _grad.gradients(ens, rule, kind, x, target, mask, quant)
+                finite = torch.isfinite(loss)
+                for j in torch.nonzero(active & ~finite).flatten().tolist():
+                    diverged_at[j] = i
+                active &= finite
+                opt.step(ens.params, grads, active)
+                loss_np = loss.detach().cpu().double().numpy()
+                acc_np = acc.detach().cpu().double().numpy()
+                loss_hist[:, i] = np.where(active.cpu().numpy(), loss_np, np.nan)
+                acc_hist[:, i] = acc_np
+                if callback is not None:
+                    callback(i, loss_hist[:, i], acc_np)
+                if bar is not None:
+                    bar.update(1)
+                    if i % 10 == 0 or i == iterations - 1:
+                        bar.set_postfix(loss=f"{np.nanmean(loss_hist[:, i]):.4g}")
+        finally:
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - t0
+        trained = ens.to_specs(specs)
+        runs = [BackendRun(spec=s, losses=loss_hist[j], accuracy=acc_hist[j], diverged=diverged_at[j] is not None,
+                           diverged_at=diverged_at[j], wall_time=wall / m) for j, s in enumerate(trained)]
+        runs[0].extra["optimizer_state"] = opt.state_dict()
+        return runs
+
+    def jacobian_vector(self, spec: NetworkSpec, state: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """``D q`` of one autonomous step at ``state (N,)`` (form A: a_{t-1}; B/C: the state, zero input)."""
+        from neurorate import dynamics as dyn
+
+        ens = stack([spec], torch.float64, torch.device("cpu"))
+        f, fp = dyn.activation(spec.activation)
+        s = torch.as_tensor(np.asarray(state, dtype=np.float64)).reshape(1, 1, -1)
+        qq = torch.as_tensor(np.asarray(q, dtype=np.float64)).reshape(1, 1, spec.n_hidden, -1)
+        drv = ens.params["b"]
+        _, pre = dyn.step(s, drv, ens.params["w_rec"], ens.alpha, spec.form, f)
+        out = dyn.tangent_step(qq, ens.params["w_rec"].unsqueeze(1), ens.alpha.unsqueeze(-1), spec.form, fp(s), fp(pre))
+        return out.reshape(spec.n_hidden, -1).numpy()
+
+    # ------------------------------------------------------------------ helpers
+    def _quantizer(self, profile, training: bool, specs):
+        if profile is None:
+            return _grad.IDENTITY
+        from neurorate.profiles import load_profile
+        from neurorate.quantize import make_quantizer
+
+        prof = load_profile(profile) if isinstance(profile, str) else profile
+        for s in specs:
+            prof.check(s)
+        return make_quantizer(prof, training=training, seed=int(specs[0].init.get("seed", 0)))
+
+
+def _progress(total: int, progress: bool | None, desc: str):
+    if progress is False:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", disable=None if progress is None else not progress,
+                dynamic_ncols=True, leave=False)

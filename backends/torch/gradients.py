@@ -1,0 +1,146 @@
+"""Loss and (pseudo-)gradients of an ensemble for one batch, per learning rule.
+
+* ``bptt``, ``eprop``, ``eprop_random``, ``trunc1``: autograd through the time loop of
+  :func:`neurorate.dynamics.step` with the rule's detach (``eprop``: presynaptic rate in ``W r``; ``trunc1``:
+  the whole previous state) and, for ``eprop_random``, the random-feedback readout.
+* ``eprop_online``, ``rflo``: explicit forward eligibility traces (:func:`neurorate.dynamics.trace_step`),
+  no autograd, memory independent of T; symmetric (``W_out^T``) or random feedback respectively.
+
+Inputs: ``x (Mx, T, B, n_in)`` with ``Mx`` 1 (shared data) or M (one stream per network); targets and
+masks with the same optional leading dimension. Returns ``(loss (M,), accuracy (M,), grads)`` with
+``grads[name]`` shaped like the ensemble parameter.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from neurorate import dynamics as dyn
+from neurorate import losses
+
+from .ensemble import Ensemble
+
+AUTOGRAD_RULES = {"bptt": (False, False), "eprop": (True, False), "eprop_random": (True, False),
+                  "trunc1": (False, True)}
+ONLINE_RULES = ("eprop_online", "rflo")
+RANDOM_FEEDBACK = ("eprop_random", "rflo")
+
+
+class _Identity:
+    enabled = False
+
+    def weight(self, w, name):
+        return w
+
+    def state(self, s):
+        return s
+
+    def rate(self, r):
+        return r
+
+    def trace(self, e):
+        return e
+
+
+IDENTITY = _Identity()
+
+
+def _drive(ens: Ensemble, params, x: torch.Tensor) -> torch.Tensor:
+    mx, t, b, n_in = x.shape
+    d = dyn.drive(x.reshape(mx, t * b, n_in), params["w_in"], params["b"])
+    return d.reshape(ens.m, t, b, ens.n)
+
+
+def _weights(params, quant):
+    if not quant.enabled:
+        return params
+    return {name: quant.weight(p, name) for name, p in params.items()}
+
+
+def forward(ens: Ensemble, x: torch.Tensor, quant=IDENTITY, params=None, detach_pre=False, detach_state=False):
+    """Run the ensemble from the zero state. Returns ``(states, rates, preacts)`` each ``(M, T, B, N)``."""
+    params = _weights(params if params is not None else ens.params, quant)
+    f, _ = dyn.activation(ens.activation)
+    drv = _drive(ens, params, x)
+    state = torch.zeros(ens.m, x.shape[2], ens.n, dtype=drv.dtype, device=drv.device)
+    states, rates, preacts = [], [], []
+    for t in range(x.shape[1]):
+        state, pre = dyn.step(state, drv[:, t], params["w_rec"], ens.alpha, ens.form, f, detach_pre, detach_state)
+        state = quant.state(state)
+        r = quant.rate(dyn.rate(state, ens.form, f))
+        states.append(state)
+        rates.append(r)
+        preacts.append(pre)
+    return torch.stack(states, 1), torch.stack(rates, 1), torch.stack(preacts, 1)
+
+
+def autograd_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY):
+    """Loss, accuracy and gradients by autograd with the rule's detach."""
+    detach_pre, detach_state = AUTOGRAD_RULES[rule]
+    leaves = {name: p.detach().requires_grad_(True) for name, p in ens.params.items()}
+    _, rates, _ = forward(ens, x, quant, leaves, detach_pre, detach_state)
+    m, t, b, n = rates.shape
+    w = _weights(leaves, quant)
+    flat = rates.reshape(m, t * b, n)
+    if rule in RANDOM_FEEDBACK:
+        y = dyn.readout_random_feedback(flat, w["w_out"], w["b_out"], ens.feedback)
+    else:
+        y = dyn.readout(flat, w["w_out"], w["b_out"])
+    y = y.reshape(m, t, b, -1)
+    loss = losses.loss(kind, y, target, mask)
+    names = list(leaves)
+    grads = torch.autograd.grad(loss.sum(), [leaves[k] for k in names])
+    with torch.no_grad():
+        acc = losses.accuracy(kind, y, target, mask)
+    return loss.detach(), acc, dict(zip(names, grads))
+
+
+@torch.no_grad()
+def online_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY):
+    """Loss, accuracy and e-prop/RFLO pseudo-gradients from forward traces (no autograd)."""
+    w = _weights(ens.params, quant)
+    f, fprime = dyn.activation(ens.activation)
+    m, n = ens.m, ens.n
+    _, t_steps, b, n_in = x.shape
+    drv = _drive(ens, w, x)
+    feedback = ens.feedback if rule in RANDOM_FEEDBACK else w["w_out"].transpose(-1, -2)
+    norm = losses.normalizer(kind, target, mask)
+    traces = dyn.init_traces(ens.form, m, b, n, n_in, drv)
+    g_rec = torch.zeros_like(w["w_rec"])
+    g_in = torch.zeros_like(w["w_in"])
+    g_b = torch.zeros(m, n, dtype=drv.dtype, device=drv.device)
+    g_out = torch.zeros_like(w["w_out"])
+    g_bout = torch.zeros_like(w["b_out"])
+    state = torch.zeros(m, b, n, dtype=drv.dtype, device=drv.device)
+    ys = []
+    for t in range(t_steps):
+        pre_prev = quant.rate(dyn.rate(state, ens.form, f))
+        state, pre = dyn.step(state, drv[:, t], w["w_rec"], ens.alpha, ens.form, f)
+        state = quant.state(state)
+        psi = fprime(pre)
+        traces = dyn.trace_step(traces, ens.form, ens.alpha, pre_prev, x[:, t], psi)
+        if quant.enabled:
+            traces = dyn.Traces(*(quant.trace(tr) for tr in traces))
+        r = quant.rate(dyn.rate(state, ens.form, f))
+        y = dyn.readout(r, w["w_out"], w["b_out"])
+        ys.append(y)
+        g = losses.output_grad(kind, y, target[..., t, :, :] if kind == "mse" else target[..., t, :],
+                               mask[..., t, :, :] if kind == "mse" else mask[..., t, :], norm)
+        d_rec, d_in, d_b = dyn.trace_gradients(traces, ens.form, dyn.learning_signal(g, feedback), psi)
+        g_rec += d_rec
+        g_in += d_in
+        g_b += d_b
+        g_out += torch.matmul(g.transpose(-1, -2), r)
+        g_bout += g.sum(-2, keepdim=True)
+    y = torch.stack(ys, 1)
+    loss = losses.loss(kind, y, target, mask)
+    acc = losses.accuracy(kind, y, target, mask)
+    grads = {"w_in": g_in, "w_rec": g_rec, "w_out": g_out, "b": g_b.unsqueeze(1), "b_out": g_bout}
+    return loss, acc, grads
+
+
+def gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY):
+    """Dispatch on the rule (see the module docstring)."""
+    if rule in ONLINE_RULES:
+        return online_gradients(ens, rule, kind, x, target, mask, quant)
+    return autograd_gradients(ens, rule, kind, x, target, mask, quant)

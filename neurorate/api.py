@@ -1,0 +1,218 @@
+"""``neurorate.train``: validate, floss (optional), measure Lyapunov spectra, train on a backend, record.
+
+The backend-neutral wrapper around a backend's ``train``: the same flossing and Lyapunov code serves every
+backend (flossing runs on torch and hands the flossed weights over through the NetworkSpec).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from neurorate.backend import OPTIMIZERS, RULES, get_backend
+from neurorate.errors import NeurorateError
+from neurorate.results import RunDirectory, TrainResult, prepare_out_dir, write_final
+from neurorate.spec import NetworkSpec
+from neurorate.task import Task
+
+FLOSS_MODES = ("state", "onestep", "full")
+LYAPUNOV_UNITS = ("step", "tau", "second")
+
+
+def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = False):
+    ok = value is not None and math.isfinite(float(value)) and (value >= 0 if allow_zero else value > 0)
+    if integer:
+        ok = ok and int(value) == value
+    if not ok:
+        kind = "integer" if integer else "number"
+        raise NeurorateError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value}")
+
+
+def train(
+    spec: NetworkSpec | Sequence[NetworkSpec],
+    task: Task | Sequence[Task],
+    rule: str = "eprop",
+    backend: str = "torch",
+    iterations: int = 2000,
+    lr: float | Sequence[float] = 1e-3,
+    optimizer: str = "adam",
+    profile: Any = None,
+    floss_iterations: int = 0,
+    floss_mode: str = "state",
+    floss_k: int = 8,
+    floss_lr: float = 1e-3,
+    lyapunov: bool = True,
+    lyapunov_k: int = 8,
+    lyapunov_units: str = "step",
+    device: str = "auto",
+    dtype: str = "float32",
+    progress: bool | None = None,
+    out: str | Path | None = None,
+    callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+    backend_options: dict | None = None,
+) -> TrainResult | list[TrainResult]:
+    """Train one network, or a list of networks as one ensemble program.
+
+    Parameters
+    ----------
+    spec : a :class:`NetworkSpec` or a list of them (sharing N, form and activation).
+    task : a :class:`~neurorate.task.Task` (shared data) or one per network.
+    rule : one of :data:`neurorate.backend.RULES` (``bptt``, ``eprop``, ``eprop_online``, ``eprop_random``,
+        ``rflo``, ``trunc1``).
+    backend : "torch", "lava" or a plugin name.
+    iterations : training iterations (one batch and one update each).
+    lr : learning rate, or one per network.
+    optimizer : "adam" or "sgd".
+    profile : hardware profile name or :class:`~neurorate.profiles.HardwareProfile` (None: full precision).
+    floss_iterations : local gradient-flossing pre-training iterations (0: none; the paper uses 100).
+    floss_mode : "state" (the paper's detach reading), "onestep" (strictly local in time) or "full".
+    floss_k, floss_lr : exponents flossed and flossing learning rate.
+    lyapunov : measure the top ``lyapunov_k`` exponents before and after (and after flossing).
+    lyapunov_units : "step", "tau" or "second".
+    device, dtype : torch backend placement ("auto" = CUDA if present) and precision.
+    progress : show progress bars (None: only on a terminal).
+    out : write a run directory (per network ``net-XXX/`` for an ensemble); None writes nothing.
+    callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
+    backend_options : extra keyword arguments for the backend's ``train``.
+
+    Returns
+    -------
+    A :class:`TrainResult` for one spec, a list of them for a list of specs.
+    """
+    single = isinstance(spec, NetworkSpec)
+    specs = [spec] if single else list(spec)
+    if not specs or not all(isinstance(s, NetworkSpec) for s in specs):
+        raise NeurorateError("spec must be a NetworkSpec or a non-empty list of NetworkSpecs")
+    tasks = list(task) if isinstance(task, (list, tuple)) else [task]
+    if not all(isinstance(t, Task) for t in tasks):
+        raise NeurorateError("task must be a neurorate Task (see neurorate.make_task) or a list of them")
+    if rule not in RULES:
+        raise NeurorateError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    if optimizer not in OPTIMIZERS:
+        raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    _check_positive("iterations", iterations, integer=True, allow_zero=True)
+    _check_positive("floss_iterations", floss_iterations, integer=True, allow_zero=True)
+    lrs = list(np.broadcast_to(np.asarray(lr, dtype=float), (len(specs),))) if np.ndim(lr) == 0 else list(lr)
+    if len(lrs) != len(specs):
+        raise NeurorateError(f"give one learning rate or one per network ({len(specs)}), got {len(lrs)}")
+    for v in lrs:
+        _check_positive("lr", v)
+    if floss_mode not in FLOSS_MODES:
+        raise NeurorateError(f"unknown floss mode {floss_mode!r}; choose one of {', '.join(FLOSS_MODES)}")
+    if lyapunov_units not in LYAPUNOV_UNITS:
+        raise NeurorateError(f"unknown Lyapunov unit {lyapunov_units!r}; choose one of {', '.join(LYAPUNOV_UNITS)}")
+    for s in specs:
+        for t in tasks:
+            if (s.n_in, s.n_out) != (t.n_in, t.n_out):
+                raise NeurorateError(f"network has n_in={s.n_in}, n_out={s.n_out} but task {t.name!r} needs "
+                                     f"n_in={t.n_in}, n_out={t.n_out}")
+    be_opts = dict(backend_options or {})
+    if backend == "torch":
+        be = get_backend("torch", device=device, dtype=dtype)
+    else:
+        be = get_backend(backend)
+
+    out_root = prepare_out_dir(out) if out is not None else None
+    runs_dirs = _open_run_dirs(out_root, len(specs))
+    config = _config(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, floss_mode,
+                     floss_k, floss_lr, lyapunov, lyapunov_k, lyapunov_units, device, dtype)
+    for j, rd in enumerate(runs_dirs):
+        from neurorate.provenance import environment
+
+        rd.write_json("config.json", {**config, "network_index": j, "lr": lrs[j],
+                                      "network": specs[j].meta()})
+        rd.write_json("environment.json", environment())
+        specs[j].save(rd.path / "spec_initial.npz")
+
+    lyap_task = tasks[0]
+    t_start = time.perf_counter()
+    spectra: dict[str, np.ndarray | None] = {"before": None, "flossed": None, "after": None}
+    if lyapunov:
+        spectra["before"] = _spectrum(specs, lyap_task, lyapunov_k, lyapunov_units)
+    start_specs = specs
+    floss_losses = None
+    if floss_iterations > 0:
+        from neurorate.flossing import floss
+
+        start_specs, floss_losses = floss(specs, lyap_task, iterations=int(floss_iterations), mode=floss_mode,
+                                          k=floss_k, lr=floss_lr, progress=progress)
+        if lyapunov:
+            spectra["flossed"] = _spectrum(start_specs, lyap_task, lyapunov_k, lyapunov_units)
+
+    def on_iteration(i, losses, acc):
+        for j, rd in enumerate(runs_dirs):
+            rd.append_metrics(i, losses[j], acc[j])
+        if callback is not None:
+            callback(i, losses, acc)
+
+    try:
+        runs = be.train(start_specs, tasks if len(tasks) > 1 else tasks[0], rule, iterations=int(iterations),
+                        lr=lrs, optimizer=optimizer, profile=profile, progress=progress, callback=on_iteration,
+                        **be_opts)
+    finally:
+        for rd in runs_dirs:
+            rd.close()
+    if lyapunov:
+        spectra["after"] = _spectrum([r.spec for r in runs], lyap_task, lyapunov_k, lyapunov_units)
+    wall = time.perf_counter() - t_start
+
+    results = []
+    for j, run in enumerate(runs):
+        sp = {k: (None if v is None else np.asarray(v[j])) for k, v in spectra.items()}
+        res = TrainResult(
+            losses=run.losses, accuracy=run.accuracy, spec=run.spec, spec_initial=specs[j], rule=rule,
+            backend=be.name, lr=float(lrs[j]), optimizer=optimizer, iterations=int(iterations),
+            diverged=run.diverged, diverged_at=run.diverged_at, wall_time=wall / len(runs),
+            spec_flossed=start_specs[j] if floss_iterations > 0 else None,
+            floss_losses=None if floss_losses is None else np.asarray(floss_losses[j]),
+            lambda_max_before=_first(sp["before"]), lambda_max_flossed=_first(sp["flossed"]),
+            lambda_max_after=_first(sp["after"]), spectrum_before=sp["before"], spectrum_flossed=sp["flossed"],
+            spectrum_after=sp["after"], lyapunov_unit=lyapunov_units if lyapunov else None,
+            config={**config, "lr": float(lrs[j])}, run_dir=runs_dirs[j].path if runs_dirs else None,
+        )
+        if runs_dirs:
+            write_final(runs_dirs[j], res)
+        results.append(res)
+    return results[0] if single else results
+
+
+def _first(spectrum):
+    if spectrum is None:
+        return None
+    v = float(np.asarray(spectrum).reshape(-1)[0])
+    return v if math.isfinite(v) else None
+
+
+def _spectrum(specs, task, k, units):
+    from neurorate.lyapunov import lyapunov_spectrum
+
+    k = min(int(k), specs[0].n_hidden)
+    try:
+        return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units))
+    except FloatingPointError:
+        return np.full((len(specs), k), np.nan)
+
+
+def _open_run_dirs(out_root: Path | None, m: int) -> list[RunDirectory]:
+    if out_root is None:
+        return []
+    if m == 1:
+        return [RunDirectory(out_root)]
+    return [RunDirectory(out_root / f"net-{j:03d}") for j in range(m)]
+
+
+def _config(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, floss_mode, floss_k,
+            floss_lr, lyapunov, lyapunov_k, lyapunov_units, device, dtype) -> dict:
+    prof = profile if (profile is None or isinstance(profile, str)) else getattr(profile, "name", str(profile))
+    return {
+        "task": tasks[0].config(), "rule": rule, "backend": backend, "iterations": int(iterations),
+        "optimizer": optimizer, "lrs": [float(v) for v in lrs], "profile": prof,
+        "floss": {"iterations": int(floss_iterations), "mode": floss_mode, "k": int(floss_k), "lr": float(floss_lr)},
+        "lyapunov": {"on": bool(lyapunov), "k": int(lyapunov_k), "units": lyapunov_units},
+        "device": device, "dtype": dtype, "n_networks": len(specs),
+        "inits": [s.init for s in specs],
+    }

@@ -1,0 +1,133 @@
+"""The ``neurorate`` command line: a thin layer over the Python API.
+
+Every user mistake (unknown task/rule/backend, bad sizes, unwritable --out, missing extra, malformed file)
+ends with one line on stderr and exit code 2; results are always written before anything is printed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from neurorate.errors import NeurorateError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="neurorate: initial connectivity and biologically plausible learning in rate RNNs "
+                       "(torch and Lava backends, hardware precision profiles).")
+
+# Default of `neurorate run` with no options: small, fast, and it learns (see docs/cli.md).
+RUN_DEFAULTS = dict(task="romo", rule="eprop", gain=1.5, lr=3e-3, iterations=1500, hidden=64, batch=32)
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+@app.command()
+def run(
+    backend: str = typer.Option("torch", help="torch | lava (or an installed plugin)"),
+    task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
+    rule: str = typer.Option(RUN_DEFAULTS["rule"], help="bptt | eprop | eprop_online | eprop_random | rflo | trunc1"),
+    gain: float = typer.Option(RUN_DEFAULTS["gain"], help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
+    lr: float = typer.Option(RUN_DEFAULTS["lr"], help="learning rate"),
+    iterations: int = typer.Option(RUN_DEFAULTS["iterations"], help="training iterations"),
+    seed: int = typer.Option(0, help="seed of the network and of the task's batches"),
+    optimizer: str = typer.Option("adam", help="adam | sgd"),
+    profile: Optional[str] = typer.Option(None, help="hardware profile (see `neurorate profiles list`)"),
+    floss_iterations: int = typer.Option(0, help="local gradient-flossing pre-training iterations (paper: 100)"),
+    floss_mode: str = typer.Option("state", help="state | onestep | full"),
+    hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
+    batch: int = typer.Option(RUN_DEFAULTS["batch"], help="trials per batch"),
+    form: str = typer.Option("A", help="network form A | B | C (docs/model.md)"),
+    activation: Optional[str] = typer.Option(None, help="tanh | relu | identity (default: tanh for romo, relu otherwise)"),
+    tau: Optional[float] = typer.Option(None, help="unit time constant in the task's time unit (alpha = dt/tau)"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda (torch backend)"),
+    lyapunov: bool = typer.Option(True, help="measure Lyapunov spectra before/after training"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<timestamp>-<task>-<rule>)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
+    progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
+):
+    """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
+    import neurorate as nr
+
+    for name, value in (("iterations", iterations), ("hidden", hidden), ("batch", batch)):
+        if value <= 0:
+            _fail(f"--{name} must be > 0, got {value}")
+    if gain < 0:
+        _fail(f"--gain must be >= 0, got {gain}")
+    if lr <= 0:
+        _fail(f"--lr must be > 0, got {lr}")
+    if floss_iterations < 0:
+        _fail(f"--floss-iterations must be >= 0, got {floss_iterations}")
+    task_kwargs = {} if tau is None else {"tau": tau}
+    t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
+    act = activation or ("tanh" if t.loss_kind == "mse" else "relu")
+    spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
+                                 activation=act, alpha=t.alpha, dt=t.dt_seconds)
+    if out is None:
+        out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{task.replace(':', '_')}-{rule}-g{gain:g}"
+    if not as_json:
+        typer.echo(f"neurorate run: {backend} backend, task {task}, rule {rule}, N={hidden}, gain={gain:g}, "
+                   f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
+    result = nr.train(spec, t, rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
+                      profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
+                      lyapunov=lyapunov, device=device, progress=progress, out=out)
+    summary = result.summary()
+    paths = {"run_dir": str(result.run_dir), "metrics": str(result.run_dir / "metrics.jsonl"),
+             "spec_final": str(result.run_dir / "spec_final.npz"),
+             "learning_curve": str(result.run_dir / "learning_curve.png")}
+    if as_json:
+        summary["paths"] = paths
+        typer.echo(json.dumps(summary))
+        return
+    lam = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
+    typer.echo(f"final loss {summary['final_loss']:.5f} (mean of last 10%), decision accuracy "
+               f"{summary['final_accuracy']:.3f}, status {summary['status']}")
+    if lyapunov:
+        line = f"lambda_max per {result.lyapunov_unit}: before {lam(result.lambda_max_before)}"
+        if result.lambda_max_flossed is not None:
+            line += f", after flossing {lam(result.lambda_max_flossed)}"
+        typer.echo(line + f", after training {lam(result.lambda_max_after)}")
+    typer.echo(f"results written to {result.run_dir} (learning_curve.png, metrics.jsonl, spec_final.npz, result.json)")
+
+
+@app.command()
+def cite(methods: list[str] = typer.Argument(None, help="paper eprop rflo flossing lyapunov romo neurogym lava richlazy")):
+    """Print the BibTeX of the paper and the methods neurorate implements."""
+    from neurorate.provenance import citation
+
+    typer.echo(citation(*(methods or ())))
+
+
+# Commands contributed by other modules (each exposes register(app)).
+for _module in ("neurorate.cli_lyapunov", "neurorate.cli_profiles", "neurorate.cli_study", "neurorate.cli_nir"):
+    try:
+        _mod = importlib.import_module(_module)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _module:
+            raise
+        continue
+    _mod.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``neurorate`` script."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except NeurorateError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; results written so far are kept", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,11 @@
+"""The Lava backend: the rate RNN as a Lava process graph with on-line three-factor e-prop inside.
+
+Importing this package does not import lava; the Python-3.11 compatibility shim
+(:func:`~neurorate.backends.lava._compat.ensure_lava_importable`) runs before the first lava import,
+when a graph is built. See ``docs/lava.md``.
+"""
+
+from ._compat import ensure_lava_importable, lava_available
+from .backend import LavaBackend, check_rule, feedback_matrix
+
+__all__ = ["LavaBackend", "ensure_lava_importable", "lava_available", "check_rule", "feedback_matrix"]

@@ -1,0 +1,236 @@
+"""LavaBackend: the neurorate Backend protocol on Lava (CPU simulation of a Loihi target).
+
+Each network is one vectorised :class:`~neurorate.backends.lava.procs.rate_rnn.RateRNN` process (its B
+trials inside) fed by a :class:`~neurorate.backends.lava.procs.rate_rnn.TrialSource`; M networks are M
+RateRNN processes in one Lava graph, running in lock step (one OS process each). One tick is one network
+step; a training iteration is T ticks; the update is applied inside Lava after the trial's last step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from neurorate.backend import OPTIMIZERS, RULES, BackendRun, SimResult
+from neurorate.errors import NeurorateError
+from neurorate.spec import NetworkSpec
+
+from ._compat import ensure_lava_importable
+from ._io import FixedFeed, Mailbox, TaskFeed
+
+FEEDBACK = {"eprop": "symmetric", "eprop_online": "symmetric", "eprop_random": "random", "rflo": "random"}
+"""Rules that run on-line inside Lava, and the feedback matrix of their learning signal."""
+
+_WEIGHTS = ("w_in", "w_rec", "w_out", "b", "b_out")
+
+
+def feedback_matrix(spec: NetworkSpec) -> np.ndarray:
+    """The spec's fixed feedback B ``(N, n_out)``, drawn from its seed as the torch backend does if absent."""
+    if spec.feedback is not None:
+        return spec.feedback
+    rng = np.random.default_rng(np.random.SeedSequence(int(spec.init.get("seed", 0))).spawn(4)[3])
+    k = 1.0 / np.sqrt(spec.n_hidden)
+    return rng.uniform(-k, k, (spec.n_hidden, spec.n_out))
+
+
+def check_rule(rule: str, optimizer: str) -> str:
+    """The feedback kind of ``rule`` on Lava, or a one-line error for what Lava cannot run."""
+    if rule == "bptt":
+        raise NeurorateError("rule 'bptt' cannot run on the Lava backend: it needs the whole trajectory "
+                             "backwards in time; use an on-line rule (eprop, eprop_online, eprop_random, rflo) "
+                             "or --backend torch")
+    if rule not in FEEDBACK:
+        raise NeurorateError(f"rule {rule!r} is not available on the Lava backend; choose one of "
+                             f"{', '.join(FEEDBACK)} (all rules: {', '.join(RULES)})")
+    if optimizer not in OPTIMIZERS:
+        raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if optimizer == "adam":
+        raise NeurorateError("optimizer 'adam' is not local and is not run on the Lava backend; use "
+                             "--optimizer sgd (updates applied inside Lava) or --backend torch")
+    return FEEDBACK[rule]
+
+
+class _Graph:
+    """M RateRNN processes (plus their sources) in one Lava graph; ``stop()`` it in a ``finally``."""
+
+    def __init__(self, specs, feeds, *, batch: int, n_steps: int, loss_kind: str, learning: str | None,
+                 lrs, boxes, quantizers, tag: str):
+        ensure_lava_importable()
+        from lava.magma.core.run_configs import Loihi2SimCfg
+
+        from .procs.rate_rnn import RateRNN, TrialSource
+
+        width = specs[0].n_in + 2 * specs[0].n_out + 1
+        self.sources = [TrialSource(feed=f, batch=batch, width=width, n_steps=n_steps) for f in feeds]
+        self.nets = []
+        for j, spec in enumerate(specs):
+            net = RateRNN(w_in=spec.w_in, w_rec=spec.w_rec, w_out=spec.w_out, b=spec.b, b_out=spec.b_out,
+                          feedback=feedback_matrix(spec), alpha=spec.alpha, form=spec.form,
+                          activation=spec.activation, batch=batch, n_steps=n_steps, loss_kind=loss_kind,
+                          learning=learning, lr=float(lrs[j]), mailbox=boxes[j], quantizer=quantizers[j],
+                          record="states" in boxes[j])
+            self.sources[j if len(self.sources) > 1 else 0].data_out.connect(net.data_in)
+            self.nets.append(net)
+        self.n_steps = n_steps
+        self.run_cfg = Loihi2SimCfg(select_tag=tag)
+        self.ticks = 0
+
+    def run(self, ticks: int) -> None:
+        """Advance every network by ``ticks`` steps (blocking)."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        self.nets[0].run(condition=RunSteps(num_steps=int(ticks)), run_cfg=self.run_cfg)
+        self.ticks += int(ticks)
+
+    def stop(self) -> None:
+        """Stop the runtime (its forked processes) if it was started."""
+        if self.nets and self.nets[0].runtime is not None:
+            self.nets[0].stop()
+
+
+class LavaBackend:
+    """The :class:`neurorate.backend.Backend` protocol on Lava.
+
+    Parameters
+    ----------
+    chunk_seconds : wall time per ``run()`` call between progress/callback updates during training.
+    """
+
+    name = "lava"
+
+    def __init__(self, chunk_seconds: float = 0.5):
+        self.chunk_seconds = float(chunk_seconds)
+
+    # ------------------------------------------------------------------ protocol
+    def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:
+        """Trajectories ``(M, T, B, N)`` (outputs ``(M, T, B, n_out)``) driven by ``inputs (T, B, n_in)``."""
+        specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
+        _check_compatible(specs)
+        x = np.asarray(inputs, dtype=np.float64)
+        if x.ndim != 3 or x.shape[-1] != specs[0].n_in:
+            raise NeurorateError(f"inputs must have shape (T, B, n_in={specs[0].n_in}), got {x.shape}")
+        t_steps, batch, _ = x.shape
+        n, n_out = specs[0].n_hidden, specs[0].n_out
+        boxes = [Mailbox({"states": (t_steps, batch, n), "rates": (t_steps, batch, n),
+                          "preacts": (t_steps, batch, n), "outputs": (t_steps, batch, n_out)}) for _ in specs]
+        quantizers, tag = self._quantizers(profile, specs, training=False)
+        graph = _Graph(specs, [FixedFeed(x, n_out)], batch=batch, n_steps=t_steps, loss_kind="mse",
+                       learning=None, lrs=np.zeros(len(specs)), boxes=boxes, quantizers=quantizers, tag=tag)
+        try:
+            graph.run(t_steps)
+            return SimResult(*(np.stack([b.snapshot(k) for b in boxes]) for k in ("states", "rates", "outputs",
+                                                                                    "preacts")))
+        finally:
+            graph.stop()
+
+    def train(self, specs: list[NetworkSpec], task, rule: str, *, iterations: int, lr, optimizer: str = "sgd",
+              profile: Any = None, progress: bool | None = None,
+              callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
+              start_iteration: int = 0, **options: Any) -> list[BackendRun]:
+        """Train the networks with on-line three-factor learning and SGD inside Lava.
+
+        Batch ``start_iteration + i`` of ``task`` (one shared task, or one per network) is trial batch i.
+        ``callback(i, losses (M,), accuracy (M,))`` runs for every iteration, in bursts after each
+        ``run()`` chunk. A network whose loss becomes NaN/inf is frozen and reported as diverged.
+        """
+        if options:
+            raise NeurorateError(f"lava backend: unknown option(s) {', '.join(sorted(options))}")
+        specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
+        _check_compatible(specs)
+        learning = check_rule(rule, optimizer)
+        tasks = list(task) if isinstance(task, (list, tuple)) else [task]
+        if len(tasks) not in (1, len(specs)):
+            raise NeurorateError(f"give one task or one per network ({len(specs)}), got {len(tasks)}")
+        iterations = int(iterations)
+        m = len(specs)
+        lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (m,)))
+        t_steps, batch = tasks[0].n_steps, tasks[0].batch_size
+        n, n_in, n_out = specs[0].n_hidden, specs[0].n_in, specs[0].n_out
+        shapes = {"loss": (iterations,), "accuracy": (iterations,), "done": (1,), "diverged_at": (1,),
+                  "w_in": (n, n_in), "w_rec": (n, n), "w_out": (n_out, n), "b": (n,), "b_out": (n_out,)}
+        boxes = [Mailbox(shapes) for _ in specs]
+        for box in boxes:
+            box["loss"][:] = np.nan
+            box["accuracy"][:] = np.nan
+            box["diverged_at"][0] = -1
+        quantizers, tag = self._quantizers(profile, specs, training=True)
+        feeds = [TaskFeed(t, start_iteration) for t in tasks]
+        t0 = time.perf_counter()
+        graph = _Graph(specs, feeds, batch=batch, n_steps=t_steps, loss_kind=tasks[0].loss_kind, learning=learning,
+                       lrs=lrs, boxes=boxes, quantizers=quantizers, tag=tag)
+        bar = _progress(iterations, progress, f"lava {rule} x{m}")
+        reported = 0
+        try:
+            chunk = 1
+            while reported < iterations:
+                chunk = min(chunk, iterations - reported)
+                t_run = time.perf_counter()
+                graph.run(chunk * t_steps)
+                per_it = (time.perf_counter() - t_run) / chunk
+                for i in range(reported, reported + chunk):
+                    losses = np.array([b["loss"][i] for b in boxes])
+                    acc = np.array([b["accuracy"][i] for b in boxes])
+                    if callback is not None:
+                        callback(i, losses, acc)
+                reported += chunk
+                if bar is not None:
+                    bar.update(chunk)
+                    bar.set_postfix(loss=f"{np.nanmean([b['loss'][reported - 1] for b in boxes]):.4g}")
+                chunk = max(1, int(self.chunk_seconds / max(per_it, 1e-6)))
+        finally:
+            graph.stop()
+            if bar is not None:
+                bar.close()
+        wall = time.perf_counter() - t0
+        runs = []
+        for spec, box in zip(specs, boxes):
+            div = int(box["diverged_at"][0])
+            trained = spec.replace(**{k: box.snapshot(k).reshape(getattr(spec, k).shape) for k in _WEIGHTS})
+            runs.append(BackendRun(spec=trained, losses=box.snapshot("loss"), accuracy=box.snapshot("accuracy"),
+                                   diverged=div >= 0, diverged_at=div if div >= 0 else None, wall_time=wall / m,
+                                   extra={"ticks": graph.ticks, "tag": tag}))
+        return runs
+
+    def jacobian_vector(self, spec: NetworkSpec, state: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """``D q`` of one autonomous step at ``state (N,)`` (form A: a_{t-1}; B/C: the state, zero input)."""
+        from . import _kernels as K
+
+        f, fp = K.activation(spec.activation)
+        s = np.asarray(state, dtype=np.float64).reshape(1, -1)
+        q = np.asarray(q, dtype=np.float64).reshape(spec.n_hidden, -1)
+        a = spec.alpha
+        if spec.form == "A":
+            return (1 - a) * q + a * spec.w_rec @ (fp(s).reshape(-1, 1) * q)
+        out = K.step(s, np.zeros((1, spec.n_in)), spec.w_in, spec.w_rec, spec.b, a, spec.form, f, fp)
+        wq = spec.w_rec @ q
+        psi = out.psi.reshape(-1, 1)
+        if spec.form == "B":
+            return psi * ((1 - a) * q + a * wq)
+        return (1 - a) * q + a * psi * wq
+
+    # ------------------------------------------------------------------ helpers
+    def _quantizers(self, profile, specs, training: bool):
+        if profile is None:
+            return [None] * len(specs), "floating_pt"
+        raise NeurorateError("the Lava fixed_pt model is not wired to hardware profiles yet; run without --profile")
+
+
+def _check_compatible(specs: list[NetworkSpec]) -> None:
+    if not specs:
+        raise NeurorateError("no networks given")
+    for i, s in enumerate(specs[1:], start=1):
+        for attr in ("n_hidden", "n_in", "n_out", "form", "activation"):
+            if getattr(s, attr) != getattr(specs[0], attr):
+                raise NeurorateError(f"networks run together must share {attr}: network 0 has "
+                                     f"{getattr(specs[0], attr)!r}, network {i} has {getattr(s, attr)!r}")
+
+
+def _progress(total: int, progress: bool | None, desc: str):
+    if progress is False:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", disable=None if progress is None else not progress,
+                dynamic_ncols=True, leave=False)

@@ -1,0 +1,147 @@
+"""Delayed match-to-sample ("DMS"), following neurogym 2.3.1 ``DelayMatchSample-v0``.
+
+A sample direction is shown, then after a delay a test direction; the network reports whether they match.
+Time is in milliseconds. One trial::
+
+    fixation 300 | sample 500 | delay 1000 | test 500 | decision 900   (dt = 100 -> 3+5+10+5+9 = 32 steps)
+
+Durations are floored to a multiple of ``dt`` and period ``p`` covers steps ``[int(start_p/dt), int(end_p/dt))``,
+as in neurogym. ``timing="short"`` is the one-trial-per-sequence variant of Liu et al. (rich/lazy code):
+fixation 0, sample 100, delay 500, test 100, decision 100 (8 steps).
+
+Inputs, 3 channels (float32):
+
+* channel 0, fixation: 1 on every step except the decision period (0: the "go" cue);
+* channels 1-2, ring units at ``theta = (0, pi)``: ``cos(theta - theta_sample) * 0.5 + 0.5`` during the sample
+  period, ``cos(theta - theta_test) * 0.5 + 0.5`` during the test period, each plus N(0, (sigma / sqrt(dt))^2)
+  noise (dt in ms, neurogym's convention); 0 elsewhere.
+
+Per trial, ``theta_sample ~ U{0, pi}`` and ``gt ~ U{1, 2}``: 1 = match (``theta_test = theta_sample``),
+2 = non-match (``theta_test = theta_sample + pi``). Labels, 3 classes (loss "ce"): 0 (fixate) outside the
+decision period, ``gt`` during it. Mask: every step, or only the decision steps with ``fixate=False``.
+
+Layout as in :mod:`neurorate.tasks.perceptual`: one seeded, trial-aligned trial per batch column, or
+``seq_len`` steps of consecutive trials per column. The network time constant defaults to neurogym's 100 ms,
+so ``alpha = dt / tau = 1`` (no leak) unless ``tau`` or ``dt`` is changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+
+from neurorate.errors import NeurorateError
+from neurorate.task import Task
+
+from .perceptual import check_common, concatenate_trials, period_bounds, resolve_timing
+
+PERIODS = ("fixation", "sample", "delay", "test", "decision")
+TIMINGS = {
+    "default": {"fixation": 300.0, "sample": 500.0, "delay": 1000.0, "test": 500.0, "decision": 900.0},
+    "short": {"fixation": 0.0, "sample": 100.0, "delay": 500.0, "test": 100.0, "decision": 100.0},
+}
+MATCH, NON_MATCH = 1, 2
+
+
+@dataclasses.dataclass(repr=False)
+class DelayMatchSampleTask(Task):
+    """Delayed match-to-sample task (neurogym ``DelayMatchSample-v0``).
+
+    Parameters
+    ----------
+    batch_size : trials (columns) per batch.
+    seed : seed of the batch stream.
+    dt : time step in ms (neurogym default 100).
+    tau : network time constant in ms; the default 100 gives ``alpha = 1`` (no leak).
+    timing : "default", "short" (R5: sample 100, delay 500, test 100, decision 100, no fixation) or a dict
+        of durations (ms) overriding the default ones.
+    sigma : input noise, standard deviation ``sigma / sqrt(dt)`` per step (neurogym's convention, dt in ms).
+    seq_len : None for one trial per column; else the steps per column, filled with consecutive trials.
+    fixate : mask the fixate labels too (True, as neurogym) or only the decision steps (False).
+
+    Attributes
+    ----------
+    periods : ``{period: (first step, end step)}`` of one trial.
+    trial_steps : steps of one trial.
+    """
+
+    batch_size: int = 16
+    seed: int = 0
+    dt: float = 100.0
+    tau: float = 100.0
+    timing: str | dict = "default"
+    sigma: float = 1.0
+    seq_len: int | None = None
+    fixate: bool = True
+
+    name = "dms"
+    loss_kind = "ce"
+    time_unit = "ms"
+    n_in = 3
+    n_out = 3
+
+    def __post_init__(self):
+        Task.__init__(self, self.batch_size, self.seed, self.dt, self.tau)
+        check_common(self, "dms", self.seq_len, self.sigma)
+        self.durations = resolve_timing("dms", self.timing, TIMINGS, PERIODS)
+        self.periods, self.trial_steps = period_bounds(self.durations, PERIODS, self.dt)
+        if self.periods["decision"][1] <= self.periods["decision"][0]:
+            raise NeurorateError(f"dms: the decision period is shorter than dt={self.dt} ms")
+        self.n_steps = self.trial_steps if self.seq_len is None else int(self.seq_len)
+
+    def trials(self, ground_truth, sample, rng: np.random.Generator | None = None):
+        """Trials with given answers and sample directions: ``x (L, n, 3)``, ``labels (L, n)``, ``mask (L, n)``.
+
+        Parameters
+        ----------
+        ground_truth : (n,) 1 (match) or 2 (non-match), neurogym's ``trial["ground_truth"]``.
+        sample : (n,) sample direction index in {0, 1}: ``theta_sample = pi * sample``.
+        rng : the noise generator; None gives noiseless inputs (as neurogym with ``sigma=0``).
+        """
+        gt = np.asarray(ground_truth, dtype=np.int64).reshape(-1)
+        sample = np.broadcast_to(np.asarray(sample, dtype=np.int64), gt.shape)
+        if gt.size and not (np.isin(gt, (MATCH, NON_MATCH)).all() and np.isin(sample, (0, 1)).all()):
+            raise NeurorateError("dms: ground_truth must be 1 or 2 and sample 0 or 1")
+        theta = np.array([0.0, np.pi])
+        sample_theta = theta[sample]
+        test_theta = np.where(gt == MATCH, sample_theta, np.mod(sample_theta + np.pi, 2 * np.pi))
+        ring = {
+            "sample": np.cos(theta[None, :] - sample_theta[:, None]) * 0.5 + 0.5,
+            "test": np.cos(theta[None, :] - test_theta[:, None]) * 0.5 + 0.5,
+        }  # (n, 2) each
+
+        n = gt.size
+        x = np.zeros((self.trial_steps, n, 3), dtype=np.float32)
+        x[:, :, 0] = 1.0
+        d0, d1 = self.periods["decision"]
+        x[d0:d1, :, 0] = 0.0
+        for period, stim in ring.items():
+            s0, s1 = self.periods[period]
+            x[s0:s1, :, 1:] = stim.astype(np.float32)
+            if rng is not None and s1 > s0:
+                noise = rng.standard_normal((s1 - s0, n, 2)) * (self.sigma / math.sqrt(self.dt))
+                x[s0:s1, :, 1:] = x[s0:s1, :, 1:] + noise  # float32 + float64 noise, stored as float32
+        labels = np.zeros((self.trial_steps, n), dtype=np.int64)
+        labels[d0:d1] = gt
+        mask = (
+            np.ones((self.trial_steps, n), dtype=np.float32)
+            if self.fixate
+            else (labels > 0).astype(np.float32)
+        )
+        return x, labels, mask
+
+    def _generate(self, rng: np.random.Generator, batch_size: int):
+        per_column = 1 if self.seq_len is None else -(-self.seq_len // self.trial_steps)
+        n = per_column * batch_size
+        gt = rng.integers(MATCH, NON_MATCH + 1, n)
+        sample = rng.integers(0, 2, n)
+        x, labels, mask = self.trials(gt, sample, rng if self.sigma > 0 else None)
+        return tuple(concatenate_trials([x, labels, mask], batch_size, self.seq_len))
+
+    def _extra_config(self) -> dict[str, Any]:
+        out = super()._extra_config()
+        out.update(durations=self.durations, periods=dict(self.periods), trial_steps=self.trial_steps)
+        return out

@@ -51,7 +51,7 @@ class StepOut(NamedTuple):
 def step(state: Array, x: Array, w_in: Array, w_rec: Array, b: Array, alpha: float, form: str,
          f: Callable, fprime: Callable) -> StepOut:
     """Advance B trials by one step (see the module docstring)."""
-    pre_prev = f(state) if form == "A" else state
+    pre_prev = f(state) if form == "A" else state.copy()  # a copy: callers overwrite their state in place
     total = pre_prev @ w_rec.T + x @ w_in.T + b
     if form == "A":
         a = (1.0 - alpha) * state + alpha * total

@@ -241,9 +241,11 @@ def _check(k, n: int, t_ons) -> int:
 
 def _finish(log_sum: torch.Tensor, count: int, scale: np.ndarray, units: str, k: int, warmup: int,
             single: bool, return_stats: bool):
-    per_stream = log_sum.detach().cpu().numpy().astype(np.float64) / count / scale[:, None, None]
-    mean = per_stream.mean(axis=1)
-    std = per_stream.std(axis=1, ddof=1) if per_stream.shape[1] > 1 else np.zeros_like(mean)
+    per_step = log_sum.detach().cpu().numpy().astype(np.float64) / count
+    mean = per_step.mean(axis=1)
+    std = per_step.std(axis=1, ddof=1) if per_step.shape[1] > 1 else np.zeros_like(mean)
+    # convert units last, so that a spectrum in tau or seconds is exactly the per-step one divided
+    per_stream, mean, std = per_step / scale[:, None, None], mean / scale[:, None], std / scale[:, None]
     order = np.argsort(-mean, axis=1, kind="stable")
     mean, std = np.take_along_axis(mean, order, 1), np.take_along_axis(std, order, 1)
     if single:
@@ -351,7 +353,7 @@ def lyapunov_from_trajectory(spec_or_specs, preacts_or_states, k: int | None = N
     _, fprime = dynamics.activation(specs[0].activation)
     with torch.no_grad():
         ens = stack_specs(specs, device, dtype)
-        tr = torch.as_tensor(np.ascontiguousarray(traj), device=device, dtype=dtype)
+        tr = torch.as_tensor(np.array(traj), device=device, dtype=dtype)
         q0 = orthonormal_frame(n, k, seed, device, dtype).expand(len(specs), tr.shape[2], n, k)
         fps = (fprime(tr[:, t]) for t in range(n_t))
         log_sum, count = benettin(fps, ens["w_rec"], ens["alpha"], form, q0, n_t, warmup, t_ons)

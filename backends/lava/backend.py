@@ -212,9 +212,17 @@ class LavaBackend:
 
     # ------------------------------------------------------------------ helpers
     def _quantizers(self, profile, specs, training: bool):
+        """One quantizer per network (the same one the torch backend builds) and the model tag."""
         if profile is None:
             return [None] * len(specs), "floating_pt"
-        raise NeurorateError("the Lava fixed_pt model is not wired to hardware profiles yet; run without --profile")
+        from neurorate.profiles import load_profile
+        from neurorate.quantize import make_quantizer
+
+        prof = load_profile(profile)
+        for s in specs:
+            prof.check(s)
+        seed = int(specs[0].init.get("seed", 0))  # as the torch backend: one stream for the run
+        return [make_quantizer(prof, training=training, seed=seed) for _ in specs], "fixed_pt"
 
 
 def _check_compatible(specs: list[NetworkSpec]) -> None:

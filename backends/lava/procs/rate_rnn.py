@@ -124,19 +124,22 @@ class _RateRNNBase(PyLoihiProcessModel):
         self._f, self._fprime = K.activation(p["activation"])
         self._grads = None
         self._diverged = False
+        self._quantized = p.get("quantizer") is not None
+        self._w = None
 
     # ------------------------------------------------------------------ quantisation hooks (identity)
-    def _q_step(self, out: K.StepOut) -> K.StepOut:
-        return out
+    def _used_weights(self) -> dict:
+        """The weights the trial computes with (float: the Vars themselves)."""
+        return {name: getattr(self, name) for name in _LEARNED}
 
-    def _q_output(self, y: np.ndarray) -> np.ndarray:
-        return y
+    def _q_state(self, state: np.ndarray) -> np.ndarray:
+        return state
 
-    def _q_traces(self) -> None:
+    def _q_rate(self, rate: np.ndarray) -> np.ndarray:
+        return rate
+
+    def _q_traces(self, traces: list) -> None:
         return None
-
-    def _apply_update(self, name: str, weight: np.ndarray, grad: np.ndarray, lr: float, step: int) -> None:
-        weight -= lr * grad
 
     # ------------------------------------------------------------------ one tick
     def run_spk(self) -> None:
@@ -153,39 +156,46 @@ class _RateRNNBase(PyLoihiProcessModel):
         if k == 0:
             self._start_trial()
 
-        out = self._q_step(K.step(self.state, x, self.w_in, self.w_rec, self.b, alpha, form,
-                                  self._f, self._fprime))
-        self.state[:] = out.state
-        y = self._q_output(out.rate @ self.w_out.T + self.b_out)
+        w = self._w
+        out = K.step(self.state, x, w["w_in"], w["w_rec"], w["b"], alpha, form, self._f, self._fprime)
+        if self._quantized:  # the state is held, and rates are sent, on the profile's grids
+            self.state[:] = self._q_state(out.state)
+            rate = self._q_rate(self._f(self.state) if form == "A" else self.state.copy())
+            pre_prev = self._q_rate(out.pre_prev)
+        else:
+            self.state[:] = out.state
+            rate, pre_prev = out.rate, out.pre_prev
+        y = rate @ w["w_out"].T + w["b_out"]
         loss_t, grad_y = K.output_error(p["loss_kind"], y, target, weight)
         self.trial_loss[0] += loss_t
         hits = (np.argmax(y, axis=-1) == np.argmax(target, axis=-1)) & decision
         self.trial_hits += (hits.sum(), decision.sum())
 
         if p["learning"] is not None and not self._diverged:
-            fb = self.w_out.T if p["learning"] == "symmetric" else self.feedback
+            fb = w["w_out"].T if p["learning"] == "symmetric" else self.feedback
             signal = grad_y @ fb.T  # third factor L_t = F dl/dy, (B, N)
             traces = [self.trace_rec, self.trace_in, self.trace_b]
-            K.trace_step(traces, form, alpha, out.pre_prev, x, out.psi)
-            self._q_traces()
+            K.trace_step(traces, form, alpha, pre_prev, x, out.psi)
+            self._q_traces(traces)
             g_rec, g_in, g_b = K.trace_gradients(traces, form, signal, out.psi)
             g = self._grads
             g["w_rec"] += g_rec
             g["w_in"] += g_in
             g["b"] += g_b
-            g["w_out"] += grad_y.T @ out.rate
+            g["w_out"] += grad_y.T @ rate
             g["b_out"] += grad_y.sum(0)
 
         if p["record"]:
             box = p["mailbox"]
-            box["states"][k] = out.state
-            box["rates"][k] = out.rate
+            box["states"][k] = self.state
+            box["rates"][k] = rate
             box["preacts"][k] = out.preact
             box["outputs"][k] = y
         if k == n_steps - 1:
             self._end_trial(it)
 
     def _start_trial(self) -> None:
+        self._w = self._used_weights()
         self.state[:] = 0.0
         for tr in (self.trace_rec, self.trace_in, self.trace_b):
             tr[:] = 0.0
@@ -205,8 +215,9 @@ class _RateRNNBase(PyLoihiProcessModel):
             box["loss"][it] = np.nan if self._diverged else loss  # a frozen network reports NaN, as on torch
             box["accuracy"][it] = correct / total if total > 0 else np.nan
         if self.proc_params["learning"] is not None and not self._diverged:
-            for name in _LEARNED:
-                self._apply_update(name, getattr(self, name), self._grads[name], self.proc_params["lr"], it)
+            lr = self.proc_params["lr"]
+            for name in _LEARNED:  # SGD on the (float master) weights, once per trial batch
+                getattr(self, name)[...] -= lr * self._grads[name]
         if "w_rec" in box:
             for name in _LEARNED:
                 box[name][...] = getattr(self, name)
@@ -222,3 +233,32 @@ _LEARNED = ("w_in", "w_rec", "w_out", "b", "b_out")
 @tag("floating_pt")
 class PyRateRNNFloat(_RateRNNBase):
     """float64 model: the equations of :mod:`neurorate.dynamics` exactly."""
+
+
+@implements(proc=RateRNN, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyRateRNNFixed(_RateRNNBase):
+    """Fixed point under a hardware profile, with the quantizer shared with the torch backend.
+
+    Mirrors the torch backend's fake-quant bit for bit: the weights a trial uses are the profile's
+    quantisation of the float master weights (refreshed after every update); states are held on the state
+    grid (saturating), rates are sent and traces held on their grids (stochastic rounding by the
+    counter-based hash). All values are integers times power-of-two steps kept in float64, so numpy's
+    arithmetic on them is the same as torch's.
+    """
+
+    def _used_weights(self) -> dict:
+        q = self.proc_params["quantizer"]
+        return {name: q.weight(getattr(self, name), name) for name in _LEARNED}
+
+    def _q_state(self, state: np.ndarray) -> np.ndarray:
+        return self.proc_params["quantizer"].state(state)
+
+    def _q_rate(self, rate: np.ndarray) -> np.ndarray:
+        return self.proc_params["quantizer"].rate(rate)
+
+    def _q_traces(self, traces: list) -> None:
+        q = self.proc_params["quantizer"]
+        for tr in traces:
+            tr[...] = q.trace(tr)

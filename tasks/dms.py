@@ -85,7 +85,7 @@ class DelayMatchSampleTask(Task):
 
     def __post_init__(self):
         Task.__init__(self, self.batch_size, self.seed, self.dt, self.tau)
-        check_common(self, "dms", self.seq_len, self.sigma)
+        check_common("dms", self.seq_len, self.sigma)
         self.durations = resolve_timing("dms", self.timing, TIMINGS, PERIODS)
         self.periods, self.trial_steps = period_bounds(self.durations, PERIODS, self.dt)
         if self.periods["decision"][1] <= self.periods["decision"][0]:

@@ -8,9 +8,9 @@ Batch ``i`` holds one trial per column, built trial by trial through neurogym it
                    x[:L_b, b] = env.ob;  target[:L_b, b] = env.gt
 
 so batch ``i`` is a pure function of (env id, env kwargs, seed, i), whatever was generated before. This is
-the point of the adapter: ``neurogym.Dataset`` seeds its environments only after their first trials have been
-drawn (its constructor resets every environment with an unseeded generator), so its first batches differ from
-run to run, and it streams concatenated trials whose boundaries depend on the history.
+the point of the adapter: ``neurogym.Dataset``'s constructor seeds its environments with None and fills its
+cache of trials before the user can call ``Dataset.seed``, so its first batches differ from run to run even
+after ``dataset.seed(0)``; it also streams concatenated trials whose boundaries depend on the history.
 
 Trials shorter than ``n_steps`` are padded with zeros (input 0, label 0, mask 0); longer ones are cut at
 ``n_steps``. ``n_steps`` defaults to the trial length for fixed timing, or to the longest of ``n_probe`` trials
@@ -19,7 +19,7 @@ on every trial step (or only where the label is > 0 with ``fixate=False``). ``dt
 ``tau`` defaults to 100 ms as in neurogym-based code, giving ``alpha = 1`` at the default dt.
 
 This is a reference implementation, slow by design (python loop over trials, a new environment per batch:
-about 2 ms per batch of 16 for PerceptualDecisionMaking-v0); use ``make_task("2af")`` / ``make_task("dms")`` to
+about 3 ms per batch of 16 for PerceptualDecisionMaking-v0, 50 times the fast generator); use ``make_task("2af")`` / ``make_task("dms")`` to
 train.
 """
 
@@ -134,9 +134,19 @@ class NeurogymTask(Task):
         return env
 
     def _longest_trial(self, env) -> int:
+        """Trial length (fixed timing) or the longest of ``n_probe`` trials; checks that env.seed fixes a trial."""
         fixed = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in env.timing.values())
-        env.seed(self.seed)
-        lengths = [self._new_trial(env)[0].shape[0] for _ in range(1 if fixed else self.n_probe)]
+        first = []
+        for _ in range(2):
+            env.seed(self.seed)
+            first.append(self._new_trial(env)[:2])
+        if not all(np.array_equal(a, b, equal_nan=True) for a, b in zip(*first)):
+            raise NeurorateError(
+                f"neurogym: {self.env_id} draws trials that env.seed() does not fix; it cannot be "
+                "wrapped reproducibly"
+            )
+        lengths = [first[1][0].shape[0]]
+        lengths += [self._new_trial(env)[0].shape[0] for _ in range(0 if fixed else self.n_probe - 1)]
         return int(max(lengths))
 
     @staticmethod

@@ -101,7 +101,7 @@ def concatenate_trials(arrays: list[np.ndarray], batch_size: int, seq_len: int |
     return out
 
 
-def check_common(task: Task, name: str, seq_len: int | None, sigma: float) -> None:
+def check_common(name: str, seq_len: int | None, sigma: float) -> None:
     """Validate the options the neurogym-style tasks share."""
     if seq_len is not None and (isinstance(seq_len, bool) or int(seq_len) != seq_len or seq_len < 1):
         raise NeurorateError(f"{name}: seq_len must be a positive integer or None, got {seq_len!r}")
@@ -150,7 +150,7 @@ class PerceptualDecisionTask(Task):
 
     def __post_init__(self):
         Task.__init__(self, self.batch_size, self.seed, self.dt, self.tau)
-        check_common(self, "2af", self.seq_len, self.sigma)
+        check_common("2af", self.seq_len, self.sigma)
         self.cohs = tuple(float(c) for c in self.cohs)
         if not self.cohs or any(not (0 <= c <= 100) for c in self.cohs):
             raise NeurorateError(

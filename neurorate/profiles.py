@@ -16,12 +16,23 @@ describes the schema and every shipped profile.
 from __future__ import annotations
 
 import importlib.resources
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError
-from pydantic import model_validator
+try:
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from neurorate.errors import FileFormatError, NeurorateError
 
@@ -296,7 +307,7 @@ def load_profile(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
         profile = HardwareProfile.model_validate(data)
     except ValidationError as exc:
         raise FileFormatError(f"{label}: {_first_error(exc)}") from None
-    stem = label[:-5] if label.endswith(".toml") else label
+    stem = label.removesuffix(".toml")
     if profile.name != stem:
         raise FileFormatError(f"{label}: name: {profile.name!r} does not match the file name {stem!r}")
     return profile

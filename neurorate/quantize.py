@@ -96,18 +96,20 @@ class _NumpyOps:
         return ((np.clip(e, -1022, 1023).astype(np.int64) + 1023) << 52).view(np.float64)
 
     @staticmethod
-    def uniform(shape, key1, key2):
-        idx = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)
+    def uniform(like, key1, key2):
+        idx = np.arange(like.size, dtype=np.int64).reshape(like.shape)
         h = mix32(mix32((idx + key1) & _M32) ^ key2)
         return h.astype(np.float64) * 2.0**-32
 
     @staticmethod
     def float_round(x64, dtype: str):
-        x32 = x64.astype(np.float32)
+        with np.errstate(over="ignore"):
+            x32 = x64.astype(np.float32)
         if dtype == "float32":
             return x32.astype(np.float64)
         if dtype == "float16":
-            return x32.astype(np.float16).astype(np.float64)
+            with np.errstate(over="ignore"):  # overflow to inf, as torch does
+                return x32.astype(np.float16).astype(np.float64)
         # bfloat16: round the float32 bit pattern to nearest even on bit 16
         bits = np.ascontiguousarray(x32).view(np.uint32).astype(np.uint64)
         bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
@@ -125,6 +127,8 @@ class _TorchOps:
         import torch
 
         self.torch = torch
+        self.floor, self.trunc, self.clip, self.abs, self.sign = (torch.floor, torch.trunc, torch.clamp,
+                                                                  torch.abs, torch.sign)
 
     def f64(self, x):
         return x.detach().to(self.torch.float64)
@@ -142,35 +146,16 @@ class _TorchOps:
         e = self.torch.as_tensor(e).clamp(-1022, 1023).to(self.torch.int64)
         return ((e + 1023) << 52).view(self.torch.float64)
 
-    def uniform(self, shape, key1, key2, device=None):
-        t = self.torch
-        n = 1
-        for s in shape:
-            n *= int(s)
-        idx = t.arange(n, dtype=t.int64, device=device).reshape(shape)
-        return mix32(mix32((idx + key1) & _M32) ^ key2).to(t.float64) * 2.0**-32
+    def uniform(self, like, key1, key2):
+        idx = self.torch.arange(like.numel(), dtype=self.torch.int64, device=like.device).reshape(like.shape)
+        return mix32(mix32((idx + key1) & _M32) ^ key2).to(self.torch.float64) * 2.0**-32
 
     def float_round(self, x64, dtype: str):
         return x64.to(self.torch.float32).to(getattr(self.torch, dtype)).to(self.torch.float64)
 
-    def floor(self, x):
-        return self.torch.floor(x)
-
-    def trunc(self, x):
-        return self.torch.trunc(x)
-
     def where(self, c, a, b):
         return self.torch.where(c, self.torch.as_tensor(a, dtype=self.torch.float64, device=c.device),
                                 self.torch.as_tensor(b, dtype=self.torch.float64, device=c.device))
-
-    def clip(self, x, lo, hi):
-        return self.torch.clamp(x, lo, hi)
-
-    def abs(self, x):
-        return self.torch.abs(x)
-
-    def sign(self, x):
-        return self.torch.sign(x)
 
 
 _NP = _NumpyOps()
@@ -274,7 +259,7 @@ def quantize_value(x, fmt: NumberFormat, *, seed: int = 0, step: int = 0, stream
     u = None
     if fmt.rounding == "stochastic":
         k1, k2 = stream_keys(seed, step, stream)
-        u = ops.uniform(tuple(x64.shape), k1, k2, **({"device": x64.device} if ops is not _NP else {}))
+        u = ops.uniform(x64, k1, k2)
     if fmt.scale == "pow2":
         return _pow2_values(ops, x64, fmt, u, vector)
     s = grid_step(ops, x64, fmt, vector) if grid is None else grid
@@ -407,7 +392,7 @@ class Quantizer:
         u = None
         if learn.rounding == "stochastic":
             k1, k2 = stream_keys(self.seed, step, _STREAM[name])
-            u = ops.uniform(tuple(y.shape), k1, k2, **({"device": y.device} if ops is not _NP else {}))
+            u = ops.uniform(y, k1, k2)
         return ops.back(round_to_integer(ops, y, learn.rounding, u) * grid, dw)
 
     # ------------------------------------------------------------------ leak

@@ -39,7 +39,8 @@ def run(
     lr: float = typer.Option(RUN_DEFAULTS["lr"], help="learning rate"),
     iterations: int = typer.Option(RUN_DEFAULTS["iterations"], help="training iterations"),
     seed: int = typer.Option(0, help="seed of the network and of the task's batches"),
-    optimizer: str = typer.Option("adam", help="adam | sgd"),
+    optimizer: Optional[str] = typer.Option(None, help="adam | sgd (default: adam on torch, sgd on lava, where "
+                                                    "updates are applied inside the Lava process)"),
     profile: Optional[str] = typer.Option(None, help="hardware profile (see `neurorate profiles list`)"),
     floss_iterations: int = typer.Option(0, help="local gradient-flossing pre-training iterations (paper: 100)"),
     floss_mode: str = typer.Option("state", help="state | onestep | full"),
@@ -66,6 +67,8 @@ def run(
         _fail(f"--lr must be > 0, got {lr}")
     if floss_iterations < 0:
         _fail(f"--floss-iterations must be >= 0, got {floss_iterations}")
+    if optimizer is None:
+        optimizer = "sgd" if backend == "lava" else "adam"
     task_kwargs = {} if tau is None else {"tau": tau}
     t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
     act = activation or ("tanh" if t.loss_kind == "mse" else "relu")

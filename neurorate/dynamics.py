@@ -47,6 +47,17 @@ def activation(name: str) -> Activation:
     raise ValueError(f"unknown activation {name!r}")
 
 
+def fprime_from_rate(name: str, r: torch.Tensor) -> torch.Tensor:
+    """``f'(a)`` from the rate ``r = f(a)`` (cheaper than recomputing ``f``): tanh ``1 - r^2``, relu ``r > 0``."""
+    if name == "tanh":
+        return 1.0 - r * r
+    if name == "relu":
+        return (r > 0).to(r.dtype)
+    if name == "identity":
+        return torch.ones_like(r)
+    raise ValueError(f"unknown activation {name!r}")
+
+
 def rate(state: torch.Tensor, form: str, f) -> torch.Tensor:
     """The rate a unit sends to others and to the readout: ``f(a)`` in form A, the state ``h`` in B and C."""
     return f(state) if form == "A" else state

@@ -139,8 +139,69 @@ def online_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant
     return loss, acc, grads
 
 
-def gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY):
-    """Dispatch on the rule (see the module docstring)."""
+@torch.no_grad()
+def factorized_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask):
+    """Form A e-prop (symmetric or random feedback) without autograd, vectorised over time.
+
+    In form A the eligibility trace factorises into ``psi_t * rbar_t`` with presynaptic filters that do not
+    depend on the loss, so after one forward pass the whole pseudo-gradient is a few large batched matmuls:
+    ``dW = sum_t (L_t * psi_t)^T rbar_t`` = ``E^T Rbar`` over the flattened (T*B) axis. Identical (to
+    rounding) to :func:`autograd_gradients` with the detach and to :func:`online_gradients`.
+    """
+    p = ens.params
+    f, _ = dyn.activation(ens.activation)
+    m, n = ens.m, ens.n
+    mx, t_steps, b, n_in = x.shape
+    drv = _drive(ens, p, x)
+    alpha = ens.alpha
+    state = torch.zeros(m, b, n, dtype=drv.dtype, device=drv.device)
+    rates = torch.empty(m, t_steps, b, n, dtype=drv.dtype, device=drv.device)
+    w_rec_t = p["w_rec"].transpose(-1, -2)
+    keep = 1 - alpha
+    r = f(state)
+    for t in range(t_steps):
+        state = keep * state + alpha * (torch.matmul(r, w_rec_t) + drv[:, t])
+        r = f(state)
+        rates[:, t] = r
+    psi = dyn.fprime_from_rate(ens.activation, rates)  # form A: psi_t = f'(a_t), a function of r_t = f(a_t)
+    # presynaptic filters: rbar_t = (1-alpha) rbar_{t-1} + alpha r_{t-1}; xbar_t includes x_t
+    rbar = torch.empty_like(rates)
+    xbar = torch.empty(m, t_steps, b, n_in, dtype=drv.dtype, device=drv.device)
+    bbar = torch.empty(m, t_steps, 1, 1, dtype=drv.dtype, device=drv.device)
+    rb = torch.zeros(m, b, n, dtype=drv.dtype, device=drv.device)
+    xb = torch.zeros(m, b, n_in, dtype=drv.dtype, device=drv.device)
+    bb = torch.zeros(m, 1, 1, dtype=drv.dtype, device=drv.device)
+    for t in range(t_steps):
+        rb = keep * rb + alpha * (rates[:, t - 1] if t > 0 else 0.0)
+        xb = keep * xb + alpha * x[:, t]
+        bb = keep * bb + alpha
+        rbar[:, t], xbar[:, t], bbar[:, t] = rb, xb, bb
+    flat = rates.reshape(m, t_steps * b, n)
+    y = dyn.readout(flat, p["w_out"], p["b_out"]).reshape(m, t_steps, b, -1)
+    norm = losses.normalizer(kind, target, mask)
+    g = losses.output_grad(kind, y, target, mask, norm[..., None] if norm.dim() else norm)
+    feedback = ens.feedback if rule in RANDOM_FEEDBACK else p["w_out"].transpose(-1, -2)
+    e = (torch.matmul(g, feedback.unsqueeze(1).transpose(-1, -2)) * psi).reshape(m, t_steps * b, n)
+    et = e.transpose(-1, -2)
+    g_flat = g.reshape(m, t_steps * b, -1)
+    grads = {
+        "w_rec": torch.matmul(et, rbar.reshape(m, t_steps * b, n)),
+        "w_in": torch.matmul(et, xbar.reshape(m, t_steps * b, n_in)),
+        "b": (e * bbar.expand(m, t_steps, b, 1).reshape(m, t_steps * b, 1)).sum(1, keepdim=True),
+        "w_out": torch.matmul(g_flat.transpose(-1, -2), flat),
+        "b_out": g_flat.sum(1, keepdim=True),
+    }
+    return losses.loss(kind, y, target, mask), losses.accuracy(kind, y, target, mask), grads
+
+
+def gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY, impl: str = "auto"):
+    """Dispatch on the rule (see the module docstring).
+
+    ``impl``: "auto" uses the vectorised form A path for ``eprop``/``eprop_random`` without quantisation;
+    "autograd" forces the autograd-with-detach implementation (the oracle tests compare the two).
+    """
     if rule in ONLINE_RULES:
         return online_gradients(ens, rule, kind, x, target, mask, quant)
+    if impl == "auto" and rule in ("eprop", "eprop_random") and ens.form == "A" and not quant.enabled:
+        return factorized_gradients(ens, rule, kind, x, target, mask)
     return autograd_gradients(ens, rule, kind, x, target, mask, quant)

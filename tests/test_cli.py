@@ -1,0 +1,93 @@
+"""The `neurorate` command line: results written, JSON output, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import neurorate as nr
+
+
+def cli(*args, env=None, prelude=""):
+    code = textwrap.dedent(prelude) + "\nfrom neurorate.cli import main\nmain(%r)\n" % (list(args),)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_run_json_writes_run_directory(tmp_path):
+    out = tmp_path / "run"
+    p = cli("run", "--iterations", "30", "--hidden", "16", "--batch", "8", "--no-lyapunov", "--out", str(out),
+            "--json", "--device", "cpu")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["iterations"] == 30 and len(summary["losses"]) == 30
+    assert summary["status"] == "ok" and summary["final_loss"] > 0
+    for name in ("config.json", "environment.json", "metrics.jsonl", "spec_initial.npz", "spec_final.npz",
+                 "result.json", "learning_curve.png"):
+        assert (out / name).is_file(), name
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iteration"] for m in metrics] == list(range(30))
+    np.testing.assert_allclose([m["loss"] for m in metrics], summary["losses"], rtol=1e-12)
+    config = json.loads((out / "config.json").read_text())
+    assert config["rule"] == "eprop" and config["task"]["name"] == "romo" and config["inits"][0]["seed"] == 0
+    env = json.loads((out / "environment.json").read_text())
+    assert env["versions"]["torch"] and "git_revision" in env
+    final = nr.NetworkSpec.load(out / "spec_final.npz")
+    initial = nr.NetworkSpec.load(out / "spec_initial.npz")
+    assert final.n_hidden == 16 and not np.array_equal(final.w_rec, initial.w_rec)
+
+
+def test_run_text_output_says_where_results_are(tmp_path):
+    out = tmp_path / "r"
+    p = cli("run", "--iterations", "5", "--hidden", "8", "--batch", "4", "--no-lyapunov", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    assert f"results written to {out}" in p.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--task", "nope"), "unknown task 'nope'"),
+    (("--rule", "hebb"), "unknown rule 'hebb'"),
+    (("--backend", "tpu"), "unknown backend 'tpu'"),
+    (("--hidden", "0"), "--hidden must be > 0"),
+    (("--batch", "-3"), "--batch must be > 0"),
+    (("--iterations", "0"), "--iterations must be > 0"),
+    (("--gain", "-0.5"), "--gain must be >= 0"),
+    (("--lr", "0"), "--lr must be > 0"),
+    (("--optimizer", "rmsprop"), "unknown optimizer"),
+    (("--form", "Z"), "unknown form"),
+    (("--device", "tpu"), "unknown device"),
+    (("--out", "/proc/forbidden/x"), "cannot write to output directory"),
+])
+def test_bad_input_is_one_line_exit_2(args, message):
+    p = cli("run", "--iterations", "2", "--hidden", "4", "--no-lyapunov", *args)
+    assert p.returncode == 2, (p.returncode, p.stderr)
+    err = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and message in err[0], p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_missing_extra_names_the_extra():
+    blocker = """
+    import sys
+    class _Block:
+        def find_spec(self, name, path=None, target=None):
+            if name == "lava" or name.startswith("lava."):
+                raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+            return None
+    sys.meta_path.insert(0, _Block())
+    """
+    p = cli("run", "--backend", "lava", "--optimizer", "sgd", "--iterations", "2", "--hidden", "4", "--no-lyapunov",
+            prelude=blocker)
+    assert p.returncode == 2, p.stderr
+    assert "lava" in p.stderr and "extra" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_cite_prints_bibtex():
+    p = cli("cite", "eprop")
+    assert p.returncode == 0 and "@article{bellec2020solution" in p.stdout

@@ -16,21 +16,22 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
+import argparse
+import datetime
+import platform
+import subprocess
+import time
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def bench_one(n: int, batch: int, tag: str, seconds: float) -> dict:
     """Start-up time and trial-steps/s of one configuration."""
     from neurorate.backends.lava._io import Mailbox, TaskFeed
     from neurorate.backends.lava.backend import LavaBackend, _Graph
-    from neurorate.spec import NetworkSpec
     from neurorate.tasks.romo import RomoTask
+
+    from neurorate.spec import NetworkSpec
 
     spec = NetworkSpec.random(n_in=1, n_hidden=n, n_out=2, gain=1.0, seed=0)
     task = RomoTask(batch_size=batch, seed=0)
@@ -60,7 +61,7 @@ def bench_one(n: int, batch: int, tag: str, seconds: float) -> dict:
 
 def machine() -> str:
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
         model = next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
     except (OSError, StopIteration):
         model = platform.processor() or "unknown CPU"
@@ -89,7 +90,7 @@ def main() -> None:
             for b in map(int, args.batches.split(",")):
                 try:
                     row = bench_one(n, b, tag, args.seconds)
-                except Exception as exc:  # a model that is not available is reported, not fatal
+                except Exception as exc:  # noqa: BLE001 - a model that is not available is reported, not fatal
                     print(f"{tag} N={n} B={b}: skipped ({exc})")
                     continue
                 rows.append(row)

@@ -65,7 +65,7 @@ class RandomTask(Task):
 
 def oracle(spec: NetworkSpec, task: Task, rule: str, iterations: int, lr: float):
     """Per-step SGD training with on-line traces, straight from dynamics.py. Returns (weights, losses)."""
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)
     w = {"w_in": t(spec.w_in), "w_rec": t(spec.w_rec), "w_out": t(spec.w_out), "b": t(spec.b), "b_out": t(spec.b_out)}
     fb = t(spec.feedback)
     f, fp = dyn.activation(spec.activation)
@@ -109,7 +109,7 @@ def rel_err(a, b) -> float:
 
 def _simulate_oracle(spec: NetworkSpec, x: np.ndarray):
     f, _ = dyn.activation(spec.activation)
-    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
+    t = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float64)
     state = torch.zeros(x.shape[1], spec.n_hidden, dtype=torch.float64)
     out = {"states": [], "rates": [], "outputs": [], "preacts": []}
     for k in range(x.shape[0]):

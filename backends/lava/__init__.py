@@ -8,4 +8,4 @@ when a graph is built. See ``docs/lava.md``.
 from ._compat import ensure_lava_importable, lava_available
 from .backend import LavaBackend, check_rule, feedback_matrix
 
-__all__ = ["LavaBackend", "ensure_lava_importable", "lava_available", "check_rule", "feedback_matrix"]
+__all__ = ["LavaBackend", "check_rule", "ensure_lava_importable", "feedback_matrix", "lava_available"]

@@ -19,7 +19,8 @@ The conformance suite pins these against the torch functions they mirror.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 

@@ -9,7 +9,8 @@ step; a training iteration is T ticks; the update is applied inside Lava after t
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

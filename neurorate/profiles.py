@@ -273,7 +273,7 @@ def available_profiles() -> list[str]:
 def profile_text(name_or_path: str | Path) -> tuple[str, str]:
     """``(file label, TOML text)`` of a shipped profile name or a path to a ``.toml`` file."""
     text_name = str(name_or_path)
-    if text_name.endswith(".toml") or "/" in text_name or Path(text_name).is_file():
+    if isinstance(name_or_path, Path) or text_name.endswith(".toml") or "/" in text_name or "\\" in text_name:
         path = Path(name_or_path)
         if not path.is_file():
             raise FileFormatError(f"{path}: no such profile file")

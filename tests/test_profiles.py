@@ -181,3 +181,13 @@ def test_cli_list_and_show():
     assert shown["state"]["bits"] == 16 and shown["capacity"]["max_inputs"] == 16
     res = runner.invoke(_app(), ["profiles", "show", "nope"])
     assert isinstance(res.exception, NeurorateError) and "unknown hardware profile 'nope'" in str(res.exception)
+
+
+def test_main_cli_maps_errors_to_one_line(capsys):
+    from neurorate.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["profiles", "show", "loihi9"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown hardware profile 'loihi9'") and "\n" not in err

@@ -1,0 +1,311 @@
+"""The initial-gain study: ensemble-batched sweeps with a resumable, long-format parquet results store.
+
+The grid ``tasks x rules x flossing x ranks x backends x profiles`` gives the *ensembles*; inside one ensemble
+all ``gains x lrs x seeds`` networks train as one :func:`neurorate.train` call (one program on the torch
+backend). Network ``(gain, lr, seed)`` is drawn with ``NetworkSpec.random(gain=gain, seed=seed, ...)`` and
+trained on its own task stream ``make_task(task, seed=seed)``, so the same seed sees the same weights (up to
+the gain) and the same batches at every gain and learning rate.
+
+Results directory ``DIR``::
+
+    config.json       the resolved StudyConfig (a resumed study must match it)
+    results/          one parquet part per finished ensemble (written to a temporary name, then renamed)
+    manifest.json     finished ensemble keys -> part file, rewritten atomically after each part
+    results.parquet   all parts concatenated (written at the end; ``load_results`` reads the parts)
+
+A study killed at any point (SIGKILL included) resumes with ``resume=True``: finished ensembles (those in the
+manifest) are skipped, an unfinished one is run again from scratch and its part replaced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurorate.errors import NeurorateError
+from neurorate.study_config import StudyConfig, load_config
+
+EXECUTORS = ("local", "submitit", "submitit:local", "submitit:debug", "submitit:slurm")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleJob:
+    """One ensemble of the study: every network of it trains in one program."""
+
+    index: int
+    task: str
+    rule: str
+    flossing: bool
+    rank: int | None
+    backend: str
+    profile: str | None
+
+    @property
+    def key(self) -> str:
+        """A stable, human-readable identifier (used in the manifest)."""
+        rank = "full" if self.rank is None else str(self.rank)
+        return (f"{self.task}|{self.rule}|floss={int(self.flossing)}|rank={rank}|{self.backend}|"
+                f"{self.profile or 'none'}")
+
+    @property
+    def part_name(self) -> str:
+        """File name of this ensemble's parquet part."""
+        slug = self.key.replace("|", "_").replace("=", "").replace(":", "-")
+        return f"part-{self.index:04d}-{slug}.parquet"
+
+
+def plan(config: StudyConfig) -> list[EnsembleJob]:
+    """The study's ensembles in a fixed order (flossing only for ``floss_rules``)."""
+    jobs: list[EnsembleJob] = []
+    for task in config.tasks:
+        for rule in config.rules:
+            for floss in config.flossing:
+                if floss and rule not in config.floss_rules:
+                    continue
+                for rank in config.ranks:
+                    for backend in config.backends:
+                        for profile in config.profiles:
+                            jobs.append(EnsembleJob(len(jobs), task, rule, floss, rank, backend, profile))
+    return jobs
+
+
+def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int], None] | None = None,
+                 run_dirs: Path | None = None):
+    """Train one ensemble and return its rows as a pyarrow Table (see :func:`study` for the columns)."""
+    import torch
+
+    import neurorate as nr
+
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), int(os.environ.get("NEURORATE_THREADS", "1")))))
+    grid = [(g, lr, s) for g in config.gains for lr in config.lrs for s in config.seeds]
+    kw = config.task_kwargs(job.task)
+    tasks = [nr.make_task(job.task, batch_size=config.batch, seed=s, **kw) for _, _, s in grid]
+    t0 = tasks[0]
+    act = config.activation_for(job.task, t0.loss_kind)
+    specs = [nr.NetworkSpec.random(n_in=t0.n_in, n_hidden=config.hidden, n_out=t0.n_out, gain=g, seed=s,
+                                   form=config.form, activation=act, alpha=t0.alpha, dt=t0.dt_seconds,
+                                   input_bias=config.input_bias, recurrent_bias=config.recurrent_bias,
+                                   rank=job.rank) for g, _, s in grid]
+    callback = None if progress is None else (lambda i, losses, acc: progress(1))
+    start = time.perf_counter()
+    results = nr.train(specs, tasks, rule=job.rule, backend=job.backend, iterations=config.iterations,
+                       lr=[lr for _, lr, _ in grid], optimizer=config.optimizer, profile=job.profile,
+                       floss_iterations=config.floss_iterations if job.flossing else 0,
+                       floss_mode=config.floss_mode, floss_k=config.floss_k, floss_lr=config.floss_lr,
+                       lyapunov=config.lyapunov, lyapunov_k=config.lyapunov_k, device=config.device,
+                       progress=False, callback=callback, out=run_dirs)
+    wall = time.perf_counter() - start
+    metrics = [{} for _ in grid]
+    if config.richlazy:
+        from neurorate.richlazy import richlazy_metrics
+
+        probe = nr.make_task(job.task, batch_size=config.probe_batch, seed=10_000_019, **kw)
+        x, _, mask = probe.batch(0)
+        metrics = richlazy_metrics(specs, [r.spec for r in results], x, mask)
+    return _rows(config, job, grid, results, metrics, wall)
+
+
+def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: float):
+    import pyarrow as pa
+
+    types = _columns()
+    cols: dict[str, list] = {name: [] for name in types}
+    every = config.log_every
+    for (gain, lr, seed), res, met in zip(grid, results, metrics):
+        losses = np.asarray(res.losses, dtype=float)
+        acc = np.asarray(res.accuracy, dtype=float)
+        n_blocks = math.ceil(len(losses) / every)
+        final = res.final_loss(config.final_fraction)
+        auc = math.nan if res.diverged else float(np.mean(losses))
+        tail = acc[-max(1, round(len(acc) * config.final_fraction)):]
+        run = {
+            "run_id": f"{job.key}|g={gain:g}|lr={lr:g}|seed={seed}", "ensemble": job.key, "task": job.task,
+            "rule": job.rule, "flossing": job.flossing, "rank": job.rank, "backend": job.backend,
+            "profile": job.profile or "none", "gain": float(gain), "lr": float(lr), "seed": int(seed),
+            "hidden": config.hidden, "final_loss": final, "auc": auc,
+            "final_accuracy": float(np.nanmean(tail)) if np.isfinite(tail).any() else math.nan,
+            "lambda_max_before": _num(res.lambda_max_before), "lambda_max_flossed": _num(res.lambda_max_flossed),
+            "lambda_max_after": _num(res.lambda_max_after), "wall_time": float(res.wall_time),
+            "ensemble_wall_time": float(wall), "status": res.status,
+            "diverged_at": -1 if res.diverged_at is None else int(res.diverged_at),
+            "weight_change": _num(met.get("weight_change")), "erank_before": _num(met.get("erank_before")),
+            "erank_after": _num(met.get("erank_after")), "repr_alignment": _num(met.get("repr_alignment")),
+        }
+        for b in range(n_blocks):
+            block = losses[b * every:(b + 1) * every]
+            ablock = acc[b * every:(b + 1) * every]
+            for k, v in run.items():
+                cols[k].append(v)
+            cols["iteration"].append(min((b + 1) * every, len(losses)))
+            cols["loss"].append(float(np.mean(block)) if np.isfinite(block).all() else math.nan)
+            cols["accuracy"].append(float(np.nanmean(ablock)) if np.isfinite(ablock).any() else math.nan)
+    return pa.table({k: pa.array(v, type=types[k]) for k, v in cols.items()})
+
+
+def _num(v) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _columns() -> dict[str, Any]:
+    """The results table's columns and their arrow types (built lazily: no pyarrow import at module load)."""
+    import pyarrow as pa
+
+    f, s, i, b = pa.float64(), pa.string(), pa.int64(), pa.bool_()
+    return {
+        "run_id": s, "ensemble": s, "task": s, "rule": s, "flossing": b, "rank": i, "backend": s, "profile": s,
+        "gain": f, "lr": f, "seed": i, "hidden": i, "iteration": i, "loss": f, "accuracy": f, "final_loss": f,
+        "auc": f, "final_accuracy": f, "lambda_max_before": f, "lambda_max_flossed": f, "lambda_max_after": f,
+        "wall_time": f, "ensemble_wall_time": f, "status": s, "diverged_at": i, "weight_change": f,
+        "erank_before": f, "erank_after": f, "repr_alignment": f,
+    }
+
+
+# ---------------------------------------------------------------------- results store
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _write_part(out: Path, job: EnsembleJob, table) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    target = out / "results" / job.part_name
+    _atomic_write(target, sink.getvalue().to_pybytes())
+    return target
+
+
+def read_manifest(out: str | Path) -> dict:
+    """The manifest of a study directory (empty if none)."""
+    path = Path(out) / "manifest.json"
+    if not path.exists():
+        return {"finished": {}}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise NeurorateError(f"{path}: malformed manifest ({exc})") from None
+
+
+def _record(out: Path, manifest: dict, job: EnsembleJob, rows: int, wall: float) -> None:
+    manifest["finished"][job.key] = {"part": job.part_name, "rows": rows, "wall_time": wall, "index": job.index}
+    _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+
+
+def load_results(out: str | Path):
+    """All finished ensembles of a study directory as one pyarrow Table (parts in plan order)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    manifest = read_manifest(out)
+    entries = sorted(manifest["finished"].values(), key=lambda e: e["index"])
+    if not entries:
+        raise NeurorateError(f"{out}: no finished ensembles (not a study directory, or nothing finished yet)")
+    return pa.concat_tables([pq.read_table(out / "results" / e["part"]) for e in entries])
+
+
+# ---------------------------------------------------------------------- the study
+def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path = "results/study",
+          resume: bool = False, progress: bool | None = None, executor: str = "local",
+          run_dirs: bool = False):
+    """Run the initial-gain study and return its long-format results table.
+
+    Parameters
+    ----------
+    config : a :class:`~neurorate.study_config.StudyConfig`, a dict of its fields, a TOML path, an embedded
+        config name ("paper", "quick") or None (the ``paper`` config).
+    out : the study directory (see the module docstring).
+    resume : skip the ensembles recorded in ``out/manifest.json``; without it, a non-empty study directory is
+        an error.
+    progress : a progress bar with ETA over network-iterations (None: only on a terminal).
+    executor : "local" (in-process), or "submitit[:local|:debug|:slurm]" (each ensemble as a submitit job).
+    run_dirs : also write a run directory per network under ``out/runs/`` (slow: a plot per network).
+
+    Returns
+    -------
+    pyarrow.Table
+        One row per (run, logged iteration): ``run_id``, the axes (task, rule, flossing, rank, backend, profile,
+        gain, lr, seed), ``iteration`` (updates done; ``loss``/``accuracy`` are means over the ``log_every``
+        iterations ending there), run-level ``final_loss`` (mean of the last ``final_fraction`` of iterations),
+        ``auc``, ``lambda_max_before/flossed/after`` (per step), rich/lazy metrics, ``wall_time``, ``status``
+        ("ok" or "diverged"). The same table is in ``out/results.parquet``.
+    """
+    cfg = load_config(config)
+    if executor not in EXECUTORS:
+        raise NeurorateError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    out = Path(out)
+    _prepare(out, cfg, resume)
+    manifest = read_manifest(out)
+    manifest["config_digest"] = cfg.digest()
+    todo = [j for j in plan(cfg) if j.key not in manifest["finished"]]
+    if executor == "local":
+        _run_local(cfg, todo, out, manifest, progress, run_dirs)
+    else:
+        from neurorate.study_executor import run_submitit
+
+        run_submitit(cfg, todo, out, manifest, executor.partition(":")[2] or None, progress,
+                     lambda job, rows, wall: _record(out, manifest, job, rows, wall))
+    table = load_results(out)
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, out / "results.parquet")
+    return table
+
+
+def _prepare(out: Path, cfg: StudyConfig, resume: bool) -> None:
+    from neurorate.results import prepare_out_dir
+
+    prepare_out_dir(out)
+    (out / "results").mkdir(exist_ok=True)
+    cfg_path = out / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if not resume:
+            raise NeurorateError(f"{out} already holds a study; pass resume=True (--resume) or choose another --out")
+        if old.get("digest") != cfg.digest():
+            raise NeurorateError(f"{out} holds a study with a different config; resume it with the same config "
+                                 "or choose another --out")
+        return
+    _atomic_write(cfg_path, json.dumps({"digest": cfg.digest(), "config": cfg.model_dump(mode="json")},
+                                       indent=1).encode())
+
+
+def ensemble_job_main(config: dict, job: dict, out: str, run_dirs: bool = False) -> tuple[dict, int, float]:
+    """Run one ensemble and write its part (the unit of work of every executor); returns (job, rows, wall)."""
+    cfg, ej = StudyConfig.model_validate(config), EnsembleJob(**job)
+    start = time.perf_counter()
+    table = run_ensemble(cfg, ej, run_dirs=Path(out) / "runs" / ej.part_name[:-8] if run_dirs else None)
+    _write_part(Path(out), ej, table)
+    return job, table.num_rows, time.perf_counter() - start
+
+
+def _run_local(cfg: StudyConfig, todo: list[EnsembleJob], out: Path, manifest: dict, progress, run_dirs) -> None:
+    from tqdm.auto import tqdm
+
+    total = len(todo) * cfg.iterations
+    bar = tqdm(total=total, desc=f"study {cfg.name}: {len(todo)} ensembles x {cfg.n_networks()} networks",
+               unit="it", disable=None if progress is None else not progress, dynamic_ncols=True)
+    try:
+        for k, job in enumerate(todo):
+            bar.set_postfix_str(f"{k + 1}/{len(todo)} {job.key}")
+            start = time.perf_counter()
+            table = run_ensemble(cfg, job, progress=bar.update,
+                                 run_dirs=out / "runs" / job.part_name[:-8] if run_dirs else None)
+            _write_part(out, job, table)
+            _record(out, manifest, job, table.num_rows, time.perf_counter() - start)
+    finally:
+        bar.close()

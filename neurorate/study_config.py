@@ -1,0 +1,240 @@
+"""The initial-gain study's configuration: a validated schema (pydantic v2), TOML loading, embedded configs.
+
+A study is the grid ``tasks x rules x flossing x ranks x backends x profiles`` (one *ensemble* each) times
+``gains x lrs x seeds`` (the networks inside one ensemble, trained as one program on the torch backend).
+Embedded configs live in ``neurorate/configs/*.toml`` (``paper`` is the default, ``quick`` a < 5 min check).
+
+TOML has no null: write ``0`` or ``"full"`` in ``ranks`` for a full-rank initialisation and ``"none"`` in
+``profiles`` for full precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from neurorate.errors import NeurorateError
+
+BEST_LR_CRITERIA = ("final_loss", "auc")
+
+
+class StudyConfig(BaseModel):
+    """One study. Every field has a default; ``neurorate/configs/paper.toml`` documents the paper's choices."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "study"
+    tasks: list[str] = Field(default_factory=lambda: ["romo"], min_length=1)
+    rules: list[str] = Field(default_factory=lambda: ["bptt", "eprop"], min_length=1)
+    gains: list[float] = Field(default_factory=lambda: [0.5, 1.0, 1.5], min_length=1)
+    lrs: list[float] = Field(default_factory=lambda: [1e-3, 3e-3], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    flossing: list[bool] = Field(default_factory=lambda: [False])
+    floss_rules: list[str] = Field(default_factory=lambda: ["eprop"])
+    floss_iterations: int = 100
+    floss_mode: Literal["state", "onestep", "full"] = "state"
+    floss_k: int = 8
+    floss_lr: float = 1e-3
+    ranks: list[int | None] = Field(default_factory=lambda: [None])
+    backends: list[str] = Field(default_factory=lambda: ["torch"])
+    profiles: list[str | None] = Field(default_factory=lambda: [None])
+    iterations: int = 1500
+    hidden: int = 64
+    batch: int = 32
+    tau: dict[str, float] = Field(default_factory=dict)
+    task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    form: Literal["A", "B", "C"] = "A"
+    activation: str | dict[str, str] | None = None
+    input_bias: bool = True
+    recurrent_bias: bool = True
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lyapunov: bool = True
+    lyapunov_k: int = 4
+    best_lr: Literal["final_loss", "auc"] = "final_loss"
+    final_fraction: float = 0.1
+    log_every: int = 10
+    richlazy: bool = True
+    probe_batch: int = 64
+    device: str = "cpu"
+
+    # ------------------------------------------------------------------ field checks
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        from neurorate.task import available_tasks
+
+        known = available_tasks()
+        for t in v:
+            if t.partition(":")[0].lower() not in known:
+                raise ValueError(f"unknown task {t!r}; choose from {', '.join(known)}")
+        return _unique(v, "tasks")
+
+    @field_validator("rules", "floss_rules")
+    @classmethod
+    def _rules(cls, v: list[str]) -> list[str]:
+        from neurorate.backend import RULES
+
+        for r in v:
+            if r not in RULES:
+                raise ValueError(f"unknown rule {r!r}; choose from {', '.join(RULES)}")
+        return _unique(v, "rules")
+
+    @field_validator("gains")
+    @classmethod
+    def _gains(cls, v: list[float]) -> list[float]:
+        if any(not (g >= 0 and g < 1e6) for g in v):
+            raise ValueError(f"gains must be finite and >= 0, got {v}")
+        return sorted(_unique(v, "gains"))
+
+    @field_validator("lrs")
+    @classmethod
+    def _lrs(cls, v: list[float]) -> list[float]:
+        if any(not (lr > 0 and lr < 1e3) for lr in v):
+            raise ValueError(f"learning rates must be finite and > 0, got {v}")
+        return sorted(_unique(v, "lrs"))
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if any(s < 0 for s in v):
+            raise ValueError(f"seeds must be >= 0, got {v}")
+        return _unique(v, "seeds")
+
+    @field_validator("ranks", mode="before")
+    @classmethod
+    def _ranks(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not v:
+            raise ValueError("ranks must be a non-empty list (0 or 'full' = full rank)")
+        out = [None if r in (0, None, "full", "none") else r for r in v]
+        if any(r is not None and (not isinstance(r, int) or r < 1) for r in out):
+            raise ValueError(f"ranks must be positive integers, 0 or 'full', got {v}")
+        return _unique(out, "ranks")
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _profiles(cls, v: Any) -> Any:
+        if not isinstance(v, list) or not v:
+            raise ValueError("profiles must be a non-empty list ('none' = full precision)")
+        return _unique([None if p in (None, "none", "") else p for p in v], "profiles")
+
+    @field_validator("flossing", "backends")
+    @classmethod
+    def _nonempty(cls, v: list) -> list:
+        if not v:
+            raise ValueError("must be a non-empty list")
+        return _unique(v, "list")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> StudyConfig:
+        for name in ("iterations", "hidden", "batch", "floss_k", "lyapunov_k", "log_every", "probe_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        if self.floss_iterations < 0 or (True in self.flossing and self.floss_iterations < 1):
+            raise ValueError(f"floss_iterations: must be >= 1 when flossing is on, got {self.floss_iterations}")
+        if not (0 < self.final_fraction <= 1):
+            raise ValueError(f"final_fraction: must be in (0, 1], got {self.final_fraction}")
+        if not self.floss_lr > 0:
+            raise ValueError(f"floss_lr: must be > 0, got {self.floss_lr}")
+        for r in self.ranks:
+            if r is not None and r > self.hidden:
+                raise ValueError(f"ranks: rank {r} exceeds hidden={self.hidden}")
+        for t in self.tau:
+            if t not in self.tasks:
+                raise ValueError(f"tau: task {t!r} is not in tasks {self.tasks}")
+        for t, val in self.tau.items():
+            if not val > 0:
+                raise ValueError(f"tau: {t} must be > 0, got {val}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device: choose cpu, cuda or auto, got {self.device!r}")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def activation_for(self, task: str, loss_kind: str) -> str:
+        """The activation used for ``task`` (default: tanh for regression tasks, relu for classification)."""
+        if isinstance(self.activation, dict) and task in self.activation:
+            return self.activation[task]
+        if isinstance(self.activation, str):
+            return self.activation
+        return "tanh" if loss_kind == "mse" else "relu"
+
+    def task_kwargs(self, task: str) -> dict[str, Any]:
+        """Extra keyword arguments of :func:`neurorate.make_task` for ``task``."""
+        kw = dict(self.task_options.get(task, {}))
+        if task in self.tau:
+            kw["tau"] = self.tau[task]
+        return kw
+
+    def n_networks(self) -> int:
+        """Networks per ensemble (gains x lrs x seeds)."""
+        return len(self.gains) * len(self.lrs) * len(self.seeds)
+
+    def digest(self) -> str:
+        """A short hash of the configuration (a resumed study must have the same one)."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _unique(v: list, name: str) -> list:
+    seen = []
+    for x in v:
+        if x in seen:
+            raise ValueError(f"duplicate value {x!r}")
+        seen.append(x)
+    return seen
+
+
+def embedded_configs() -> list[str]:
+    """Names of the configs shipped in ``neurorate/configs``."""
+    return sorted(p.name[:-5] for p in resources.files("neurorate").joinpath("configs").iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(config: StudyConfig | dict | str | Path | None = None) -> StudyConfig:
+    """A :class:`StudyConfig` from None (the ``paper`` config), an embedded name, a TOML path, or a dict.
+
+    Raises
+    ------
+    NeurorateError
+        One line naming the offending field, for a missing/malformed file or an invalid value.
+    """
+    if isinstance(config, StudyConfig):
+        return config
+    if config is None:
+        config = "paper"
+    if isinstance(config, (str, Path)):
+        path = Path(config)
+        if not path.suffix and str(config) in embedded_configs():
+            text = resources.files("neurorate").joinpath("configs", f"{config}.toml").read_text()
+            source = f"embedded config {config!r}"
+        else:
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise NeurorateError(f"cannot read study config {path}: {exc.strerror or exc}; embedded configs: "
+                                     f"{', '.join(embedded_configs())}") from None
+            source = str(path)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise NeurorateError(f"{source}: malformed TOML ({exc})") from None
+        data = data.get("study", data)
+    elif isinstance(config, dict):
+        data, source = config, "study config"
+    else:
+        raise NeurorateError(f"config must be None, a path, an embedded name, a dict or a StudyConfig, "
+                             f"got {type(config).__name__}")
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if not err["loc"] and ":" in msg:
+            field, msg = (part.strip() for part in msg.split(":", 1))
+        elif msg.startswith(field + ":"):
+            msg = msg[len(field) + 1:].strip()
+        raise NeurorateError(f"{source}: field {field!r}: {msg}") from None

@@ -67,8 +67,14 @@ class _Graph:
         self.sources = [TrialSource(feed=f, batch=batch, width=width, n_steps=n_steps) for f in feeds]
         self.nets = []
         for j, spec in enumerate(specs):
-            net = RateRNN(w_in=spec.w_in, w_rec=spec.w_rec, w_out=spec.w_out, b=spec.b, b_out=spec.b_out,
-                          feedback=feedback_matrix(spec), alpha=spec.alpha, form=spec.form,
+            q = quantizers[j]
+            weights = {name: getattr(spec, name) for name in ("w_in", "w_rec", "w_out", "b", "b_out")}
+            alpha = spec.alpha
+            if q is not None:  # fixed point: freeze each matrix's grid, start on it, quantise the leak
+                q.calibrate(weights)
+                weights = {name: q.weight(w, name) for name, w in weights.items()}
+                alpha = float(q.decay(spec.alpha))
+            net = RateRNN(**weights, feedback=feedback_matrix(spec), alpha=alpha, form=spec.form,
                           activation=spec.activation, batch=batch, n_steps=n_steps, loss_kind=loss_kind,
                           learning=learning, lr=float(lrs[j]), mailbox=boxes[j], quantizer=quantizers[j],
                           record="states" in boxes[j])

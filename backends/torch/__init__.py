@@ -95,6 +95,8 @@ class TorchBackend:
         if x.dim() != 3 or x.shape[-1] != specs[0].n_in:
             raise NeurorateError(f"inputs must have shape (T, B, n_in={specs[0].n_in}), got {tuple(x.shape)}")
         quant = self._quantizer(profile, training=False, specs=specs)
+        if quant.enabled:
+            ens.alpha = quant.decay(ens.alpha)
         with torch.no_grad():
             states, rates, pre = _grad.forward(ens, x.unsqueeze(0), quant)
             w = _grad._weights(ens.params, quant)
@@ -128,7 +130,9 @@ class TorchBackend:
         lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (len(specs),)))
         ens = stack(specs, self.dtype, self.device)
         quant = self._quantizer(profile, training=True, specs=specs)
-        opt = EnsembleOptimizer(optimizer, torch.as_tensor(lrs, dtype=self.dtype, device=self.device))
+        on_grid = _prepare_fixed_point(ens, quant, optimizer)
+        lr_t = torch.as_tensor(lrs, dtype=self.dtype, device=self.device)
+        opt = EnsembleOptimizer(optimizer, lr_t)
         if optimizer_state is not None:
             opt.load_state_dict(optimizer_state)
         m = len(specs)
@@ -141,12 +145,17 @@ class TorchBackend:
         try:
             for i in range(iterations):
                 x, target, mask = _batch_tensors(tasks, start_iteration + i, self.dtype, self.device)
-                loss, acc, grads = _grad.gradients(ens, rule, kind, x, target, mask, quant)
+                it = start_iteration + i
+                loss, acc, grads = _grad.gradients(ens, rule, kind, x, target, mask, quant,
+                                                   step0=it * x.shape[1])
                 finite = torch.isfinite(loss)
                 for j in torch.nonzero(active & ~finite).flatten().tolist():
                     diverged_at[j] = i
                 active &= finite
-                opt.step(ens.params, grads, active)
+                if on_grid:
+                    _grid_sgd_step(ens, quant, grads, lr_t, active, it)
+                else:
+                    opt.step(ens.params, grads, active)
                 loss_np = loss.detach().cpu().double().numpy()
                 acc_np = acc.detach().cpu().double().numpy()
                 loss_hist[:, i] = np.where(active.cpu().numpy(), loss_np, np.nan)
@@ -191,6 +200,37 @@ class TorchBackend:
         for s in specs:
             prof.check(s)
         return make_quantizer(prof, training=training, seed=int(specs[0].init.get("seed", 0)))
+
+
+def _prepare_fixed_point(ens: Ensemble, quant, optimizer: str) -> bool:
+    """Apply a profile's leak quantisation; with SGD and integer weights, put the weights on their grid.
+
+    As on the device (and in the Lava ``fixed_pt`` model), each matrix's grid (shared exponent) is frozen
+    from the initial weights, and SGD updates are rounded onto it (:func:`_grid_sgd_step`): the weights are
+    integers times a fixed step, never a float master copy. With Adam, a float master copy is trained
+    through straight-through fake-quant instead. Returns whether weights live on the grid.
+    """
+    if not quant.enabled:
+        return False
+    ens.alpha = quant.decay(ens.alpha)
+    fmt_float = all(quant.profile.weights.for_matrix(n).format == "float" for n in ens.params)
+    if optimizer != "sgd" or fmt_float:
+        return False
+    quant.calibrate(ens.params)
+    with torch.no_grad():
+        for name, p in ens.params.items():
+            p.copy_(quant.weight(p, name))
+    return True
+
+
+@torch.no_grad()
+def _grid_sgd_step(ens: Ensemble, quant, grads, lr: torch.Tensor, active: torch.Tensor, iteration: int) -> None:
+    """``w <- Q_w(w + Q_update(-lr * grad))`` for the active networks (hardware learning on the grid)."""
+    for name, p in ens.params.items():
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        delta = quant.update(-lr.reshape(shape) * grads[name], name, step=iteration)
+        new = quant.weight(p + delta, name)
+        p.copy_(torch.where(active.reshape(shape), new, p))
 
 
 def _progress(total: int, progress: bool | None, desc: str):

@@ -29,16 +29,16 @@ RANDOM_FEEDBACK = ("eprop_random", "rflo")
 class _Identity:
     enabled = False
 
-    def weight(self, w, name):
+    def weight(self, w, name, step=0):
         return w
 
-    def state(self, s):
+    def state(self, s, step=0):
         return s
 
-    def rate(self, r):
+    def rate(self, r, step=0):
         return r
 
-    def trace(self, e):
+    def trace(self, e, name="w_rec", step=0):
         return e
 
 
@@ -57,8 +57,12 @@ def _weights(params, quant):
     return {name: quant.weight(p, name) for name, p in params.items()}
 
 
-def forward(ens: Ensemble, x: torch.Tensor, quant=IDENTITY, params=None, detach_pre=False, detach_state=False):
-    """Run the ensemble from the zero state. Returns ``(states, rates, preacts)`` each ``(M, T, B, N)``."""
+def forward(ens: Ensemble, x: torch.Tensor, quant=IDENTITY, params=None, detach_pre=False, detach_state=False,
+            step0: int = 0):
+    """Run the ensemble from the zero state. Returns ``(states, rates, preacts)`` each ``(M, T, B, N)``.
+
+    ``step0`` is the global index of the first step (keys stochastic rounding: step ``step0 + t``).
+    """
     params = _weights(params if params is not None else ens.params, quant)
     f, _ = dyn.activation(ens.activation)
     drv = _drive(ens, params, x)
@@ -66,19 +70,19 @@ def forward(ens: Ensemble, x: torch.Tensor, quant=IDENTITY, params=None, detach_
     states, rates, preacts = [], [], []
     for t in range(x.shape[1]):
         state, pre = dyn.step(state, drv[:, t], params["w_rec"], ens.alpha, ens.form, f, detach_pre, detach_state)
-        state = quant.state(state)
-        r = quant.rate(dyn.rate(state, ens.form, f))
+        state = quant.state(state, step=step0 + t)
+        r = quant.rate(dyn.rate(state, ens.form, f), step=step0 + t)
         states.append(state)
         rates.append(r)
         preacts.append(pre)
     return torch.stack(states, 1), torch.stack(rates, 1), torch.stack(preacts, 1)
 
 
-def autograd_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY):
+def autograd_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY, step0: int = 0):
     """Loss, accuracy and gradients by autograd with the rule's detach."""
     detach_pre, detach_state = AUTOGRAD_RULES[rule]
     leaves = {name: p.detach().requires_grad_(True) for name, p in ens.params.items()}
-    _, rates, _ = forward(ens, x, quant, leaves, detach_pre, detach_state)
+    _, rates, _ = forward(ens, x, quant, leaves, detach_pre, detach_state, step0)
     m, t, b, n = rates.shape
     w = _weights(leaves, quant)
     flat = rates.reshape(m, t * b, n)
@@ -96,8 +100,12 @@ def autograd_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, qua
 
 
 @torch.no_grad()
-def online_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY):
-    """Loss, accuracy and e-prop/RFLO pseudo-gradients from forward traces (no autograd)."""
+def online_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY, step0: int = 0):
+    """Loss, accuracy and e-prop/RFLO pseudo-gradients from forward traces (no autograd).
+
+    Under a hardware profile the state, the sent rates and the traces are held on the profile's grids;
+    stochastic rounding at step t is keyed by the global step ``step0 + t`` (as in the Lava model).
+    """
     w = _weights(ens.params, quant)
     f, fprime = dyn.activation(ens.activation)
     m, n = ens.m, ens.n
@@ -114,14 +122,15 @@ def online_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant
     state = torch.zeros(m, b, n, dtype=drv.dtype, device=drv.device)
     ys = []
     for t in range(t_steps):
-        pre_prev = quant.rate(dyn.rate(state, ens.form, f))
+        k = step0 + t
+        pre_prev = quant.rate(dyn.rate(state, ens.form, f), step=max(k - 1, 0)) if t > 0 else dyn.rate(state, ens.form, f)
         state, pre = dyn.step(state, drv[:, t], w["w_rec"], ens.alpha, ens.form, f)
-        state = quant.state(state)
+        state = quant.state(state, step=k)
         psi = fprime(pre)
         traces = dyn.trace_step(traces, ens.form, ens.alpha, pre_prev, x[:, t], psi)
         if quant.enabled:
-            traces = dyn.Traces(*(quant.trace(tr) for tr in traces))
-        r = quant.rate(dyn.rate(state, ens.form, f))
+            traces = dyn.Traces(*(quant.trace(tr, name=nm, step=k) for tr, nm in zip(traces, ("w_rec", "w_in", "b"))))
+        r = quant.rate(dyn.rate(state, ens.form, f), step=k)
         y = dyn.readout(r, w["w_out"], w["b_out"])
         ys.append(y)
         g = losses.output_grad(kind, y, target[..., t, :, :] if kind == "mse" else target[..., t, :],
@@ -194,14 +203,15 @@ def factorized_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask):
     return losses.loss(kind, y, target, mask), losses.accuracy(kind, y, target, mask), grads
 
 
-def gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY, impl: str = "auto"):
+def gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTITY, impl: str = "auto",
+              step0: int = 0):
     """Dispatch on the rule (see the module docstring).
 
     ``impl``: "auto" uses the vectorised form A path for ``eprop``/``eprop_random`` without quantisation;
     "autograd" forces the autograd-with-detach implementation (the oracle tests compare the two).
     """
     if rule in ONLINE_RULES:
-        return online_gradients(ens, rule, kind, x, target, mask, quant)
+        return online_gradients(ens, rule, kind, x, target, mask, quant, step0)
     if impl == "auto" and rule in ("eprop", "eprop_random") and ens.form == "A" and not quant.enabled:
         return factorized_gradients(ens, rule, kind, x, target, mask)
-    return autograd_gradients(ens, rule, kind, x, target, mask, quant)
+    return autograd_gradients(ens, rule, kind, x, target, mask, quant, step0)

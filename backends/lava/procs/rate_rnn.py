@@ -131,14 +131,17 @@ class _RateRNNBase(PyLoihiProcessModel):
         """The weights the trial computes with (float: the Vars themselves)."""
         return {name: getattr(self, name) for name in _LEARNED}
 
-    def _q_state(self, state: np.ndarray) -> np.ndarray:
+    def _q_state(self, state: np.ndarray, step: int) -> np.ndarray:
         return state
 
-    def _q_rate(self, rate: np.ndarray) -> np.ndarray:
+    def _q_rate(self, rate: np.ndarray, step: int) -> np.ndarray:
         return rate
 
-    def _q_traces(self, traces: list) -> None:
+    def _q_traces(self, traces: list, step: int) -> None:
         return None
+
+    def _apply_update(self, name: str, delta: np.ndarray, it: int) -> None:
+        getattr(self, name)[...] += delta
 
     # ------------------------------------------------------------------ one tick
     def run_spk(self) -> None:
@@ -157,10 +160,11 @@ class _RateRNNBase(PyLoihiProcessModel):
 
         w = self._w
         out = K.step(self.state, x, w["w_in"], w["w_rec"], w["b"], alpha, form, self._f, self._fprime)
+        step = self.time_step - 1  # global step: keys stochastic rounding exactly as the torch backend does
         if self._quantized:  # the state is held, and rates are sent, on the profile's grids
-            self.state[:] = self._q_state(out.state)
-            rate = self._q_rate(self._f(self.state) if form == "A" else self.state.copy())
-            pre_prev = self._q_rate(out.pre_prev)
+            self.state[:] = self._q_state(out.state, step)
+            rate = self._q_rate(self._f(self.state) if form == "A" else self.state.copy(), step)
+            pre_prev = self._q_rate(out.pre_prev, step - 1) if k > 0 else out.pre_prev
         else:
             self.state[:] = out.state
             rate, pre_prev = out.rate, out.pre_prev
@@ -175,7 +179,7 @@ class _RateRNNBase(PyLoihiProcessModel):
             signal = grad_y @ fb.T  # third factor L_t = F dl/dy, (B, N)
             traces = [self.trace_rec, self.trace_in, self.trace_b]
             K.trace_step(traces, form, alpha, pre_prev, x, out.psi)
-            self._q_traces(traces)
+            self._q_traces(traces, step)
             g_rec, g_in, g_b = K.trace_gradients(traces, form, signal, out.psi)
             g = self._grads
             g["w_rec"] += g_rec
@@ -215,8 +219,8 @@ class _RateRNNBase(PyLoihiProcessModel):
             box["accuracy"][it] = correct / total if total > 0 else np.nan
         if self.proc_params["learning"] is not None and not self._diverged:
             lr = self.proc_params["lr"]
-            for name in _LEARNED:  # SGD on the (float master) weights, once per trial batch
-                getattr(self, name)[...] -= lr * self._grads[name]
+            for name in _LEARNED:  # SGD once per trial batch (fixed point: on the weight grid)
+                self._apply_update(name, -lr * self._grads[name], it)
         if "w_rec" in box:
             for name in _LEARNED:
                 box[name][...] = getattr(self, name)
@@ -251,13 +255,20 @@ class PyRateRNNFixed(_RateRNNBase):
         q = self.proc_params["quantizer"]
         return {name: q.weight(getattr(self, name), name) for name in _LEARNED}
 
-    def _q_state(self, state: np.ndarray) -> np.ndarray:
-        return self.proc_params["quantizer"].state(state)
+    def _q_state(self, state: np.ndarray, step: int) -> np.ndarray:
+        return self.proc_params["quantizer"].state(state, step=step)
 
-    def _q_rate(self, rate: np.ndarray) -> np.ndarray:
-        return self.proc_params["quantizer"].rate(rate)
+    def _q_rate(self, rate: np.ndarray, step: int) -> np.ndarray:
+        return self.proc_params["quantizer"].rate(rate, step=step)
 
-    def _q_traces(self, traces: list) -> None:
+    def _q_traces(self, traces: list, step: int) -> None:
         q = self.proc_params["quantizer"]
-        for tr in traces:
-            tr[...] = q.trace(tr)
+        for tr, name in zip(traces, ("w_rec", "w_in", "b")):
+            tr[...] = q.trace(tr, name=name, step=step)
+
+    def _apply_update(self, name: str, delta: np.ndarray, it: int) -> None:
+        # weights live on the grid frozen at the start (calibrate); the update is rounded onto it (learning
+        # accumulator, stochastic rounding keyed by the iteration) and the sum saturates: as the torch backend
+        q = self.proc_params["quantizer"]
+        w = getattr(self, name)
+        w[...] = q.weight(w + q.update(delta, name, step=it), name)

@@ -1,0 +1,82 @@
+"""``neurorate export-nir`` and ``neurorate import-nir``: trained networks to and from NIR files (docs/nir.md).
+
+The main CLI calls :func:`register`. Bad input raises :class:`~neurorate.errors.NeurorateError`, which the
+main CLI prints as one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from neurorate.errors import FileFormatError, NeurorateError
+
+
+def load_network(source: Path):
+    """The network in ``source``: a run directory (its ``spec_final.npz``) or a spec ``.npz`` file.
+
+    Spiking networks saved by :func:`neurorate.spiking.LIFNetwork.save` are recognised by their header.
+    """
+    source = Path(source)
+    path = source / "spec_final.npz" if source.is_dir() else source
+    if not path.is_file():
+        hint = " (a run directory must contain spec_final.npz)" if source.is_dir() else ""
+        raise FileFormatError(f"{path}: no such spec file{hint}")
+    try:
+        from neurorate import spiking
+    except ImportError:  # pragma: no cover - spiking support not installed in this tree
+        spiking = None
+    if spiking is not None and spiking.is_lif_file(path):
+        return spiking.LIFNetwork.load(path)
+    from neurorate.spec import NetworkSpec
+
+    return NetworkSpec.load(path)
+
+
+def export_nir(source: Path, out: Path, dt: float | None = None) -> Path:
+    """Write the network of ``source`` (run directory or spec ``.npz``) to the NIR file ``out``."""
+    from neurorate.nir_io import write_nir
+
+    if dt is not None and not dt > 0:
+        raise NeurorateError(f"--dt must be positive (seconds), got {dt}")
+    return write_nir(load_network(source), out, dt=dt)
+
+
+def import_nir(source: Path, out: Path, dt: float | None = None) -> Path:
+    """Read the NIR file ``source`` and save the network as a neurorate spec ``.npz`` at ``out``."""
+    from neurorate.nir_io import from_nir
+
+    if dt is not None and not dt > 0:
+        raise NeurorateError(f"--dt must be positive (seconds), got {dt}")
+    net = from_nir(Path(source), dt=dt)
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise NeurorateError(f"{out}: the directory {out.parent} does not exist")
+    return net.save(out)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``export-nir`` and ``import-nir`` to ``app``."""
+
+    @app.command("export-nir")
+    def export_cmd(
+        run_dir: Path = typer.Argument(..., help="run directory (uses spec_final.npz) or a spec .npz file"),
+        out: Path = typer.Argument(..., help="NIR file to write (HDF5), e.g. net.nir"),
+        dt: float | None = typer.Option(None, help="Euler step in seconds (tau = dt/alpha); default: the "
+                                                    "spec's dt, else the nominal 1e-3 s"),
+    ):
+        """Export a trained network to NIR: LI + recurrent Linear (rate) or LIF + recurrent Linear (spiking)."""
+        path = export_nir(run_dir, out, dt)
+        typer.echo(f"wrote {path}")
+
+    @app.command("import-nir")
+    def import_cmd(
+        nir_file: Path = typer.Argument(..., help="NIR file (HDF5) with one recurrent LI/LIF layer"),
+        out: Path = typer.Argument(..., help="spec .npz to write"),
+        dt: float | None = typer.Option(None, help="Euler step in seconds for alpha = dt/tau (default: the "
+                                                    "file's neurorate.dt, else 1e-3 s)"),
+    ):
+        """Import a NIR graph as a neurorate spec .npz (usable as a trained network)."""
+        path = import_nir(nir_file, out, dt)
+        typer.echo(f"wrote {path}")

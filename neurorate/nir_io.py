@@ -1,0 +1,300 @@
+"""NIR (Neuromorphic Intermediate Representation) export and import of neurorate rate networks.
+
+A rate network becomes the graph (docs/nir.md)::
+
+    input -> Affine(W_in, b) -> LI(tau, r=1, v_leak=0) <-> Linear(W_rec)
+                                LI -> Affine(W_out, b_out) -> output
+
+with vector-valued LI parameters of length N and ``tau = dt / alpha``. NIR's LI obeys
+``tau v' = (v_leak - v) + r I``; one explicit-Euler step of length ``dt`` is
+``v <- v + (dt/tau) (-v + I)``, which is form A, ``a_t = (1-alpha) a_{t-1} + alpha (W f(a_{t-1}) + U x_t + b)``,
+once the activation ``f`` is applied to the LI state before it leaves the node (towards ``W_rec`` and the
+readout). The recurrent edge is read with a one-step delay (the value ``W f(a_{t-1})`` of the previous step),
+exactly what the Euler step needs.
+
+NIR has no node for a static nonlinearity, so ``f`` and the form are recorded in metadata that is **outside
+the NIR standard** (graph and LI node): ``neurorate.activation``, ``neurorate.form``, ``neurorate.alpha``,
+``neurorate.dt``, ``neurorate.dt_nominal``, ``neurorate.version`` (plus ``neurorate.feedback`` and
+``neurorate.init`` for a lossless round trip). A consumer that ignores it runs a *linear* LI RNN.
+Forms B (``v <- f((1-alpha) v + alpha I)``) and C (``v <- v + alpha (-v + f(I))``) use the same graph; only a
+consumer that honours ``neurorate.form`` runs them correctly (:func:`to_torch` does).
+
+Files are HDF5 (read with h5py; nothing is ever unpickled).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurorate.errors import FileFormatError, NeurorateError, SpecError, require
+from neurorate.spec import NetworkSpec
+
+NOMINAL_DT = 1e-3
+"""Time step (seconds) used to turn ``alpha`` into ``tau = dt / alpha`` when the spec has no ``dt``."""
+
+_NEURONS = ("LI", "LIF", "CubaLIF")
+
+
+def _nir():
+    return require("nir", "nir", "NIR export/import")
+
+
+def _version() -> str:
+    import neurorate
+
+    return neurorate.__version__
+
+
+def rate_metadata(spec: NetworkSpec, dt: float, nominal: bool) -> dict[str, Any]:
+    """The (non-standard) ``neurorate.*`` metadata that lets a consumer run the rate network exactly."""
+    meta: dict[str, Any] = {
+        "neurorate.activation": spec.activation,
+        "neurorate.form": spec.form,
+        "neurorate.alpha": float(spec.alpha),
+        "neurorate.dt": float(dt),
+        "neurorate.dt_nominal": int(nominal),
+        "neurorate.version": _version(),
+    }
+    return meta
+
+
+def to_nir(spec: NetworkSpec, dt: float | None = None):
+    """Export a rate network to a ``nir.NIRGraph``.
+
+    Parameters
+    ----------
+    spec : the network (any form; form A is the one a plain LI consumer runs up to the activation).
+    dt : Euler step in seconds (default ``spec.dt``, else :data:`NOMINAL_DT`); sets ``tau = dt / alpha``.
+
+    Returns
+    -------
+    nir.NIRGraph with nodes ``input, w_in, li, w_rec, w_out, output``.
+    """
+    if not isinstance(spec, NetworkSpec):
+        from neurorate import spiking
+
+        if isinstance(spec, spiking.LIFNetwork):
+            return spiking.lif_to_nir(spec, dt=dt)
+        raise NeurorateError(f"to_nir needs a NetworkSpec or LIFNetwork, got {type(spec).__name__}")
+    nir = _nir()
+    nominal = dt is None and spec.dt is None
+    dt = float(dt if dt is not None else (spec.dt if spec.dt is not None else NOMINAL_DT))
+    if not dt > 0:
+        raise NeurorateError(f"dt must be positive (seconds), got {dt}")
+    n = spec.n_hidden
+    meta = rate_metadata(spec, dt, nominal)
+    graph_meta = dict(meta, **{"neurorate.init": json.dumps(spec.meta()["init"])})
+    if spec.feedback is not None:
+        graph_meta["neurorate.feedback"] = np.array(spec.feedback)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([spec.n_in])}),
+        "w_in": nir.Affine(weight=spec.w_in.copy(), bias=spec.b.copy()),
+        "li": nir.LI(tau=np.full(n, dt / spec.alpha), r=np.ones(n), v_leak=np.zeros(n), metadata=meta),
+        "w_rec": nir.Linear(weight=spec.w_rec.copy()),
+        "w_out": nir.Affine(weight=spec.w_out.copy(), bias=spec.b_out.copy()),
+        "output": nir.Output(output_type={"output": np.array([spec.n_out])}),
+    }
+    edges = [("input", "w_in"), ("w_in", "li"), ("li", "w_rec"), ("w_rec", "li"), ("li", "w_out"),
+             ("w_out", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph_meta)
+
+
+def write_nir(spec, path: str | Path, dt: float | None = None) -> Path:
+    """Export ``spec`` (rate :class:`NetworkSpec` or spiking ``LIFNetwork``) with :func:`to_nir` to an HDF5 file."""
+    nir = _nir()
+    path = Path(path)
+    graph = to_nir(spec, dt=dt)
+    try:
+        nir.write(path, graph)
+    except OSError as exc:
+        raise NeurorateError(f"{path}: cannot write the NIR file ({exc})") from None
+    return path
+
+
+def read_nir(path: str | Path):
+    """Read a NIR file; a missing, truncated or malformed file raises a one-line :class:`FileFormatError`."""
+    nir = _nir()
+    path = Path(path)
+    if not path.is_file():
+        raise FileFormatError(f"{path}: no such NIR file")
+    try:
+        return nir.read(path)
+    except (OSError, KeyError, ValueError, TypeError, AssertionError, AttributeError, RuntimeError) as exc:
+        msg = " ".join(str(exc).split())[:200]
+        raise FileFormatError(f"{path}: not a readable NIR file ({type(exc).__name__}: {msg})") from None
+
+
+def _meta_value(meta: dict, key: str, default=None):
+    value = meta.get(key, default)
+    if isinstance(value, bytes):
+        value = value.decode("utf8")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+def _weights(node) -> tuple[np.ndarray, np.ndarray | None]:
+    w = np.asarray(node.weight, dtype=np.float64)
+    bias = getattr(node, "bias", None)
+    return w, (None if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1))
+
+
+def parse_recurrent_graph(graph) -> dict[str, Any]:
+    """Find the recurrent layer of a flat NIR graph: its neuron node and the input, recurrent and readout weights.
+
+    Returns a dict with ``neuron`` (name), ``w_in``, ``w_rec``, ``w_out`` (nodes), ``metadata`` (graph metadata
+    merged with the neuron's). Raises :class:`FileFormatError` if the graph is not one recurrent layer.
+    """
+    nir = _nir()
+    if not isinstance(graph, nir.NIRGraph):
+        raise FileFormatError(f"expected a NIRGraph, got {type(graph).__name__}")
+    nodes, edges = graph.nodes, list(graph.edges)
+    if any(isinstance(v, nir.NIRGraph) for v in nodes.values()):
+        raise FileFormatError("nested NIR graphs are not supported: flatten the graph to one recurrent layer")
+    neurons = [k for k, v in nodes.items() if type(v).__name__ in _NEURONS]
+    if len(neurons) != 1:
+        raise FileFormatError(f"expected exactly one LI/LIF/CubaLIF node, found {len(neurons)} ({', '.join(neurons)})")
+    cell = neurons[0]
+    into = [s for s, d in edges if d == cell]
+    out_of = [d for s, d in edges if s == cell]
+    weight_types = (nir.Affine, nir.Linear)
+    rec = [k for k in into if k in out_of and isinstance(nodes[k], weight_types)]
+    inp = [k for k in into if k not in rec and isinstance(nodes[k], weight_types)]
+    readout = [k for k in out_of if k not in rec and isinstance(nodes[k], weight_types)]
+    for role, found in (("input", inp), ("readout", readout)):
+        if len(found) != 1:
+            raise FileFormatError(f"expected one Affine/Linear {role} layer at the {cell!r} node, found {len(found)}")
+    if len(rec) > 1:
+        raise FileFormatError(f"expected at most one recurrent Affine/Linear layer at {cell!r}, found {len(rec)}")
+    meta = {**dict(graph.metadata or {}), **dict(nodes[cell].metadata or {})}
+    return {"neuron": cell, "w_in": nodes[inp[0]], "w_rec": nodes[rec[0]] if rec else None,
+            "w_out": nodes[readout[0]], "metadata": meta, "nodes": nodes}
+
+
+def _uniform_alpha(tau: np.ndarray, dt: float, what: str) -> float:
+    alphas = dt / np.asarray(tau, dtype=np.float64).reshape(-1)
+    if not np.allclose(alphas, alphas[0], rtol=1e-12, atol=0):
+        raise FileFormatError(f"{what}: neurorate needs one time constant for all units, got tau in "
+                              f"[{np.min(tau):g}, {np.max(tau):g}]")
+    return float(alphas[0])
+
+
+def from_nir(graph_or_path, dt: float | None = None):
+    """Import a NIR graph (or file) as a :class:`NetworkSpec` (LI graph) or spiking ``LIFNetwork`` (LIF graph).
+
+    Parameters
+    ----------
+    graph_or_path : a ``nir.NIRGraph`` or the path of a ``.nir`` file.
+    dt : Euler step (seconds) used for ``alpha = dt / tau`` when the graph carries no ``neurorate.alpha``
+        (default: ``neurorate.dt`` from the metadata, else :data:`NOMINAL_DT`).
+
+    Notes
+    -----
+    Foreign LI graphs are accepted: ``r`` is folded into the input and recurrent weights and ``v_leak`` into
+    the bias (``tau v' = -v + r (U x + b + W f(v)) + v_leak``); without ``neurorate.*`` metadata the network is
+    the linear one NIR describes (activation ``identity``, form A).
+    """
+    what = "NIR graph"
+    if isinstance(graph_or_path, (str, Path)):
+        what = str(graph_or_path)
+        graph = read_nir(graph_or_path)
+    else:
+        graph = graph_or_path
+    try:
+        parts = parse_recurrent_graph(graph)
+    except FileFormatError as exc:
+        raise FileFormatError(f"{what}: {exc}") from None
+    cell = parts["nodes"][parts["neuron"]]
+    if type(cell).__name__ != "LI":
+        from neurorate import spiking
+
+        return spiking.lif_from_nir(parts, dt=dt, what=what)
+    meta = parts["metadata"]
+    dt_meta = _meta_value(meta, "neurorate.dt")
+    step = float(dt if dt is not None else (dt_meta if dt_meta is not None else NOMINAL_DT))
+    alpha = _meta_value(meta, "neurorate.alpha")
+    alpha = float(alpha) if alpha is not None and dt is None else _uniform_alpha(cell.tau, step, what)
+    n = np.asarray(cell.tau).size
+    r = np.broadcast_to(np.asarray(cell.r, dtype=np.float64).reshape(-1), (n,))
+    v_leak = np.broadcast_to(np.asarray(cell.v_leak, dtype=np.float64).reshape(-1), (n,))
+    w_in, b = _weights(parts["w_in"])
+    w_rec = np.zeros((n, n)) if parts["w_rec"] is None else _weights(parts["w_rec"])[0]
+    if parts["w_rec"] is not None and _weights(parts["w_rec"])[1] is not None:
+        b = (np.zeros(n) if b is None else b) + _weights(parts["w_rec"])[1]
+    w_out, b_out = _weights(parts["w_out"])
+    b = np.zeros(n) if b is None else b
+    if not (np.all(r == 1) and np.all(v_leak == 0)):
+        w_in, w_rec, b = r[:, None] * w_in, r[:, None] * w_rec, r * b + v_leak
+    feedback = meta.get("neurorate.feedback")
+    init = _meta_value(meta, "neurorate.init")
+    nominal = bool(_meta_value(meta, "neurorate.dt_nominal", 0)) and dt is None
+    try:
+        return NetworkSpec(
+            w_in=w_in, w_rec=w_rec, w_out=w_out, b=b, b_out=np.zeros(w_out.shape[0]) if b_out is None else b_out,
+            alpha=alpha, form=str(_meta_value(meta, "neurorate.form", "A")),
+            activation=str(_meta_value(meta, "neurorate.activation", "identity")),
+            feedback=None if feedback is None else np.asarray(feedback, dtype=np.float64),
+            dt=None if nominal else step, init=json.loads(init) if isinstance(init, str) else {},
+        )
+    except SpecError as exc:
+        raise FileFormatError(f"{what}: the graph is not a valid neurorate network ({exc})") from None
+
+
+def to_torch(graph, dtype: str = "float64"):
+    """An executable ``torch.fx`` module of a rate NIR graph via ``nirtorch.nir_to_torch``, honouring the metadata.
+
+    The LI node runs one Euler step of length ``neurorate.dt`` (``alpha = dt / tau``) in the form given by
+    ``neurorate.form`` and applies ``neurorate.activation``; Affine/Linear nodes keep their biases (nirtorch
+    2.6's default Affine map does not set the bias). Step it as ``y, state = module(x_t, state)``.
+    """
+    torch = require("torch", "torch")
+    nirtorch = require("nirtorch", "nir", "running NIR graphs in torch")
+    nir = _nir()
+    from neurorate.dynamics import activation
+
+    tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
+    meta = {**dict(graph.metadata or {})}
+    dt = float(_meta_value(meta, "neurorate.dt", NOMINAL_DT))
+
+    class RateLI(torch.nn.Module):
+        """NIR LI node as a rate unit: ``v <- v + (dt/tau)(-v + r I + v_leak)`` plus the neurorate activation."""
+
+        def __init__(self, node):
+            super().__init__()
+            m = {**meta, **dict(node.metadata or {})}
+            self.form = str(_meta_value(m, "neurorate.form", "A"))
+            self.f = activation(str(_meta_value(m, "neurorate.activation", "identity")))[0]
+            as_t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=tdtype)
+            self.register_buffer("alpha", dt / as_t(node.tau))
+            self.register_buffer("r", as_t(node.r))
+            self.register_buffer("v_leak", as_t(node.v_leak))
+
+        def forward(self, current, state=None):
+            v = torch.zeros_like(current) if state is None else state
+            drive = self.r * current + self.v_leak
+            if self.form == "A":
+                v = v + self.alpha * (drive - v)
+                return self.f(v), v
+            if self.form == "B":
+                v = self.f(v + self.alpha * (drive - v))
+                return v, v
+            v = v + self.alpha * (self.f(drive) - v)
+            return v, v
+
+    def dense(node):
+        w, bias = _weights(node)
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=bias is not None, dtype=tdtype)
+        with torch.no_grad():
+            lin.weight.copy_(torch.as_tensor(w))
+            if bias is not None:
+                lin.bias.copy_(torch.as_tensor(bias))
+        return lin
+
+    node_map = {nir.LI: RateLI, nir.Affine: dense, nir.Linear: dense}
+    return nirtorch.nir_to_torch(graph, node_map, dtype=tdtype)

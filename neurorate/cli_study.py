@@ -1,0 +1,64 @@
+"""``neurorate study`` and ``neurorate report``: thin CLI wrappers over :func:`neurorate.study.study` and
+:func:`neurorate.study_report.report` (registered by ``neurorate.cli`` when this module exists)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from neurorate.errors import NeurorateError
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``study`` and ``report`` commands to the main CLI."""
+
+    @app.command()
+    def study(
+        config: str = typer.Option("paper", help="embedded config (paper | quick) or a TOML file"),
+        out: Optional[Path] = typer.Option(None, help="study directory (default: results/<config name>)"),
+        resume: bool = typer.Option(False, "--resume", help="skip the ensembles already finished in --out"),
+        executor: str = typer.Option("local", help="local | submitit | submitit:local | submitit:debug | "
+                                                   "submitit:slurm"),
+        backend: Optional[str] = typer.Option(None, help="override the config's backends (comma-separated)"),
+        profile: Optional[str] = typer.Option(None, help="override the config's profiles (comma-separated)"),
+        iterations: Optional[int] = typer.Option(None, help="override the config's iterations"),
+        report: bool = typer.Option(True, help="write the report (figures + report.md) at the end"),
+        progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
+    ):
+        """Run the initial-gain study (ensemble-batched, resumable) and write its parquet table and report."""
+        from neurorate.study import study as run_study
+        from neurorate.study_config import load_config
+        from neurorate.study_report import report as write_report
+
+        try:
+            cfg = load_config(config)
+            overrides = {}
+            if backend:
+                overrides["backends"] = backend.split(",")
+            if profile:
+                overrides["profiles"] = profile.split(",")
+            if iterations is not None:
+                overrides["iterations"] = iterations
+            if overrides:
+                cfg = load_config({**cfg.model_dump(), **overrides})
+            target = out or Path("results") / cfg.name
+            table = run_study(cfg, out=target, resume=resume, progress=progress, executor=executor)
+            typer.echo(f"study {cfg.name}: {table.num_rows} rows in {target / 'results.parquet'}")
+            if report:
+                typer.echo(f"report: {write_report(target)}")
+        except NeurorateError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None
+
+    @app.command()
+    def report(directory: Path = typer.Argument(..., help="a study directory (neurorate study --out)")):
+        """Figures and a markdown report (claims C1-C6 with statistics) of a study directory."""
+        from neurorate.study_report import report as write_report
+
+        try:
+            typer.echo(f"report: {write_report(directory)}")
+        except NeurorateError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(code=2) from None

@@ -1,0 +1,251 @@
+"""Run summaries, best-learning-rate selection and the statistical checks of claims C1-C6 (science.md §6).
+
+Every function works on plain run dicts (one per network: the run-level columns of the study table), so the
+statistics can be tested on constructed data with known answers.
+
+Best learning rate: for each (task, rule, flossing, rank, backend, profile, gain), the lr with the lowest mean
+over seeds of the run's ``final_loss`` (mean training loss over the last 10% of iterations; ``best_lr="auc"``
+uses the mean over all iterations). A diverged run counts as +inf, so an lr at which any seed diverged loses
+to every lr at which none did.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+ALPHA = 0.05
+RUN_FIELDS = ("run_id", "task", "rule", "flossing", "rank", "backend", "profile", "gain", "lr", "seed",
+              "final_loss", "auc", "final_accuracy", "lambda_max_before", "lambda_max_flossed", "lambda_max_after",
+              "status", "wall_time", "weight_change", "erank_before", "erank_after", "repr_alignment")
+SETTING = ("task", "rule", "flossing", "rank", "backend", "profile")
+
+
+def run_summaries(table) -> list[dict[str, Any]]:
+    """One dict per run (the run-level columns) from the long-format study table."""
+    cols = [c for c in RUN_FIELDS if c in table.column_names]
+    seen: dict[str, dict] = {}
+    for row in table.select(cols).to_pylist():
+        seen.setdefault(row["run_id"], row)
+    return list(seen.values())
+
+
+def _score(run: dict, criterion: str) -> float:
+    v = run.get(criterion)
+    return math.inf if run.get("status") == "diverged" or v is None or not math.isfinite(v) else float(v)
+
+
+def best_lr(runs: Iterable[dict], criterion: str = "final_loss") -> dict[tuple, float]:
+    """``{(task, rule, flossing, rank, backend, profile, gain): best lr}`` by the mean over seeds of ``criterion``."""
+    groups: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        groups[tuple(r[k] for k in SETTING) + (r["gain"],)][r["lr"]].append(_score(r, criterion))
+    return {key: min(sorted(by_lr), key=lambda lr: float(np.mean(by_lr[lr]))) for key, by_lr in groups.items()}
+
+
+def best_runs(runs: list[dict], criterion: str = "final_loss") -> list[dict]:
+    """The runs at their setting's best learning rate (all seeds)."""
+    best = best_lr(runs, criterion)
+    return [r for r in runs if best[tuple(r[k] for k in SETTING) + (r["gain"],)] == r["lr"]]
+
+
+def _values(runs, field, **where) -> dict[float, list[float]]:
+    """``{gain: [field over seeds]}`` for the runs matching ``where`` (diverged runs give +inf for losses)."""
+    out: dict[float, list[float]] = defaultdict(list)
+    for r in runs:
+        if all(r[k] == v for k, v in where.items()):
+            v = r.get(field)
+            if field in ("final_loss", "auc") and r.get("status") == "diverged":
+                v = math.inf
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[r["gain"]].append(float(v))
+    return dict(sorted(out.items()))
+
+
+def _cap_infinite(y: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Diverged runs (+inf) ranked worst: replaced by 10x the largest finite value (ranks are unaffected)."""
+    ref = y if reference is None else reference
+    finite = ref[np.isfinite(ref)]
+    cap = 10 * float(finite.max()) if finite.size else 1.0
+    return np.where(np.isfinite(y), y, cap)
+
+
+def _claim(claim, scope, test, statistic, p, n, holds, note="") -> dict[str, Any]:
+    return {"claim": claim, "scope": scope, "test": test, "statistic": statistic, "p": p, "n": n,
+            "verdict": holds, "note": note}
+
+
+def _verdict(ok: bool, p: float | None, n_min: int) -> str:
+    if p is not None and not math.isfinite(p):
+        return "insufficient data"
+    if n_min < 2:
+        return "insufficient data"
+    word = "holds" if ok else "not supported"
+    return word + (" (indicative: < 3 seeds per gain)" if n_min < 3 else "")
+
+
+def gain_effect(by_gain: dict[float, list[float]]) -> dict[str, float]:
+    """Spearman of value vs gain over all points, Welch t-test smallest vs largest gain (one-sided: small > large),
+    Cohen's d, and Kendall's tau (one-sided, decreasing) as the monotonic-trend test."""
+    from scipy import stats
+
+    gains = list(by_gain)
+    x = np.concatenate([[g] * len(v) for g, v in by_gain.items()]) if gains else np.array([])
+    y = np.concatenate([by_gain[g] for g in gains]) if gains else np.array([])
+    y = _cap_infinite(y)
+    out = {"rho": math.nan, "p_rho": math.nan, "t": math.nan, "p_t": math.nan, "d": math.nan, "tau": math.nan,
+           "p_tau": math.nan, "n_min": min((len(v) for v in by_gain.values()), default=0)}
+    if len(gains) < 2 or len(set(y.tolist())) < 2:
+        return out
+    out["rho"], out["p_rho"] = (float(v) for v in stats.spearmanr(x, y, alternative="less"))
+    out["tau"], out["p_tau"] = (float(v) for v in stats.kendalltau(x, y, alternative="less"))
+    small, large = np.asarray(by_gain[gains[0]]), np.asarray(by_gain[gains[-1]])
+    if len(small) >= 2 and len(large) >= 2:
+        small_f, large_f = _cap_infinite(small, y), _cap_infinite(large, y)
+        res = stats.ttest_ind(small_f, large_f, equal_var=False, alternative="greater")
+        out["t"], out["p_t"] = float(res.statistic), float(res.pvalue)
+        pooled = math.sqrt((small_f.var(ddof=1) + large_f.var(ddof=1)) / 2)
+        out["d"] = float((small_f.mean() - large_f.mean()) / pooled) if pooled > 0 else math.inf
+    return out
+
+
+def check_claims(runs: list[dict], criterion: str = "final_loss") -> list[dict[str, Any]]:
+    """Claims C1-C6 on the best-lr runs of the main slice (first rank/backend/profile of the study)."""
+    if not runs:
+        return []
+    main = {k: runs[0][k] for k in ("rank", "backend", "profile")}
+    runs = [r for r in best_runs(runs, criterion) if all(r[k] == v for k, v in main.items())]
+    tasks = list(dict.fromkeys(r["task"] for r in runs))
+    rules = list(dict.fromkeys(r["rule"] for r in runs))
+    claims = []
+    c1_by_task: dict[str, list[bool]] = defaultdict(list)
+    for task in tasks:
+        for rule in rules:
+            by_gain = _values(runs, "final_loss", task=task, rule=rule, flossing=False)
+            if len(by_gain) < 2:
+                continue
+            e = gain_effect(by_gain)
+            ok = e["p_t"] < ALPHA and e["t"] > 0
+            c1_by_task[task].append(ok)
+            g0, g1 = min(by_gain), max(by_gain)
+            claims.append(_claim("C1", f"{task} {rule}", f"Welch t-test g={g0:g} > g={g1:g} (one-sided)",
+                                 f"t={e['t']:.2f}, d={e['d']:.2f}; Spearman rho={e['rho']:.2f} (p={e['p_rho']:.3g})",
+                                 e["p_t"], e["n_min"], _verdict(ok, e["p_t"], e["n_min"]),
+                                 f"mean final loss {np.mean(by_gain[g0]):.4g} vs {np.mean(by_gain[g1]):.4g}"))
+            if len(by_gain) >= 3:
+                ok6 = e["p_tau"] < ALPHA
+                means = [np.mean(v) for v in by_gain.values()]
+                ordered = sum(a >= b for a, b in itertools.pairwise(means))
+                claims.append(_claim("C6", f"{task} {rule}", "Kendall tau, final loss decreasing in gain",
+                                     f"tau={e['tau']:.2f}; {ordered}/{len(means) - 1} adjacent gains ordered",
+                                     e["p_tau"], e["n_min"], _verdict(ok6, e["p_tau"], e["n_min"])))
+        if "bptt" in rules and "eprop" in rules:
+            claims.append(_paired(runs, "C2", task, "eprop", "bptt", "e-prop - BPTT final loss > 0"))
+        claims.extend(_lyapunov_claims(runs, task, rules))
+        for rule in rules:
+            if any(r["flossing"] for r in runs if r["task"] == task and r["rule"] == rule):
+                claims.append(_flossing_claim(runs, task, rule))
+    others = [t for t in tasks if t != "romo" and c1_by_task.get(t)]
+    if others:
+        ok = all(all(c1_by_task[t]) for t in others)
+        n = sum(len(c1_by_task[t]) for t in others)
+        held = sum(sum(c1_by_task[t]) for t in others)
+        claims.append(_claim("C3", ", ".join(others), "C1 holds on every (task, rule)", f"{held}/{n} hold",
+                             None, n, "holds" if ok else "not supported"))
+    return claims
+
+
+def _pairs(runs, field, task, where_a: dict, where_b: dict) -> dict[float, list[tuple[float, float]]]:
+    index = {}
+    for r in runs:
+        if r["task"] == task and all(r[k] == v for k, v in where_b.items()):
+            index[(r["gain"], r["seed"])] = r
+    out: dict[float, list] = defaultdict(list)
+    for r in runs:
+        if r["task"] == task and all(r[k] == v for k, v in where_a.items()) and (r["gain"], r["seed"]) in index:
+            a, b = _score(r, field), _score(index[(r["gain"], r["seed"])], field)
+            if math.isfinite(a) and math.isfinite(b):
+                out[r["gain"]].append((a, b))
+    return dict(sorted(out.items()))
+
+
+def _paired(runs, claim, task, rule_a, rule_b, what) -> dict:
+    from scipy import stats
+
+    pairs = [p for v in _pairs(runs, "final_loss", task, {"rule": rule_a, "flossing": False},
+                               {"rule": rule_b, "flossing": False}).values() for p in v]
+    diffs = np.array([a - b for a, b in pairs])
+    if len(diffs) < 2 or np.all(diffs == 0):
+        return _claim(claim, task, "Wilcoxon signed-rank", "-", None, len(diffs), "insufficient data")
+    res = stats.wilcoxon(diffs, alternative="greater")
+    return _claim(claim, task, f"Wilcoxon signed-rank, {what}", f"mean diff={diffs.mean():.4g}, "
+                  f"{int((diffs > 0).sum())}/{len(diffs)} pairs > 0", float(res.pvalue), len(diffs),
+                  _verdict(res.pvalue < ALPHA, float(res.pvalue), len(diffs)))
+
+
+def _lyapunov_claims(runs, task, rules, tol: float = 0.05) -> list[dict]:
+    from scipy import stats
+
+    out = []
+    before = {}
+    for r in runs:
+        if r["task"] == task and not r["flossing"] and r.get("lambda_max_before") is not None \
+                and math.isfinite(r["lambda_max_before"]):
+            before[(r["gain"], r["seed"])] = r["lambda_max_before"]
+    if len({g for g, _ in before}) >= 2:
+        g = np.array([k[0] for k in before])
+        lam = np.array(list(before.values()))
+        rho, p = stats.spearmanr(g, lam, alternative="greater")
+        n_min = min(np.sum(g == v) for v in set(g.tolist()))
+        out.append(_claim("C4b", task, "Spearman lambda_before vs gain (one-sided, increasing)",
+                          f"rho={rho:.2f}", float(p), int(n_min), _verdict(p < ALPHA and rho > 0, float(p), n_min)))
+    for rule in rules:
+        after = _values(runs, "lambda_max_after", task=task, rule=rule, flossing=False)
+        change = defaultdict(list)
+        for r in runs:
+            if r["task"] == task and r["rule"] == rule and not r["flossing"]:
+                a, b = r.get("lambda_max_after"), r.get("lambda_max_before")
+                if a is not None and b is not None and math.isfinite(a) and math.isfinite(b):
+                    change[r["gain"]].append(abs(a - b))
+        if not after:
+            continue
+        flat = np.abs(np.concatenate(list(after.values())))
+        n_min = min(len(v) for v in after.values())
+        sem = flat.std(ddof=1) / math.sqrt(len(flat)) if len(flat) > 1 else math.inf
+        out.append(_claim("C4a", f"{task} {rule}", f"mean abs(lambda_after) + 2 s.e.m. < {tol}/step",
+                          f"mean abs(lambda_after)={flat.mean():.3f} (s.e.m. {sem:.3f}), max {flat.max():.3f}",
+                          None, n_min, _verdict(flat.mean() + 2 * sem < tol, None, n_min)))
+        if len(change) >= 2:
+            change = dict(sorted(change.items()))
+            gains = np.concatenate([[g] * len(v) for g, v in change.items()])
+            vals = np.concatenate(list(change.values()))
+            rho, p = stats.spearmanr(gains, vals, alternative="less")
+            largest_at = max(change, key=lambda g: np.mean(change[g]))
+            ok = largest_at == min(change) and p < ALPHA
+            out.append(_claim("C4c", f"{task} {rule}", "Spearman abs(lambda_after - lambda_before) vs gain "
+                              "(one-sided, decreasing)", f"rho={rho:.2f}; largest mean change at g={largest_at:g}",
+                              float(p), min(len(v) for v in change.values()),
+                              _verdict(ok, float(p), min(len(v) for v in change.values()))))
+    return out
+
+
+def _flossing_claim(runs, task, rule) -> dict:
+    from scipy import stats
+
+    pairs = _pairs(runs, "final_loss", task, {"rule": rule, "flossing": False}, {"rule": rule, "flossing": True})
+    if len(pairs) < 1 or len(pairs[min(pairs)]) < 2:
+        return _claim("C5", f"{task} {rule}", "paired t-test", "-", None, 0, "insufficient data")
+    improvement = {g: np.array([a - b for a, b in v]) for g, v in pairs.items()}
+    g0, g1 = min(improvement), max(improvement)
+    d0 = improvement[g0]
+    res = stats.ttest_rel(d0, np.zeros_like(d0), alternative="greater") if np.ptp(d0) > 0 else None
+    p = float(res.pvalue) if res is not None else (0.0 if d0.mean() > 0 else 1.0)
+    ok = p < ALPHA and d0.mean() > improvement[g1].mean()
+    return _claim("C5", f"{task} {rule}", f"paired t-test, no-floss - floss final loss > 0 at g={g0:g}",
+                  f"mean improvement {d0.mean():.4g} at g={g0:g} vs {improvement[g1].mean():.4g} at g={g1:g}",
+                  p, len(d0), _verdict(ok, p, len(d0)))

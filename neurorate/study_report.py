@@ -1,0 +1,208 @@
+"""``neurorate report DIR``: figures and a markdown report (claims C1-C6 with statistics) of a finished study.
+
+Figures (PNG, in ``DIR/figures``), all at each setting's best learning rate (see :mod:`neurorate.study_claims`):
+
+* ``curves_<task>.png``: learning curves by gain, one panel per rule (and flossing), mean +- s.e.m. over seeds;
+* ``final_loss_vs_gain.png``: final loss vs gain per task and rule, mean +- s.e.m.;
+* ``lambda_vs_gain.png``: lambda_max before and after training vs gain;
+* ``flossing_vs_gain.png``: final loss with and without flossing by gain (rules with flossing only);
+* ``richlazy_vs_gain.png``: relative weight change and representation alignment vs gain;
+* ``accuracy_by_profile.png``: final accuracy per backend/hardware profile (only when those axes vary).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from neurorate.study_claims import best_runs, check_claims, run_summaries
+
+
+def _sem(v) -> float:
+    v = np.asarray([x for x in v if x is not None and math.isfinite(x)], dtype=float)
+    return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
+def _mean(v) -> float:
+    v = [x for x in v if x is not None and math.isfinite(x)]
+    return float(np.mean(v)) if v else math.nan
+
+
+def _label(rule: str, flossing: bool) -> str:
+    return rule + (" + floss" if flossing else "")
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _curves(table, best: list[dict], task: str, path: Path) -> Path:
+    plt = _plt()
+    keep = {r["run_id"] for r in best if r["task"] == task}
+    rows = [r for r in table.select(["run_id", "rule", "flossing", "gain", "iteration", "loss"]).to_pylist()
+            if r["run_id"] in keep]
+    panels = list(dict.fromkeys((r["rule"], r["flossing"]) for r in rows))
+    gains = sorted({r["gain"] for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("viridis")
+    for ax, (rule, floss) in zip(axes[0], panels):
+        for gi, g in enumerate(gains):
+            by_it = defaultdict(list)
+            for r in rows:
+                if (r["rule"], r["flossing"], r["gain"]) == (rule, floss, g):
+                    by_it[r["iteration"]].append(r["loss"])
+            its = sorted(by_it)
+            m = np.array([_mean(by_it[i]) for i in its])
+            s = np.array([_sem(by_it[i]) for i in its])
+            color = cmap(gi / max(1, len(gains) - 1))
+            ax.plot(its, m, color=color, label=f"g={g:g}")
+            ax.fill_between(its, np.maximum(m - s, 1e-12), m + s, color=color, alpha=0.25)
+        ax.set_yscale("log")
+        ax.set_title(f"{task}: {_label(rule, floss)}")
+        ax.set_xlabel("iteration")
+    axes[0][0].set_ylabel("training loss (mean +- s.e.m.)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _vs_gain(best: list[dict], fields: list[tuple[str, str]], path: Path, ylabel: str, log: bool = False,
+             only_floss_rules: bool = False) -> Path:
+    plt = _plt()
+    tasks = list(dict.fromkeys(r["task"] for r in best))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    floss_rules = {r["rule"] for r in best if r["flossing"]}
+    for ax, task in zip(axes[0], tasks):
+        settings = list(dict.fromkeys((r["rule"], r["flossing"]) for r in best if r["task"] == task))
+        if only_floss_rules:
+            settings = [s for s in settings if s[0] in floss_rules]
+        for field, tag in fields:
+            for rule, floss in settings:
+                if field == "lambda_max_before" and (floss or rule != settings[0][0]):
+                    continue  # lambda_before does not depend on the rule: draw it once
+                by_gain = defaultdict(list)
+                for r in best:
+                    if (r["task"], r["rule"], r["flossing"]) == (task, rule, floss):
+                        by_gain[r["gain"]].append(r.get(field))
+                g = sorted(by_gain)
+                label = tag if field == "lambda_max_before" else f"{_label(rule, floss)} {tag}".strip()
+                ax.errorbar(g, [_mean(by_gain[x]) for x in g], yerr=[_sem(by_gain[x]) for x in g], marker="o",
+                            capsize=3, label=label)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(task)
+        ax.set_xlabel("initial gain g")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _by_profile(runs: list[dict], path: Path) -> Path:
+    plt = _plt()
+    groups = defaultdict(list)
+    for r in runs:
+        groups[f"{r['backend']}/{r['profile']}\n{r['task']} {r['rule']}"].append(r.get("final_accuracy"))
+    keys = sorted(groups)
+    fig, ax = plt.subplots(figsize=(max(4, 1.2 * len(keys)), 3.4))
+    ax.bar(range(len(keys)), [_mean(groups[k]) for k in keys], yerr=[_sem(groups[k]) for k in keys], capsize=3)
+    ax.set_xticks(range(len(keys)), keys, fontsize=7, rotation=30)
+    ax.set_ylabel("final accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "n/a" if not math.isfinite(v) else f"{v:.3g}"
+    return str(v)
+
+
+def claims_markdown(claims: list[dict]) -> str:
+    """The claims table in markdown."""
+    lines = ["| claim | scope | test | statistic | p | n (seeds/pairs) | verdict |", "|---|---|---|---|---|---|---|"]
+    for c in claims:
+        stat = c["statistic"] + (f"; {c['note']}" if c.get("note") else "")
+        lines.append(f"| {c['claim']} | {c['scope']} | {c['test']} | {stat} | {_fmt(c['p'])} | {c['n']} | "
+                     f"**{c['verdict']}** |")
+    return "\n".join(lines)
+
+
+def report(out: str | Path, criterion: str | None = None) -> Path:
+    """Write ``DIR/figures/*.png`` and ``DIR/report.md`` for the study in ``DIR``; returns the report's path."""
+    import json
+
+    from neurorate.study import load_results
+
+    out = Path(out)
+    table = load_results(out)
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    criterion = criterion or cfg.get("best_lr", "final_loss")
+    runs = run_summaries(table)
+    best = best_runs(runs, criterion)
+    main = {k: runs[0][k] for k in ("rank", "backend", "profile")}
+    best_main = [r for r in best if all(r[k] == v for k, v in main.items())]
+    figs = out / "figures"
+    figs.mkdir(exist_ok=True)
+    made = [_curves(table, best_main, t, figs / f"curves_{t}.png") for t in dict.fromkeys(r["task"] for r in runs)]
+    made.append(_vs_gain(best_main, [("final_loss", "")], figs / "final_loss_vs_gain.png", "final loss", log=True))
+    made.append(_vs_gain(best_main, [("lambda_max_before", "before"), ("lambda_max_after", "after")],
+                         figs / "lambda_vs_gain.png", "lambda_max (1/step)"))
+    if any(r["flossing"] for r in runs):
+        made.append(_vs_gain(best_main, [("final_loss", "")], figs / "flossing_vs_gain.png", "final loss",
+                             log=True, only_floss_rules=True))
+    if any(r.get("weight_change") is not None and math.isfinite(r["weight_change"]) for r in runs):
+        made.append(_vs_gain([r for r in best_main if not r["flossing"]], [("weight_change", "dW/W0")],
+                             figs / "richlazy_vs_gain.png", "relative weight change"))
+    if len({(r["backend"], r["profile"]) for r in runs}) > 1:
+        made.append(_by_profile(best, figs / "accuracy_by_profile.png"))
+    claims = check_claims(runs, criterion)
+    text = _markdown(cfg, runs, best, claims, made, out, criterion)
+    (out / "report.md").write_text(text)
+    (out / "claims.json").write_text(json.dumps(claims, indent=1, default=float))
+    return out / "report.md"
+
+
+def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str) -> str:
+    n_div = sum(r["status"] == "diverged" for r in runs)
+    seeds = len(cfg["seeds"])
+    lines = [f"# Study report: {cfg['name']}", "",
+             (f"{len(runs)} runs: tasks {cfg['tasks']}, rules {cfg['rules']}, gains {cfg['gains']}, lrs {cfg['lrs']}, "
+             f"{seeds} seeds, flossing {cfg['flossing']} ({cfg['floss_iterations']} it., mode {cfg['floss_mode']}), "
+             f"ranks {cfg['ranks']}, N={cfg['hidden']}, B={cfg['batch']}, {cfg['iterations']} iterations, "
+             f"input bias {cfg['input_bias']}. Diverged runs: {n_div}."), "",
+             (f"Best learning rate per (task, rule, flossing, gain): lowest mean over seeds of `{criterion}` "
+             f"(mean loss over the last {cfg['final_fraction']:.0%} of iterations for final_loss)."), "",
+             "## Claims (science.md §6)", "", claims_markdown(claims), "",
+             "Tests are one-sided at alpha = 0.05 on the best-lr runs. "
+             + ("With fewer than 3 seeds per gain, every p-value is indicative only." if seeds < 3 else ""), "",
+             "## Final loss at the best learning rate (mean +- s.e.m. over seeds)", "",
+             "| task | rule | flossing | gain | best lr | final loss | s.e.m. | lambda_max before | after | dW/W0 | RA |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    groups = defaultdict(list)
+    for r in best:
+        groups[(r["task"], r["rule"], r["flossing"], r["rank"], r["backend"], r["profile"], r["gain"])].append(r)
+    for key, rs in groups.items():
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[6]:g} | {rs[0]['lr']:g} | "
+                     f"{_mean([r['final_loss'] for r in rs]):.4g} | {_sem([r['final_loss'] for r in rs]):.2g} | "
+                     f"{_mean([r['lambda_max_before'] for r in rs]):.3f} | {_mean([r['lambda_max_after'] for r in rs]):.3f} | "
+                     f"{_fmt(_mean([r.get('weight_change') for r in rs]))} | "
+                     f"{_fmt(_mean([r.get('repr_alignment') for r in rs]))} |")
+    lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
+    return "\n".join(lines) + "\n"

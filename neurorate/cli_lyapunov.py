@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import typer
@@ -45,13 +44,13 @@ def lyapunov_command(
     hidden: int = typer.Option(64, help="hidden units N"),
     task: str = typer.Option("romo", help="romo | 2af | dms | neurogym:<env id>"),
     seed: int = typer.Option(0, help="seed of the network (the input streams use the task's Lyapunov batches)"),
-    k: Optional[int] = typer.Option(None, help="number of exponents (default N: the full spectrum)"),
-    steps: Optional[int] = typer.Option(None, help="steps accumulated (default: 8 trials minus the warm-up)"),
+    k: int | None = typer.Option(None, help="number of exponents (default N: the full spectrum)"),
+    steps: int | None = typer.Option(None, help="steps accumulated (default: 8 trials minus the warm-up)"),
     units: str = typer.Option("step", help="step | tau | second"),
     form: str = typer.Option("A", help="network form A | B | C"),
-    activation: Optional[str] = typer.Option(None, help="tanh | relu | identity (default: tanh for romo, relu otherwise)"),
+    activation: str | None = typer.Option(None, help="tanh | relu | identity (default: tanh for romo, relu otherwise)"),
     streams: int = typer.Option(16, help="input streams averaged over"),
-    out: Optional[Path] = typer.Option(None, help="output directory (default: runs/lyapunov-<timestamp>)"),
+    out: Path | None = typer.Option(None, help="output directory (default: runs/lyapunov-<timestamp>)"),  # noqa: B008
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
 ) -> None:
     """Lyapunov spectrum (QR method) of a random network driven by a task: print, plot (PNG) and save (JSON)."""

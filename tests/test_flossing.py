@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from neurorate.tasks.romo import RomoTask
 
 from neurorate.errors import NeurorateError
 from neurorate.flossing import EnsembleAdam, floss, flossing_loss
 from neurorate.lyapunov import max_lyapunov, orthonormal_frame, stack_specs
 from neurorate.spec import NetworkSpec
-from neurorate.tasks.romo import RomoTask
 
 torch.set_num_threads(1)
 F64 = torch.float64
@@ -116,7 +116,7 @@ def test_ensemble_flossing_equals_separate_runs_with_own_learning_rates():
     task = RomoTask(seed=2)
     specs = [NetworkSpec.random(n_hidden=12, gain=g, seed=i) for i, g in enumerate((0.5, 1.5))]
     lrs = [1e-3, 5e-3]
-    kw = dict(iterations=3, mode="state", k=3, n_streams=2, dtype=F64)
+    kw = {"iterations": 3, "mode": "state", "k": 3, "n_streams": 2, "dtype": F64}
     together, losses = floss(specs, task, lr=lrs, **kw)
     assert losses.shape == (2, 3)
     for i, spec in enumerate(specs):

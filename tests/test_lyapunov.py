@@ -7,13 +7,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from neurorate.tasks.romo import RomoTask
 
 from neurorate.errors import NeurorateError
-from neurorate.lyapunov import (LOG_FLOOR, lyapunov_from_trajectory, lyapunov_spectrum, max_lyapunov,
-                                orthonormal_frame)
+from neurorate.lyapunov import (
+    LOG_FLOOR,
+    lyapunov_from_trajectory,
+    lyapunov_spectrum,
+    max_lyapunov,
+    orthonormal_frame,
+)
 from neurorate.spec import NetworkSpec
 from neurorate.task import Task
-from neurorate.tasks.romo import RomoTask
 
 torch.set_num_threads(1)
 
@@ -280,3 +285,15 @@ def test_cli_lyapunov_writes_spectrum_plot_and_json(tmp_path):
     assert data["lambda_max"] == pytest.approx(expect[0], abs=1e-12) and data["unit"] == "step"
     bad = CliRunner().invoke(app, ["lyapunov", "--units", "bits", "--out", str(tmp_path / "x")])
     assert bad.exit_code != 0 and isinstance(bad.exception, NeurorateError)
+
+
+@pytest.mark.parametrize("form", ["A", "B", "C"])
+def test_batched_tangent_map_equals_dynamics_tangent_step(form):
+    from neurorate import dynamics
+    from neurorate.lyapunov import tangent
+
+    g = torch.Generator().manual_seed(0)
+    q, w = torch.randn(3, 4, 6, 2, generator=g, dtype=torch.float64), torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
+    fp, alpha = torch.rand(3, 4, 6, generator=g, dtype=torch.float64), torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64)
+    ref = dynamics.tangent_step(q, w.unsqueeze(1), alpha.reshape(-1, 1, 1, 1), form, fp, fp)
+    assert torch.allclose(tangent(q, w, alpha.reshape(-1, 1, 1, 1), form, fp), ref, rtol=0, atol=1e-14)

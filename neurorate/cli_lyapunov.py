@@ -18,6 +18,7 @@ from neurorate.errors import NeurorateError
 
 def _plot(spectrum, path: Path, title: str) -> Path:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -29,6 +30,7 @@ def _plot(spectrum, path: Path, title: str) -> Path:
     if np.any(std > 0):
         ax.fill_between(idx, mean - std, mean + std, color="C0", alpha=0.25, label="± s.d.")
     ax.axhline(0.0, color="k", lw=0.8)
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("index i")
     ax.set_ylabel(f"λ_i (per {spectrum.unit})")
     ax.set_title(title, fontsize=9)

@@ -23,6 +23,8 @@ import dataclasses
 import json
 import math
 import os
+import sys
+import types
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -309,3 +311,14 @@ def _run_local(cfg: StudyConfig, todo: list[EnsembleJob], out: Path, manifest: d
             _record(out, manifest, job, table.num_rows, time.perf_counter() - start)
     finally:
         bar.close()
+
+
+class _CallableModule(types.ModuleType):
+    """``neurorate.study`` is both this module and the function: once ``import neurorate.study`` has run, the
+    package attribute is the module (it shadows the lazy function), so calling the module calls :func:`study`."""
+
+    def __call__(self, *args, **kwargs):
+        return study(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

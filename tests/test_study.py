@@ -1,0 +1,239 @@
+"""The initial-gain study: config validation, best-lr selection, claim statistics on data with known answers,
+SIGKILL + resume exactness, the submitit executor, rich/lazy metrics and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from neurorate.errors import NeurorateError
+from neurorate.study_config import StudyConfig, embedded_configs, load_config
+
+torch.set_num_threads(1)
+
+TINY = dict(name="tiny", tasks=["romo"], rules=["bptt", "eprop"], gains=[0.5, 1.5], lrs=[1e-2], seeds=[0, 1],
+            flossing=[False, True], floss_iterations=3, iterations=20, hidden=8, batch=4, lyapunov_k=2,
+            probe_batch=8, log_every=5)
+
+
+# ---------------------------------------------------------------------- config
+@pytest.mark.parametrize("change, field", [
+    ({"rules": ["eprop", "backprop"]}, "rules"),
+    ({"lrs": [1e-3, -1.0]}, "lrs"),
+    ({"gains": [0.5, 0.5]}, "gains"),
+    ({"iterations": 0}, "iterations"),
+    ({"ranks": [0, 99]}, "ranks"),
+    ({"tau": {"dms": 100.0}}, "tau"),
+    ({"flossing": [True], "floss_iterations": 0}, "floss_iterations"),
+    ({"learning_rates": [1e-3]}, "learning_rates"),
+    ({"tasks": ["mnist"]}, "tasks"),
+])
+def test_config_errors_name_the_field(change, field):
+    with pytest.raises(NeurorateError, match=f"field '{field}'") as err:
+        load_config({**TINY, **change})
+    assert "\n" not in str(err.value)
+
+
+def test_config_toml_and_embedded(tmp_path):
+    assert {"paper", "quick"} <= set(embedded_configs())
+    paper, quick = load_config(None), load_config("quick")
+    assert paper.name == "paper" and len(paper.seeds) >= 5 and len(paper.gains) >= 3
+    assert quick.hidden <= 32 and len(quick.seeds) == 2 and len(quick.gains) == 3 and len(quick.lrs) == 2
+    path = tmp_path / "s.toml"
+    path.write_text('[study]\ngains = [1.5, 0.5]\nranks = ["full", 2]\nprofiles = ["none"]\nhidden = 8\n')
+    cfg = load_config(path)
+    assert cfg.gains == [0.5, 1.5] and cfg.ranks == [None, 2] and cfg.profiles == [None]
+    path.write_text("[study\n")
+    with pytest.raises(NeurorateError, match="malformed TOML"):
+        load_config(path)
+
+
+# ---------------------------------------------------------------------- best lr and claims
+def _run(gain, lr, seed, loss, rule="eprop", flossing=False, task="romo", status="ok", **extra):
+    return {"run_id": f"{task}{rule}{flossing}{gain}{lr}{seed}", "task": task, "rule": rule, "flossing": flossing,
+            "rank": None, "backend": "torch", "profile": "none", "gain": gain, "lr": lr, "seed": seed,
+            "final_loss": loss, "auc": loss, "status": status, **extra}
+
+
+def test_best_lr_by_mean_final_loss_with_divergence():
+    from neurorate.study_claims import best_lr
+
+    runs = [_run(0.5, 1e-3, 0, 0.010), _run(0.5, 1e-3, 1, 0.012),      # mean 0.011
+            _run(0.5, 1e-2, 0, 0.002), _run(0.5, 1e-2, 1, 0.030),      # mean 0.016 (lower min, higher mean)
+            _run(1.5, 1e-3, 0, 0.005), _run(1.5, 1e-3, 1, 0.005),
+            _run(1.5, 1e-2, 0, 0.001), _run(1.5, 1e-2, 1, math.nan, status="diverged")]
+    best = best_lr(runs)
+    assert best[("romo", "eprop", False, None, "torch", "none", 0.5)] == 1e-3
+    assert best[("romo", "eprop", False, None, "torch", "none", 1.5)] == 1e-3  # a diverged seed disqualifies
+
+
+def _synthetic(effect: float, rng, seeds=6, gains=(0.25, 0.5, 1.0, 1.5)):
+    runs = []
+    for g in gains:
+        for s in range(seeds):
+            loss = 0.02 - effect * 0.01 * math.log(g / 0.25) + 0.0005 * rng.standard_normal()
+            lam_b = -0.5 + 0.3 * g + 0.01 * rng.standard_normal()
+            for rule, scale in (("bptt", 0.5), ("eprop", 1.0)):
+                runs.append(_run(g, 1e-3, s, loss * scale, rule=rule, lambda_max_before=lam_b,
+                                 lambda_max_after=0.005 * rng.standard_normal()))
+            improvement = 0.008 if g == gains[0] else 0.0
+            runs.append(_run(g, 1e-3, s, loss - improvement + 0.0002 * rng.standard_normal(), flossing=True,
+                             lambda_max_before=lam_b, lambda_max_after=0.0))
+    return runs
+
+
+def test_claims_hold_on_data_with_a_gain_effect():
+    from neurorate.study_claims import check_claims
+
+    claims = check_claims(_synthetic(1.0, np.random.default_rng(0)))
+    verdicts = {(c["claim"], c["scope"]): c["verdict"] for c in claims}
+    for key in [("C1", "romo bptt"), ("C1", "romo eprop"), ("C6", "romo eprop"), ("C2", "romo"), ("C4b", "romo"),
+                ("C4a", "romo eprop"), ("C4c", "romo eprop"), ("C5", "romo eprop")]:
+        assert verdicts[key] == "holds", (key, verdicts)
+    c1 = next(c for c in claims if c["claim"] == "C1" and c["scope"] == "romo eprop")
+    assert c1["p"] < 1e-6 and c1["n"] == 6
+
+
+def test_claims_not_supported_without_effect_and_flagged_with_two_seeds():
+    from neurorate.study_claims import check_claims, gain_effect
+
+    rng = np.random.default_rng(1)
+    flat = check_claims(_synthetic(0.0, rng))
+    c1 = [c for c in flat if c["claim"] == "C1"]
+    assert c1 and all(c["verdict"] == "not supported" for c in c1)
+    two = check_claims(_synthetic(1.0, np.random.default_rng(2), seeds=2))
+    assert all("indicative" in c["verdict"] for c in two if c["claim"] == "C1")
+    e = gain_effect({0.5: [3.0, 4.0, 5.0], 1.5: [1.0, 2.0, 3.0]})  # Welch t = 2/sqrt(2/3) = 2.449, d = 2
+    assert e["t"] == pytest.approx(2.449489743, rel=1e-6) and e["d"] == pytest.approx(2.0)
+    assert e["rho"] == pytest.approx(-0.7921180343813395, rel=1e-9)
+
+
+# ---------------------------------------------------------------------- rich/lazy
+def test_richlazy_metrics_known_values():
+    from neurorate.richlazy import gram_alignment, last_decision_step, relative_weight_change
+    from neurorate.spec import NetworkSpec
+
+    a = NetworkSpec.random(n_hidden=8, gain=1.0, seed=0)
+    b = a.replace(w_rec=a.w_rec * 1.5)
+    assert relative_weight_change(a, b) == pytest.approx(0.5)
+    h = np.random.default_rng(0).standard_normal((5, 4))
+    assert gram_alignment(h, 3 * h) == pytest.approx(1.0)
+    e1, e2 = np.array([[1.0, 0], [0, 0]]), np.array([[0, 0], [0, 1.0]])
+    assert gram_alignment(e1, e2) == pytest.approx(0.0)
+    mask = np.zeros((10, 3))
+    mask[6:8] = 1
+    assert last_decision_step(mask) == 7
+
+
+# ---------------------------------------------------------------------- kill + resume
+KILLED = textwrap.dedent("""
+    import json, sys, time, torch
+    torch.set_num_threads(1)
+    import neurorate.study as st
+    original = st._record
+    def slow_record(out, manifest, job, rows, wall):
+        original(out, manifest, job, rows, wall)
+        time.sleep(120)  # the parent SIGKILLs us here, after the first ensemble is recorded
+    st._record = slow_record
+    st.study(json.loads(sys.argv[1]), out=sys.argv[2], progress=False)
+""")
+
+
+@pytest.fixture(scope="module")
+def resumed_study(tmp_path_factory):
+    from neurorate.study import plan
+
+    out = tmp_path_factory.mktemp("study")
+    cfg = dict(TINY)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, json.dumps(cfg), str(out)],
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    manifest = out / "manifest.json"
+    deadline = time.time() + 90
+    while time.time() < deadline and not (manifest.exists() and json.loads(manifest.read_text())["finished"]):
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = json.loads(manifest.read_text())["finished"]
+    assert len(finished) == 1
+    jobs = plan(load_config(cfg))
+    first = out / "results" / jobs[0].part_name
+    first_bytes = first.read_bytes()
+    (out / "results" / jobs[1].part_name).write_bytes(b"half-written part of a killed run")
+    with pytest.raises(NeurorateError, match="resume"):
+        __import__("neurorate").study(cfg, out=out, progress=False)
+    import neurorate as nr
+
+    table = nr.study(cfg, out=out, resume=True, progress=False)
+    return out, cfg, jobs, first_bytes, table
+
+
+def test_sigkill_resume_loses_and_repeats_nothing(resumed_study):
+    out, cfg, jobs, first_bytes, table = resumed_study
+    assert len(jobs) == 3  # bptt, eprop, eprop + flossing
+    assert (out / "results" / jobs[0].part_name).read_bytes() == first_bytes
+    runs_per_ensemble = 2 * 1 * 2
+    rows_per_run = cfg["iterations"] // cfg["log_every"]
+    assert table.num_rows == 3 * runs_per_ensemble * rows_per_run
+    ids = table.column("run_id").to_pylist()
+    assert len(set(ids)) == 3 * runs_per_ensemble
+    ens = table.column("ensemble").to_pylist()
+    assert [ens.count(j.key) for j in jobs] == [runs_per_ensemble * rows_per_run] * 3
+    manifest = json.loads((out / "manifest.json").read_text())["finished"]
+    assert sorted(manifest) == sorted(j.key for j in jobs)
+    assert set(table.column("status").to_pylist()) == {"ok"}
+
+
+def test_report_from_resumed_study(resumed_study):
+    from neurorate.study_report import report
+
+    out = resumed_study[0]
+    path = report(out)
+    text = path.read_text()
+    for claim in ("C1", "C2", "C4a", "C4b", "C4c", "C5"):
+        assert f"| {claim} |" in text
+    assert "indicative" in text  # 2 seeds
+    claims = json.loads((out / "claims.json").read_text())
+    c4b = next(c for c in claims if c["claim"] == "C4b")
+    assert 0 <= c4b["p"] <= 1
+    for name in ("curves_romo", "final_loss_vs_gain", "lambda_vs_gain", "flossing_vs_gain"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+
+
+def test_diverged_rows_are_recorded():
+    from neurorate.results import TrainResult
+    from neurorate.spec import NetworkSpec
+    from neurorate.study import EnsembleJob, _rows
+
+    spec = NetworkSpec.random(n_hidden=4, seed=0)
+    losses = np.array([1.0, 2.0, np.nan, np.nan])
+    res = TrainResult(losses=losses, accuracy=np.full(4, 0.5), spec=spec, spec_initial=spec, rule="bptt",
+                      backend="torch", lr=1.0, optimizer="adam", iterations=4, diverged=True, diverged_at=2)
+    cfg = StudyConfig(**{**TINY, "iterations": 4, "log_every": 2})
+    table = _rows(cfg, EnsembleJob(0, "romo", "bptt", False, None, "torch", None), [(1.0, 1.0, 0)], [res], [{}], 1.0)
+    rows = table.to_pylist()
+    assert [r["loss"] for r in rows][0] == pytest.approx(1.5) and math.isnan(rows[1]["loss"])
+    assert {r["status"] for r in rows} == {"diverged"} and rows[0]["diverged_at"] == 2
+    assert math.isnan(rows[0]["final_loss"])
+
+
+def test_submitit_debug_executor_matches_local(tmp_path):
+    import neurorate as nr
+
+    cfg = {**TINY, "rules": ["bptt"], "flossing": [False], "iterations": 10, "richlazy": False}
+    local = nr.study(cfg, out=tmp_path / "local", progress=False)
+    debug = nr.study(cfg, out=tmp_path / "debug", progress=False, executor="submitit:debug")
+    assert debug.column("final_loss").to_pylist() == local.column("final_loss").to_pylist()
+    assert (tmp_path / "debug" / "submitit").is_dir()
+    with pytest.raises(NeurorateError, match="executor"):
+        nr.study(cfg, out=tmp_path / "x", executor="ray")

@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "(torch and Lava backends, hardware precision profiles).")
 
 # Default of `neurorate run` with no options: small, fast, and it learns (see docs/cli.md).
-RUN_DEFAULTS = dict(task="romo", rule="eprop", gain=1.5, lr=3e-3, iterations=1500, hidden=64, batch=32)
+RUN_DEFAULTS = dict(task="romo", rule="eprop", gain=1.5, lr=3e-3, lr_sgd=0.05, iterations=1500, hidden=64, batch=32)
 
 
 def _fail(message: str) -> None:
@@ -36,7 +36,7 @@ def run(
     task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
     rule: str = typer.Option(RUN_DEFAULTS["rule"], help="bptt | eprop | eprop_online | eprop_random | rflo | trunc1"),
     gain: float = typer.Option(RUN_DEFAULTS["gain"], help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
-    lr: float = typer.Option(RUN_DEFAULTS["lr"], help="learning rate"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: 3e-3 with adam, 0.05 with sgd)"),
     iterations: int = typer.Option(RUN_DEFAULTS["iterations"], help="training iterations"),
     seed: int = typer.Option(0, help="seed of the network and of the task's batches"),
     optimizer: Optional[str] = typer.Option(None, help="adam | sgd (default: adam on torch, sgd on lava, where "
@@ -63,12 +63,14 @@ def run(
             _fail(f"--{name} must be > 0, got {value}")
     if gain < 0:
         _fail(f"--gain must be >= 0, got {gain}")
+    if optimizer is None:
+        optimizer = "sgd" if backend == "lava" else "adam"
+    if lr is None:
+        lr = RUN_DEFAULTS["lr"] if optimizer == "adam" else RUN_DEFAULTS["lr_sgd"]
     if lr <= 0:
         _fail(f"--lr must be > 0, got {lr}")
     if floss_iterations < 0:
         _fail(f"--floss-iterations must be >= 0, got {floss_iterations}")
-    if optimizer is None:
-        optimizer = "sgd" if backend == "lava" else "adam"
     task_kwargs = {} if tau is None else {"tau": tau}
     t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
     act = activation or ("tanh" if t.loss_kind == "mse" else "relu")
@@ -91,8 +93,12 @@ def run(
         typer.echo(json.dumps(summary))
         return
     lam = lambda v: "n/a" if v is None else f"{v:+.4f}"  # noqa: E731
-    typer.echo(f"final loss {summary['final_loss']:.5f} (mean of last 10%), decision accuracy "
-               f"{summary['final_accuracy']:.3f}, status {summary['status']}")
+    num = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
+    status = summary["status"]
+    if result.diverged:
+        status += f" at iteration {result.diverged_at} (loss became NaN/inf; try a smaller --lr)"
+    typer.echo(f"final loss {num(summary['final_loss'], '.5f')} (mean of last 10%), decision accuracy "
+               f"{num(summary['final_accuracy'], '.3f')}, status {status}")
     if lyapunov:
         line = f"lambda_max per {result.lyapunov_unit}: before {lam(result.lambda_max_before)}"
         if result.lambda_max_flossed is not None:

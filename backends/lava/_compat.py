@@ -41,7 +41,10 @@ _done = False
 
 def lava_available() -> bool:
     """True when the ``lava`` package (lava-nc) can be found, without importing it."""
-    return importlib.util.find_spec("lava") is not None
+    try:
+        return importlib.util.find_spec("lava") is not None
+    except (ImportError, ValueError):  # blocked (sys.modules["lava"] = None) or a broken install
+        return False
 
 
 def _hashable_defaults(cls: type) -> type:

@@ -43,6 +43,10 @@ _LAZY = {
     "citation": "neurorate.provenance",
     "NeurorateError": "neurorate.errors",
     "study": "neurorate.study",
+    "to_nir": "neurorate.nir_io",
+    "from_nir": "neurorate.nir_io",
+    "write_nir": "neurorate.nir_io",
+    "read_nir": "neurorate.nir_io",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

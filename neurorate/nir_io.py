@@ -158,6 +158,9 @@ def parse_recurrent_graph(graph) -> dict[str, Any]:
     if any(isinstance(v, nir.NIRGraph) for v in nodes.values()):
         raise FileFormatError("nested NIR graphs are not supported: flatten the graph to one recurrent layer")
     neurons = [k for k, v in nodes.items() if type(v).__name__ in _NEURONS]
+    if len(neurons) > 1:  # a spiking layer with a leaky readout neuron: keep the one on a cycle
+        on_cycle = [k for k in neurons if any((d, k) in edges for s, d in edges if s == k)]
+        neurons = on_cycle or neurons
     if len(neurons) != 1:
         raise FileFormatError(f"expected exactly one LI/LIF/CubaLIF node, found {len(neurons)} ({', '.join(neurons)})")
     cell = neurons[0]
@@ -174,7 +177,8 @@ def parse_recurrent_graph(graph) -> dict[str, Any]:
         raise FileFormatError(f"expected at most one recurrent Affine/Linear layer at {cell!r}, found {len(rec)}")
     meta = {**dict(graph.metadata or {}), **dict(nodes[cell].metadata or {})}
     return {"neuron": cell, "w_in": nodes[inp[0]], "w_rec": nodes[rec[0]] if rec else None,
-            "w_out": nodes[readout[0]], "metadata": meta, "nodes": nodes}
+            "w_out": nodes[readout[0]], "metadata": meta, "nodes": nodes, "edges": edges,
+            "readout": readout[0]}
 
 
 def _uniform_alpha(tau: np.ndarray, dt: float, what: str) -> float:

@@ -1,0 +1,276 @@
+"""Spiking (LIF) variant of the rate network, with e-prop for LIF neurons (Bellec et al. 2020).
+
+Same arrays as a :class:`~neurorate.spec.NetworkSpec` (``W = w_rec``, ``U = w_in``, ``V = w_out``, biases,
+feedback ``B``); ``alpha = dt / tau_m`` gives the membrane decay ``beta = 1 - alpha`` (explicit Euler, as NIR's
+LIF with ``r = tau/dt``). Shapes carry a leading ensemble dimension M: weights ``(M, N, N)``, states ``(M, B, N)``::
+
+    v_t = beta v_{t-1} + W z_{t-1} + U x_t + b - theta z_{t-1}       (reset by subtraction, one step later)
+    z_t = H(v_t - theta)                                            (spike)
+    y_t = kappa y_{t-1} + V z_t + c                                  (leaky readout)
+    psi_t = (gamma / theta) max(0, 1 - |v_t - theta| / theta)       (triangle pseudo-derivative, dz/dv)
+
+e-prop (science.md §3 for the rate case): the eligibility trace keeps only the leak path ``dv_t/dv_{t-1} = beta``
+(the recurrent *and* reset inputs of ``z_{t-1}`` are treated as presynaptic constants)::
+
+    zbar_t = beta zbar_{t-1} + z_{t-1};   xbar_t = beta xbar_{t-1} + x_t;   bbar_t = beta bbar_{t-1} + 1
+    e_t = psi_t zbar_t^T                                  (eligibility of W_ji: psi_{t,j} zbar_{t,i})
+    ebar_t = kappa ebar_{t-1} + e_t                       (filtered by the readout's leak)
+    L_t = B dl_t/dy_t                                    (learning signal; B = V^T gives autograd+detach)
+    dW = sum_t L_t * ebar_t;   dV = sum_t dl_t/dy_t (kappa-filtered z_t)^T
+
+(a) :func:`autograd_gradients` with ``rule="eprop"`` detaches ``z_{t-1}`` where it enters ``W z`` and the
+reset; (b) :func:`online_gradients` runs the traces above forward in time. Both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neurorate.errors import FileFormatError, NeurorateError
+from neurorate.spec import NetworkSpec
+
+_LIF_KEYS = ("threshold", "kappa", "gamma")
+_PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
+
+
+@dataclasses.dataclass(eq=False)
+class LIFNetwork:
+    """A recurrent LIF network: the arrays and ``alpha`` of ``spec`` plus the spiking constants.
+
+    Parameters
+    ----------
+    spec : weights, biases, feedback and ``alpha = dt / tau_m`` (its form/activation are ignored).
+    threshold : firing threshold theta (also the size of the subtractive reset).
+    kappa : decay of the leaky readout ``y_t = kappa y_{t-1} + V z_t + c`` (0: memoryless readout).
+    gamma : dampening of the pseudo-derivative (Bellec et al. 2020 use 0.3).
+    """
+
+    spec: NetworkSpec
+    threshold: float = 1.0
+    kappa: float = 0.5
+    gamma: float = 0.3
+
+    def __post_init__(self):
+        if not self.threshold > 0:
+            raise NeurorateError(f"threshold must be > 0, got {self.threshold}")
+        if not 0 <= self.kappa < 1:
+            raise NeurorateError(f"kappa (readout decay) must be in [0, 1), got {self.kappa}")
+        if not self.gamma > 0:
+            raise NeurorateError(f"gamma must be > 0, got {self.gamma}")
+
+    @property
+    def beta(self) -> float:
+        """Membrane decay ``1 - alpha``."""
+        return 1.0 - self.spec.alpha
+
+    def save(self, path: str | Path) -> Path:
+        """A spec ``.npz`` whose header also holds ``neurorate_lif`` (threshold, kappa, gamma)."""
+        path = Path(path)
+        self.spec.save(path)
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(bytes(arrays["__meta__"]).decode())
+        meta["neurorate_lif"] = {k: float(getattr(self, k)) for k in _LIF_KEYS}
+        arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        with open(path, "wb") as fh:
+            np.savez(fh, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> LIFNetwork:
+        """Inverse of :meth:`save`."""
+        lif = _lif_header(Path(path))
+        if lif is None:
+            raise FileFormatError(f"{path}: not a spiking (LIF) network file")
+        spec = _load_spec(Path(path))
+        return cls(spec, **lif)
+
+
+def _lif_header(path: Path) -> dict | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(bytes(z["__meta__"]).decode()).get("neurorate_lif")
+    except Exception:  # noqa: BLE001 - any unreadable file is "not a LIF file"; NetworkSpec.load reports it
+        return None
+
+
+def _load_spec(path: Path) -> NetworkSpec:
+    """The rate part of a LIF file (arrays and header without ``neurorate_lif``), validated like a spec."""
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(bytes(z["__meta__"]).decode())
+        arrays = {k: z[k] for k in z.files if k != "__meta__"}
+    for key in ("neurorate_lif", "neurorate_spec_version"):
+        meta.pop(key, None)
+    try:
+        return NetworkSpec(**arrays, **meta)
+    except TypeError as exc:
+        raise FileFormatError(f"{path}: not a neurorate LIF network file ({exc})") from None
+
+
+def is_lif_file(path: str | Path) -> bool:
+    """Whether ``path`` is a spec ``.npz`` written by :meth:`LIFNetwork.save`."""
+    return _lif_header(Path(path)) is not None
+
+
+# ---------------------------------------------------------------------------------------------------- math
+def pseudo_derivative(v: torch.Tensor, threshold: float, gamma: float) -> torch.Tensor:
+    """``psi = (gamma / theta) max(0, 1 - |v - theta| / theta)`` (Bellec et al. 2020, triangle)."""
+    return (gamma / threshold) * torch.clamp(1.0 - torch.abs(v - threshold) / threshold, min=0.0)
+
+
+class _Spike(torch.autograd.Function):
+    """Heaviside spike ``H(v - theta)`` whose derivative is the pseudo-derivative."""
+
+    @staticmethod
+    def forward(ctx, v, threshold, gamma):
+        ctx.save_for_backward(v)
+        ctx.threshold, ctx.gamma = threshold, gamma
+        return (v >= threshold).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_z):
+        (v,) = ctx.saved_tensors
+        return grad_z * pseudo_derivative(v, ctx.threshold, ctx.gamma), None, None
+
+
+def spike(v: torch.Tensor, threshold: float, gamma: float) -> torch.Tensor:
+    """``z = H(v - theta)`` (``v >= theta`` spikes) with the triangle surrogate gradient."""
+    return _Spike.apply(v, threshold, gamma)
+
+
+def lif_step(v, z, drive_t, w_rec, beta, threshold, gamma, detach_pre: bool = False):
+    """One LIF step: ``v_t = beta v_{t-1} + W z_{t-1} + drive_t - theta z_{t-1}``, ``z_t = H(v_t - theta)``.
+
+    ``detach_pre`` treats ``z_{t-1}`` (recurrent input and reset) as a constant: the e-prop truncation.
+    Returns ``(v_t, z_t)``.
+    """
+    pre = z.detach() if detach_pre else z
+    v = beta * v + torch.matmul(pre, w_rec.transpose(-1, -2)) + drive_t - threshold * pre
+    return v, spike(v, threshold, gamma)
+
+
+def _tensors(nets: list[LIFNetwork], dtype=torch.float64) -> dict[str, torch.Tensor]:
+    out = {k: torch.as_tensor(np.stack([getattr(n.spec, k) for n in nets]), dtype=dtype) for k in _PARAMS}
+    out["b"], out["b_out"] = out["b"].unsqueeze(1), out["b_out"].unsqueeze(1)
+    fb = [n.spec.feedback if n.spec.feedback is not None else n.spec.w_out.T for n in nets]
+    out["feedback"] = torch.as_tensor(np.stack(fb), dtype=dtype)
+    return out
+
+
+def _constants(nets: list[LIFNetwork]):
+    first = nets[0]
+    for n in nets[1:]:
+        if (n.beta, n.threshold, n.kappa, n.gamma) != (first.beta, first.threshold, first.kappa, first.gamma):
+            raise NeurorateError("an ensemble of LIF networks must share alpha, threshold, kappa and gamma")
+    return first.beta, first.threshold, first.kappa, first.gamma
+
+
+def forward(nets: list[LIFNetwork], params: dict, x: torch.Tensor, detach_pre: bool = False):
+    """Run the ensemble on ``x (T, B, n_in)``; returns ``v, z (M, T, B, N)`` and ``y (M, T, B, n_out)``."""
+    beta, theta, kappa, gamma = _constants(nets)
+    m, n = params["w_rec"].shape[0], params["w_rec"].shape[-1]
+    drive = torch.matmul(x.unsqueeze(0), params["w_in"].transpose(-1, -2).unsqueeze(1)) + params["b"].unsqueeze(1)
+    v = x.new_zeros(m, x.shape[1], n)
+    z, y = torch.zeros_like(v), x.new_zeros(m, x.shape[1], params["w_out"].shape[1])
+    vs, zs, ys = [], [], []
+    for t in range(x.shape[0]):
+        v, z = lif_step(v, z, drive[:, t], params["w_rec"], beta, theta, gamma, detach_pre)
+        y = kappa * y + torch.matmul(z, params["w_out"].transpose(-1, -2)) + params["b_out"]
+        vs.append(v), zs.append(z), ys.append(y)
+    return torch.stack(vs, 1), torch.stack(zs, 1), torch.stack(ys, 1)
+
+
+def simulate(nets: LIFNetwork | list[LIFNetwork], x: np.ndarray) -> dict[str, np.ndarray]:
+    """Membrane ``v``, spikes ``z`` ``(M, T, B, N)`` and readout ``y`` ``(M, T, B, n_out)`` in float64."""
+    nets = [nets] if isinstance(nets, LIFNetwork) else list(nets)
+    with torch.no_grad():
+        v, z, y = forward(nets, _tensors(nets), torch.as_tensor(np.asarray(x), dtype=torch.float64))
+    return {"v": v.numpy(), "z": z.numpy(), "y": y.numpy()}
+
+
+# ---------------------------------------------------------------------------------------------------- NIR
+def lif_to_nir(net: LIFNetwork, dt: float | None = None):
+    """Standard NIR graph of a LIF network (docs/spiking.md)::
+
+        input -> Affine(U, b) -> LIF(tau, r=tau/dt, v_leak=0, v_threshold=theta, v_reset=0) <-> Linear(W)
+                                 LIF -> Affine(V, c) -> LI(tau_out, r_out) -> output
+
+    With ``tau = dt/alpha`` and ``r = 1/alpha`` one Euler step is ``v <- beta v + I``; the readout LI has
+    ``tau_out = dt/(1-kappa)``, ``r_out = 1/(1-kappa)``, i.e. ``y <- kappa y + V z + c``. NIR's LIF resets to
+    ``v_reset``; neurorate resets by subtraction one step later (``neurorate.reset = "subtract"`` in metadata).
+    """
+    from neurorate.nir_io import NOMINAL_DT, _nir, rate_metadata
+
+    nir = _nir()
+    spec = net.spec
+    nominal = dt is None and spec.dt is None
+    dt = float(dt if dt is not None else (spec.dt if spec.dt is not None else NOMINAL_DT))
+    n, n_out, a_out = spec.n_hidden, spec.n_out, 1.0 - net.kappa
+    meta = rate_metadata(spec, dt, nominal)
+    for key in ("neurorate.activation", "neurorate.form"):
+        meta.pop(key)
+    meta.update({"neurorate.neuron": "lif", "neurorate.reset": "subtract", "neurorate.kappa": float(net.kappa),
+                 "neurorate.gamma": float(net.gamma), "neurorate.threshold": float(net.threshold)})
+    graph_meta = dict(meta, **{"neurorate.init": json.dumps(spec.meta()["init"])})
+    if spec.feedback is not None:
+        graph_meta["neurorate.feedback"] = np.array(spec.feedback)
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([spec.n_in])}),
+        "w_in": nir.Affine(weight=spec.w_in.copy(), bias=spec.b.copy()),
+        "lif": nir.LIF(tau=np.full(n, dt / spec.alpha), r=np.full(n, 1.0 / spec.alpha), v_leak=np.zeros(n),
+                       v_threshold=np.full(n, float(net.threshold)), v_reset=np.zeros(n), metadata=meta),
+        "w_rec": nir.Linear(weight=spec.w_rec.copy()),
+        "w_out": nir.Affine(weight=spec.w_out.copy(), bias=spec.b_out.copy()),
+        "readout": nir.LI(tau=np.full(n_out, dt / a_out), r=np.full(n_out, 1.0 / a_out), v_leak=np.zeros(n_out)),
+        "output": nir.Output(output_type={"output": np.array([n_out])}),
+    }
+    edges = [("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "w_out"),
+             ("w_out", "readout"), ("readout", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph_meta)
+
+
+def lif_from_nir(parts: dict, dt: float | None = None, what: str = "NIR graph") -> LIFNetwork:
+    """A :class:`LIFNetwork` from a parsed LIF graph (see :func:`neurorate.nir_io.parse_recurrent_graph`).
+
+    ``r`` and ``v_leak`` are folded into the weights (``v <- beta v + alpha (r I + v_leak)``); the readout decay
+    comes from ``neurorate.kappa`` or an LI node after the readout (none: ``kappa = 0``).
+    """
+    from neurorate.nir_io import NOMINAL_DT, _meta_value, _uniform_alpha, _weights
+
+    cell, meta = parts["nodes"][parts["neuron"]], parts["metadata"]
+    if type(cell).__name__ != "LIF":
+        raise FileFormatError(f"{what}: only LIF neurons are imported as spiking networks, got {type(cell).__name__}")
+    dt_meta = _meta_value(meta, "neurorate.dt")
+    step = float(dt if dt is not None else (dt_meta if dt_meta is not None else NOMINAL_DT))
+    alpha = _meta_value(meta, "neurorate.alpha")
+    alpha = float(alpha) if alpha is not None and dt is None else _uniform_alpha(cell.tau, step, what)
+    theta = np.unique(np.asarray(cell.v_threshold, dtype=np.float64))
+    if theta.size != 1:
+        raise FileFormatError(f"{what}: neurorate needs one threshold for all units")
+    n = np.asarray(cell.tau).size
+    gain = alpha * np.broadcast_to(np.asarray(cell.r, dtype=np.float64).reshape(-1), (n,))
+    w_in, b = _weights(parts["w_in"])
+    b = np.zeros(n) if b is None else b
+    w_rec = np.zeros((n, n)) if parts["w_rec"] is None else _weights(parts["w_rec"])[0]
+    if not np.all(gain == 1.0) or np.any(np.asarray(cell.v_leak) != 0):
+        v_leak = np.broadcast_to(np.asarray(cell.v_leak, dtype=np.float64).reshape(-1), (n,))
+        w_in, w_rec, b = gain[:, None] * w_in, gain[:, None] * w_rec, gain * b + alpha * v_leak
+    w_out, b_out = _weights(parts["w_out"])
+    kappa = _meta_value(meta, "neurorate.kappa")
+    if kappa is None:
+        after = [d for s, d in parts["edges"] if s == parts["readout"]]
+        li = [parts["nodes"][d] for d in after if type(parts["nodes"][d]).__name__ == "LI"]
+        kappa = 1.0 - _uniform_alpha(li[0].tau, step, what) if li else 0.0
+    feedback, init = meta.get("neurorate.feedback"), _meta_value(meta, "neurorate.init")
+    nominal = bool(_meta_value(meta, "neurorate.dt_nominal", 0)) and dt is None
+    spec = NetworkSpec(w_in=w_in, w_rec=w_rec, w_out=w_out, b=b,
+                       b_out=np.zeros(w_out.shape[0]) if b_out is None else b_out, alpha=alpha,
+                       feedback=None if feedback is None else np.asarray(feedback, dtype=np.float64),
+                       dt=None if nominal else step, init=json.loads(init) if isinstance(init, str) else {})
+    return LIFNetwork(spec, threshold=float(theta[0]), kappa=float(kappa),
+                      gamma=float(_meta_value(meta, "neurorate.gamma", 0.3)))

@@ -1,0 +1,45 @@
+"""Shared pytest configuration: skip marked tests whose hardware or extra is missing, with the reason."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import pytest
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # Lava's forked processes are ~30x slower with threaded BLAS
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    have = {
+        "gpu": (_cuda(), "needs a CUDA device"),
+        "lava": (importlib.util.find_spec("lava") is not None, "needs the 'lava' extra (lava-nc)"),
+        "spiking": (importlib.util.find_spec("snntorch") is not None and importlib.util.find_spec("norse") is not None,
+                    "needs the 'spiking' extra (snntorch, norse)"),
+    }
+    for item in items:
+        for marker, (ok, reason) in have.items():
+            if marker in item.keywords and not ok:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_torch():
+    """Tests compare numbers, not speed: one torch thread keeps them deterministic and fair on 2 cores."""
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

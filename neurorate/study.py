@@ -24,8 +24,8 @@ import json
 import math
 import os
 import sys
-import types
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +21,9 @@ from neurorate.study_config import StudyConfig, embedded_configs, load_config
 
 torch.set_num_threads(1)
 
-TINY = dict(name="tiny", tasks=["romo"], rules=["bptt", "eprop"], gains=[0.5, 1.5], lrs=[1e-2], seeds=[0, 1],
-            flossing=[False, True], floss_iterations=3, iterations=20, hidden=8, batch=4, lyapunov_k=2,
-            probe_batch=8, log_every=5)
+TINY = {"name": "tiny", "tasks": ["romo"], "rules": ["bptt", "eprop"], "gains": [0.5, 1.5], "lrs": [1e-2], "seeds": [0, 1],
+            "flossing": [False, True], "floss_iterations": 3, "iterations": 20, "hidden": 8, "batch": 4, "lyapunov_k": 2,
+            "probe_batch": 8, "log_every": 5}
 
 
 # ---------------------------------------------------------------------- config
@@ -222,7 +221,7 @@ def test_diverged_rows_are_recorded():
     cfg = StudyConfig(**{**TINY, "iterations": 4, "log_every": 2})
     table = _rows(cfg, EnsembleJob(0, "romo", "bptt", False, None, "torch", None), [(1.0, 1.0, 0)], [res], [{}], 1.0)
     rows = table.to_pylist()
-    assert [r["loss"] for r in rows][0] == pytest.approx(1.5) and math.isnan(rows[1]["loss"])
+    assert next(r["loss"] for r in rows) == pytest.approx(1.5) and math.isnan(rows[1]["loss"])
     assert {r["status"] for r in rows} == {"diverged"} and rows[0]["diverged_at"] == 2
     assert math.isnan(rows[0]["final_loss"])
 

@@ -54,6 +54,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<timestamp>-<task>-<rule>)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
+    neuron: str = typer.Option("rate", help="rate | lif (spiking variant, docs/spiking.md; torch, eprop/eprop_random/bptt)"),
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr
@@ -76,14 +77,59 @@ def run(
     act = activation or ("tanh" if t.loss_kind == "mse" else "relu")
     spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
                                  activation=act, alpha=t.alpha, dt=t.dt_seconds)
+    if neuron not in ("rate", "lif"):
+        _fail(f"unknown neuron {neuron!r}; choose rate or lif")
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{task.replace(':', '_')}-{rule}-g{gain:g}"
+    if neuron == "lif":
+        if backend != "torch" or profile is not None or floss_iterations:
+            _fail("--neuron lif runs on the torch backend without --profile or flossing")
+        if optimizer != "adam":
+            _fail("--neuron lif trains with adam")
+        result = _run_lif(spec, t, rule, iterations, lr, out)
+        _report(result, as_json, lyapunov=False)
+        return
     if not as_json:
         typer.echo(f"neurorate run: {backend} backend, task {task}, rule {rule}, N={hidden}, gain={gain:g}, "
                    f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
     result = nr.train(spec, t, rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
                       profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
                       lyapunov=lyapunov, device=device, progress=progress, out=out)
+    _report(result, as_json, lyapunov)
+
+
+def _run_lif(spec, task, rule, iterations, lr, out):
+    """Train the spiking (LIF) variant of ``spec`` and write a run directory like a rate run's."""
+    import numpy as np
+
+    from neurorate.provenance import environment
+    from neurorate.results import RunDirectory, TrainResult, write_final
+    from neurorate.spiking_learning import train_lif
+
+    if rule not in ("eprop", "eprop_random", "bptt"):
+        _fail(f"--neuron lif supports the rules eprop, eprop_random and bptt, not {rule!r}")
+    run = RunDirectory(out)
+    run.write_json("config.json", {"neuron": "lif", "task": task.config(), "rule": rule, "iterations": iterations,
+                                   "lr": lr, "optimizer": "adam", "network": spec.meta()})
+    run.write_json("environment.json", environment())
+    res = train_lif([spec], task, rule=rule, iterations=iterations, lr=lr)
+    for i in range(iterations):
+        run.append_metrics(i, res["losses"][i, 0], res["accuracy"][i, 0])
+    run.close()
+    net = res["networks"][0]
+    losses = np.asarray(res["losses"][:, 0], dtype=float)
+    diverged = not np.isfinite(losses).all()
+    result = TrainResult(losses=losses, accuracy=np.asarray(res["accuracy"][:, 0], dtype=float), spec=net.spec,
+                         spec_initial=spec, rule=rule, backend="torch (lif)", lr=float(lr), optimizer="adam",
+                         iterations=iterations, diverged=diverged,
+                         diverged_at=int(np.argmax(~np.isfinite(losses))) if diverged else None,
+                         wall_time=float(res["wall_time"]), run_dir=run.path)
+    write_final(run, result)
+    net.save(run.path / "spec_final.npz")  # with the LIF constants in its header
+    return result
+
+
+def _report(result, as_json: bool, lyapunov: bool) -> None:
     summary = result.summary()
     paths = {"run_dir": str(result.run_dir), "metrics": str(result.run_dir / "metrics.jsonl"),
              "spec_final": str(result.run_dir / "spec_final.npz"),

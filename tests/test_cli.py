@@ -86,3 +86,17 @@ def test_missing_extra_names_the_extra():
 def test_cite_prints_bibtex():
     p = cli("cite", "eprop")
     assert p.returncode == 0 and "@article{bellec2020solution" in p.stdout
+
+
+def test_run_lif_writes_run_directory_exportable_to_nir(tmp_path):
+    out = tmp_path / "lif"
+    p = cli("run", "--neuron", "lif", "--iterations", "12", "--hidden", "8", "--batch", "4", "--out", str(out), "--json")
+    assert p.returncode == 0, p.stderr
+    summary = json.loads(p.stdout)
+    assert summary["backend"] == "torch (lif)" and len(summary["losses"]) == 12
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    np.testing.assert_allclose([r["loss"] for r in rows], summary["losses"], rtol=1e-12)
+    q = cli("export-nir", str(out), str(tmp_path / "lif.nir"))
+    assert q.returncode == 0, q.stderr
+    bad = cli("run", "--neuron", "lif", "--rule", "rflo", "--iterations", "2")
+    assert bad.returncode == 2 and "supports the rules" in bad.stderr

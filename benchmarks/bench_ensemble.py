@@ -27,6 +27,7 @@ import neurorate as nr
 from neurorate.backends.torch import TorchBackend
 
 ROOT = Path(__file__).resolve().parent.parent
+THREADS: int | None = None  # None: the backend's own choice
 
 
 class NaiveCTRNN(torch.nn.Module):
@@ -67,7 +68,7 @@ def naive_ms_per_iteration(n, iterations, detach=True):
 def ensemble_ms_per_iteration(n, m, iterations, rule="eprop"):
     task = nr.make_task("romo", batch_size=32, seed=0)
     specs = [nr.NetworkSpec.random(n_hidden=n, gain=1.0 + 0.01 * j, seed=j) for j in range(m)]
-    be = TorchBackend(device="cpu")
+    be = TorchBackend(device="cpu", threads=THREADS)
     be.train(specs, task, rule, iterations=1, lr=1e-3, progress=False)  # warm-up
     t0 = time.perf_counter()
     be.train(specs, task, rule, iterations=iterations, lr=1e-3, progress=False)
@@ -100,7 +101,7 @@ def machine():
         model = platform.processor() or platform.machine()
     import os
 
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
 def write_section(lines):
@@ -116,9 +117,11 @@ def write_section(lines):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer iterations and sizes (a check, not a report)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="ensemble threads (default: the backend's choice)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    global THREADS
+    THREADS = args.threads
+    torch.set_num_threads(1)  # the naive loop and the bmm reference: one thread, as the reference measurement
     sizes = [64] if args.quick else [64, 256]
     ms = [1, 16] if args.quick else [1, 16, 64, 256]
     rows = []
@@ -137,7 +140,9 @@ def main():
     if args.quick:
         return
     lines = ["## Ensemble training (issue 2)", "",
-             f"`python benchmarks/bench_ensemble.py` on {datetime.date.today()}: {machine()}.",
+             f"`python benchmarks/bench_ensemble.py` on {datetime.date.today()}: {machine()}; naive loop and bmm "
+             f"reference on 1 thread, ensemble on the backend's thread choice ({THREADS or 'auto'}: 1 thread when "
+             "M B N^2 < 2^20, else 2).",
              "Romo, B = 32, T = 56, e-prop (form A, tanh), float32, CPU. Naive = one network at a time in the paper's "
              "style (nn.Linear, per-step loop, torch.optim.Adam, detach). Speed-up is per network-iteration. "
              "%bmm = achieved GFLOP/s (e-prop FLOPs, science.md §8) over plain `torch.bmm` GFLOP/s at (M=64, B, N) x (N, N).",

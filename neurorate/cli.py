@@ -22,7 +22,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                        "(torch and Lava backends, hardware precision profiles).")
 
 # Default of `neurorate run` with no options: small, fast, and it learns (see docs/cli.md).
-RUN_DEFAULTS = dict(task="romo", rule="eprop", gain=1.5, lr=3e-3, lr_sgd=0.05, iterations=1500, hidden=64, batch=32)
+# ReLU rates without the torch-default input bias: with tanh, e-prop stays on Romo's 0.017 "no memory" plateau at
+# every gain and learning rate tried (docs/study.md); with these settings it leaves it at g >= 1.
+RUN_DEFAULTS = dict(task="romo", rule="eprop", gain=1.5, lr=1e-3, lr_sgd=0.05, iterations=1500, hidden=64, batch=32,
+                    activation="relu", input_bias=False)
 
 
 def _fail(message: str) -> None:
@@ -47,7 +50,8 @@ def run(
     hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
     batch: int = typer.Option(RUN_DEFAULTS["batch"], help="trials per batch"),
     form: str = typer.Option("A", help="network form A | B | C (docs/model.md)"),
-    activation: Optional[str] = typer.Option(None, help="tanh | relu | identity (default: tanh for romo, relu otherwise)"),
+    activation: str = typer.Option(RUN_DEFAULTS["activation"], help="relu | tanh | identity"),
+    input_bias: bool = typer.Option(RUN_DEFAULTS["input_bias"], help="torch-default input bias (saturates tanh units)"),
     tau: Optional[float] = typer.Option(None, help="unit time constant in the task's time unit (alpha = dt/tau)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (torch backend)"),
     lyapunov: bool = typer.Option(True, help="measure Lyapunov spectra before/after training"),
@@ -74,9 +78,8 @@ def run(
         _fail(f"--floss-iterations must be >= 0, got {floss_iterations}")
     task_kwargs = {} if tau is None else {"tau": tau}
     t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
-    act = activation or ("tanh" if t.loss_kind == "mse" else "relu")
     spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
-                                 activation=act, alpha=t.alpha, dt=t.dt_seconds)
+                                 activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
     if neuron not in ("rate", "lif"):
         _fail(f"unknown neuron {neuron!r}; choose rate or lif")
     if out is None:

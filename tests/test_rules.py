@@ -180,3 +180,17 @@ def test_vectorised_path_with_one_task_per_network():
     assert torch.allclose(la, lf, atol=1e-13)
     for name in ga:
         assert (ga[name] - gf[name]).abs().max() < 1e-12, name
+
+
+@pytest.mark.parametrize("kind", ["mse", "ce"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("gain", [0.0, 1.5])
+def test_handwritten_bptt_equals_autograd(kind, activation, gain):
+    ens, _ = make(gain, "A", activation)
+    x, target, mask = data(kind)
+    la, aa, ga = G.gradients(ens, "bptt", kind, x, target, mask, impl="autograd")
+    lf, af, gf = G.gradients(ens, "bptt", kind, x, target, mask)
+    assert torch.allclose(la, lf, rtol=0, atol=1e-13) and torch.equal(aa, af)
+    for name in ga:
+        assert ga[name].shape == gf[name].shape, name
+        assert (ga[name] - gf[name]).abs().max() < 1e-12, name

@@ -69,8 +69,8 @@ class TorchBackend:
     ----------
     device : "auto" (CUDA if present), "cpu" or "cuda".
     dtype : "float32" (default) or "float64" (used by the oracle tests).
-    threads : CPU threads for torch (None: leave torch's setting, but use 1 thread on machines with <= 2
-        cores, which was faster for these small matrices in our measurements).
+    threads : CPU threads for torch (None: chosen per training call by the size of one step's matmuls:
+        one thread for small programs, all cores for large ensembles; see docs/benchmarks.md).
     """
 
     name = "torch"
@@ -78,13 +78,18 @@ class TorchBackend:
     def __init__(self, device: str = "auto", dtype: str = "float32", threads: int | None = None):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        if self.device.type == "cpu":
-            import os
+        self.threads = threads
+        if self.device.type == "cpu" and threads is not None:
+            torch.set_num_threads(int(threads))
 
-            if threads is None and (os.cpu_count() or 1) <= 2:
-                threads = 1
-            if threads is not None:
-                torch.set_num_threads(int(threads))
+    def _set_threads(self, m: int, batch: int, n: int) -> None:
+        """Choose CPU threads when the user did not: one for small programs (dispatch-bound; a second
+        thread only contends on 2 cores), all cores once one step's matmuls are large (M B N^2 >= 2^20)."""
+        if self.device.type != "cpu" or self.threads is not None:
+            return
+        import os
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1) if m * batch * n * n >= 2**20 else 1)
 
     # ------------------------------------------------------------------ protocol
     def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:
@@ -136,6 +141,7 @@ class TorchBackend:
         if optimizer_state is not None:
             opt.load_state_dict(optimizer_state)
         m = len(specs)
+        self._set_threads(m, tasks[0].batch_size, specs[0].n_hidden)
         active = torch.ones(m, dtype=torch.bool, device=self.device)
         loss_hist = np.full((m, iterations), np.nan)
         acc_hist = np.full((m, iterations), np.nan)

@@ -45,6 +45,7 @@ def train(
     floss_mode: str = "state",
     floss_k: int = 8,
     floss_lr: float = 1e-3,
+    floss_every: int | None = None,
     lyapunov: bool = True,
     lyapunov_k: int = 8,
     lyapunov_units: str = "step",
@@ -71,6 +72,8 @@ def train(
     floss_iterations : local gradient-flossing pre-training iterations (0: none; the paper uses 100).
     floss_mode : "state" (the paper's detach reading), "onestep" (strictly local in time) or "full".
     floss_k, floss_lr : exponents flossed and flossing learning rate.
+    floss_every : also floss (``floss_iterations`` each time) after every ``floss_every`` training iterations
+        ("inter-flossing", Engelken 2023); the optimizer state carries over. torch backend only.
     lyapunov : measure the top ``lyapunov_k`` exponents before and after (and after flossing).
     lyapunov_units : "step", "tau" or "second".
     device, dtype : torch backend placement ("auto" = CUDA if present) and precision.
@@ -149,10 +152,21 @@ def train(
         if callback is not None:
             callback(i, losses, acc)
 
+    if floss_every is not None:
+        _check_positive("floss_every", floss_every, integer=True)
+        if be.name != "torch":
+            raise NeurorateError("periodic flossing (floss_every) runs on the torch backend only")
+        if floss_iterations <= 0:
+            raise NeurorateError("floss_every needs floss_iterations > 0 (the length of each flossing phase)")
+    task_arg = tasks if len(tasks) > 1 else tasks[0]
     try:
-        runs = be.train(start_specs, tasks if len(tasks) > 1 else tasks[0], rule, iterations=int(iterations),
-                        lr=lrs, optimizer=optimizer, profile=profile, progress=progress, callback=on_iteration,
-                        **be_opts)
+        if floss_every is None:
+            runs = be.train(start_specs, task_arg, rule, iterations=int(iterations), lr=lrs, optimizer=optimizer,
+                            profile=profile, progress=progress, callback=on_iteration, **be_opts)
+        else:
+            runs = _train_with_periodic_flossing(be, start_specs, task_arg, lyap_task, rule, int(iterations), lrs,
+                                                 optimizer, profile, progress, on_iteration, be_opts, int(floss_every),
+                                                 int(floss_iterations), floss_mode, floss_k, floss_lr)
     finally:
         for rd in runs_dirs:
             rd.close()
@@ -178,6 +192,40 @@ def train(
             write_final(runs_dirs[j], res)
         results.append(res)
     return results[0] if single else results
+
+
+def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations, lrs, optimizer, profile, progress,
+                                  callback, be_opts, every, floss_iterations, floss_mode, floss_k, floss_lr):
+    """Train in chunks of ``every`` iterations with a flossing phase between chunks (optimizer state kept)."""
+    from neurorate.backend import BackendRun
+    from neurorate.flossing import floss
+
+    done, state, current, chunks = 0, None, list(specs), []
+    while done < iterations:
+        n = min(every, iterations - done)
+        offset = done
+
+        def cb(i, losses, acc, offset=offset):
+            callback(offset + i, losses, acc)
+
+        runs = be.train(current, task, rule, iterations=n, lr=lrs, optimizer=optimizer, profile=profile,
+                        progress=progress, callback=cb, start_iteration=done, optimizer_state=state, **be_opts)
+        state = runs[0].extra.get("optimizer_state")
+        chunks.append(runs)
+        done += n
+        current = [r.spec for r in runs]
+        if done < iterations:
+            current, _ = floss(current, floss_task, iterations=floss_iterations, mode=floss_mode, k=floss_k,
+                               lr=floss_lr, progress=progress)
+    out = []
+    for j in range(len(specs)):
+        parts = [c[j] for c in chunks]
+        div = [k for k, p in enumerate(parts) if p.diverged]
+        at = None if not div else sum(len(p.losses) for p in parts[:div[0]]) + parts[div[0]].diverged_at
+        out.append(BackendRun(spec=parts[-1].spec, losses=np.concatenate([p.losses for p in parts]),
+                              accuracy=np.concatenate([p.accuracy for p in parts]), diverged=at is not None,
+                              diverged_at=at, wall_time=sum(p.wall_time for p in parts)))
+    return out
 
 
 def _first(spectrum):

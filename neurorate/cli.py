@@ -47,6 +47,7 @@ def run(
     profile: Optional[str] = typer.Option(None, help="hardware profile (see `neurorate profiles list`)"),
     floss_iterations: int = typer.Option(0, help="local gradient-flossing pre-training iterations (paper: 100)"),
     floss_mode: str = typer.Option("state", help="state | onestep | full"),
+    floss_every: Optional[int] = typer.Option(None, help="also floss after every N training iterations (torch)"),
     hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
     batch: int = typer.Option(RUN_DEFAULTS["batch"], help="trials per batch"),
     form: str = typer.Option("A", help="network form A | B | C (docs/model.md)"),
@@ -96,7 +97,7 @@ def run(
         typer.echo(f"neurorate run: {backend} backend, task {task}, rule {rule}, N={hidden}, gain={gain:g}, "
                    f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
     result = nr.train(spec, t, rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
-                      profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
+                      profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode, floss_every=floss_every,
                       lyapunov=lyapunov, device=device, progress=progress, out=out)
     _report(result, as_json, lyapunov)
 

@@ -131,3 +131,28 @@ def test_stack_roundtrip_preserves_specs():
     for a, b in zip(specs, back):
         for name in ("w_in", "w_rec", "w_out", "b", "b_out"):
             assert np.array_equal(getattr(a, name), getattr(b, name))
+
+
+def test_periodic_flossing_keeps_optimizer_state_and_matches_manual_chunks():
+    from neurorate.flossing import floss
+
+    spec = nr.NetworkSpec.random(n_hidden=12, gain=0.5, seed=0)
+    task = nr.make_task("romo", batch_size=4, seed=0)
+    kw = dict(rule="eprop", iterations=12, lr=3e-3, lyapunov=False, progress=False, device="cpu", dtype="float64")
+    res = nr.train(spec, task, floss_iterations=3, floss_every=5, floss_k=2, **kw)
+    # the same schedule by hand: floss, 5 its, floss, 5 its, floss, 2 its, with one Adam state throughout
+    be = TorchBackend(dtype="float64")
+    cur, _ = floss([spec], task, iterations=3, k=2, progress=False)
+    losses, state, done = [], None, 0
+    for n in (5, 5, 2):
+        runs = be.train(cur, task, "eprop", iterations=n, lr=3e-3, progress=False, start_iteration=done,
+                        optimizer_state=state)
+        state, done = runs[0].extra["optimizer_state"], done + n
+        losses.append(runs[0].losses)
+        cur = [runs[0].spec]
+        if done < 12:
+            cur, _ = floss(cur, task, iterations=3, k=2, progress=False)
+    np.testing.assert_allclose(res.losses, np.concatenate(losses), rtol=1e-12)
+    np.testing.assert_allclose(res.spec.w_rec, cur[0].w_rec, atol=1e-12)
+    with pytest.raises(nr.NeurorateError, match="floss_every needs floss_iterations"):
+        nr.train(spec, task, floss_every=5, **kw)

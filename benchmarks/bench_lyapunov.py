@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from neurorate.tasks.romo import RomoTask
 
 from neurorate.lyapunov import lyapunov_spectrum
 from neurorate.spec import NetworkSpec
+from neurorate.tasks.romo import RomoTask
 
 SECTION = "## Lyapunov spectrum (issue 3)"
 HEADER = ("| date | machine | torch | config (M networks, N, k, T steps, S streams, t_ons) | batched (s) | "

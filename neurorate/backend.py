@@ -12,8 +12,9 @@ backend-neutral parts (validation, flossing pre-training and Lyapunov spectra fr
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 

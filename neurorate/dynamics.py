@@ -29,7 +29,8 @@ Tangent map for Lyapunov exponents (science.md §4.1), applied to Q (..., N, k) 
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from neurorate.tasks.romo import RomoTask
 
 from neurorate.errors import NeurorateError
 from neurorate.flossing import EnsembleAdam, floss, flossing_loss
 from neurorate.lyapunov import max_lyapunov, orthonormal_frame, stack_specs
 from neurorate.spec import NetworkSpec
+from neurorate.tasks.romo import RomoTask
 
 torch.set_num_threads(1)
 F64 = torch.float64

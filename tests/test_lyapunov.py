@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from neurorate.tasks.romo import RomoTask
 
 from neurorate.errors import NeurorateError
 from neurorate.lyapunov import (
@@ -19,6 +18,7 @@ from neurorate.lyapunov import (
 )
 from neurorate.spec import NetworkSpec
 from neurorate.task import Task
+from neurorate.tasks.romo import RomoTask
 
 torch.set_num_threads(1)
 

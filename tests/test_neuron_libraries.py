@@ -33,7 +33,11 @@ def _currents(spec, x, a_prev):
 
 def test_leaky_step_equals_norse_li_box():
     norse = pytest.importorskip("norse.torch")
-    from norse.torch.functional.leaky_integrator_box import LIBoxParameters, LIBoxState, li_box_feed_forward_step
+    from norse.torch.functional.leaky_integrator_box import (
+        LIBoxParameters,
+        LIBoxState,
+        li_box_feed_forward_step,
+    )
 
     dt, tau = 1e-3, 5e-3  # alpha = 0.2
     spec, x, states = _trajectory(alpha=dt / tau)

@@ -8,7 +8,8 @@ optimizers. Runs on CUDA when available (``device="auto"``), else on the CPU.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -149,6 +149,9 @@ def main():
              "|---|---|---|---|---|---|---|---|"]
     for n, m, naive, t, per_net, sp, gf, frac in rows:
         lines.append(f"| {n} | {m} | {naive:.2f} | {t:.1f} | {per_net:.3f} | {sp:.1f}x | {gf:.1f} | {100 * frac:.0f}% |")
+    lines += ["", "Reading: compare the speed-up column with the issue-2 target (>= 25x per network-iteration at M >= 64 "
+              "and >= 50 % of bmm); see the notes in docs/benchmarks.md history for why small ensembles on 2 CPU "
+              "cores are memory- and dispatch-bound."]
     write_section(lines)
     print("wrote docs/benchmarks.md", file=sys.stderr)
 

@@ -30,13 +30,17 @@ def test_ensemble_equals_separate_runs(rule):
         np.testing.assert_allclose(run.spec.w_in, alone.spec.w_in, rtol=0, atol=1e-13)
 
 
-def test_per_network_tasks_equal_separate_runs():
-    specs = small_specs()
-    tasks = [nr.make_task("romo", batch_size=8, seed=s) for s in (0, 1, 2)]
+@pytest.mark.parametrize("rule", ["eprop", "bptt", "eprop_online"])
+@pytest.mark.parametrize("task_name", ["romo", "2af"])
+def test_per_network_tasks_equal_separate_runs(rule, task_name):
+    n_in, n_out = (1, 2) if task_name == "romo" else (3, 3)
+    specs = [nr.NetworkSpec.random(n_in=n_in, n_out=n_out, n_hidden=16, gain=g, seed=s, activation="relu")
+             for g, s in ((0.5, 0), (1.0, 1), (1.5, 2))]
+    tasks = [nr.make_task(task_name, batch_size=8, seed=s) for s in (0, 1, 2)]
     be = TorchBackend(dtype="float64")
-    together = be.train(specs, tasks, "eprop", iterations=10, lr=3e-3, progress=False)
+    together = be.train(specs, tasks, rule, iterations=10, lr=3e-3, progress=False)
     for spec, task, run in zip(specs, tasks, together):
-        alone = be.train([spec], task, "eprop", iterations=10, lr=3e-3, progress=False)[0]
+        alone = be.train([spec], task, rule, iterations=10, lr=3e-3, progress=False)[0]
         np.testing.assert_allclose(run.losses, alone.losses, rtol=1e-12)
 
 

@@ -6,7 +6,10 @@
   batch x batch Gram matrix of the hidden rates at the last decision time step of a fixed probe batch
   (lower RA = richer learning).
 
-The tangent-kernel alignment (empirical NTK over W_rec) is not computed here yet (see docs/study.md).
+* tangent-kernel alignment ``KA = <K0, KT>_F / (||K0||_F ||KT||_F)`` with ``K = J J^T`` the empirical tangent kernel
+  restricted to W_rec: ``J[(b, k), :] = d y_{t*, b, k} / d W_rec`` over the outputs at the last decision step t* of a
+  probe batch. ``kernel="bptt"`` uses the exact derivative; ``kernel="eprop"`` the e-prop pseudo-derivative (the
+  presynaptic detach), i.e. the kernel the local rule actually follows.
 """
 
 from __future__ import annotations
@@ -43,9 +46,48 @@ def last_decision_step(mask: np.ndarray) -> int:
     return int(steps[-1]) if steps.size else int(mask.shape[0] - 1)
 
 
+def tangent_features(spec: NetworkSpec, probe_inputs: np.ndarray, step: int, kernel: str = "bptt") -> np.ndarray:
+    """``J (B * n_out, N * N)``: derivatives of the outputs at ``step`` with respect to W_rec (float64).
+
+    ``kernel="eprop"`` cuts the presynaptic path ``W r_{t-1}`` (the e-prop truncation) before differentiating.
+    """
+    import torch
+
+    from neurorate import dynamics as dyn
+
+    if kernel not in ("bptt", "eprop"):
+        raise ValueError(f"kernel must be 'bptt' or 'eprop', got {kernel!r}")
+    f, _ = dyn.activation(spec.activation)
+    x = torch.as_tensor(np.asarray(probe_inputs[: step + 1]), dtype=torch.float64)
+    w_in, b = torch.as_tensor(spec.w_in), torch.as_tensor(spec.b)
+    w_out, b_out = torch.as_tensor(spec.w_out), torch.as_tensor(spec.b_out)
+    drive = x @ w_in.T + b
+
+    def outputs(w_rec):
+        state = torch.zeros(x.shape[1], spec.n_hidden, dtype=torch.float64)
+        for t in range(step + 1):
+            state, _ = dyn.step(state, drive[t], w_rec, spec.alpha, spec.form, f, detach_pre=kernel == "eprop")
+        return (dyn.rate(state, spec.form, f) @ w_out.T + b_out).reshape(-1)
+
+    jac = torch.func.jacrev(outputs)(torch.as_tensor(spec.w_rec))
+    return jac.reshape(jac.shape[0], -1).numpy()
+
+
+def kernel_alignment(before: NetworkSpec, after: NetworkSpec, probe_inputs: np.ndarray, step: int,
+                     kernel: str = "bptt") -> float:
+    """Alignment of the tangent kernels ``J J^T`` of ``before`` and ``after`` (1 = lazy, lower = richer)."""
+    j0 = tangent_features(before, probe_inputs, step, kernel)
+    j1 = tangent_features(after, probe_inputs, step, kernel)
+    k0, k1 = j0 @ j0.T, j1 @ j1.T
+    denom = float(np.linalg.norm(k0) * np.linalg.norm(k1))
+    return math.nan if denom == 0 or not math.isfinite(denom) else float(np.sum(k0 * k1) / denom)
+
+
 def richlazy_metrics(initial: Sequence[NetworkSpec], trained: Sequence[NetworkSpec], probe_inputs: np.ndarray,
-                     probe_mask: np.ndarray) -> list[dict[str, float]]:
-    """Per network: ``weight_change``, ``erank_before``, ``erank_after``, ``repr_alignment``.
+                     probe_mask: np.ndarray, kernel_trials: int = 16) -> list[dict[str, float]]:
+    """Per network: ``weight_change``, ``erank_before``, ``erank_after``, ``repr_alignment``, ``kernel_alignment``
+    (exact tangent kernel) and ``kernel_alignment_eprop`` (e-prop pseudo-gradient kernel), the kernels on the
+    first ``kernel_trials`` probe trials.
 
     Parameters
     ----------
@@ -69,5 +111,8 @@ def richlazy_metrics(initial: Sequence[NetworkSpec], trained: Sequence[NetworkSp
             "erank_before": effective_rank(a.w_rec),
             "erank_after": effective_rank(b.w_rec) if ok else math.nan,
             "repr_alignment": gram_alignment(r0[j], r1[j]) if ok else math.nan,
+            "kernel_alignment": kernel_alignment(a, b, probe_inputs[:, :kernel_trials], t_dec) if ok else math.nan,
+            "kernel_alignment_eprop": (kernel_alignment(a, b, probe_inputs[:, :kernel_trials], t_dec, "eprop")
+                                       if ok else math.nan),
         })
     return out

@@ -140,6 +140,8 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
             "diverged_at": -1 if res.diverged_at is None else int(res.diverged_at),
             "weight_change": _num(met.get("weight_change")), "erank_before": _num(met.get("erank_before")),
             "erank_after": _num(met.get("erank_after")), "repr_alignment": _num(met.get("repr_alignment")),
+            "kernel_alignment": _num(met.get("kernel_alignment")),
+            "kernel_alignment_eprop": _num(met.get("kernel_alignment_eprop")),
         }
         for b in range(n_blocks):
             block = losses[b * every:(b + 1) * every]
@@ -166,7 +168,7 @@ def _columns() -> dict[str, Any]:
         "gain": f, "lr": f, "seed": i, "hidden": i, "iteration": i, "loss": f, "accuracy": f, "final_loss": f,
         "auc": f, "final_accuracy": f, "lambda_max_before": f, "lambda_max_flossed": f, "lambda_max_after": f,
         "wall_time": f, "ensemble_wall_time": f, "status": s, "diverged_at": i, "weight_change": f,
-        "erank_before": f, "erank_after": f, "repr_alignment": f,
+        "erank_before": f, "erank_after": f, "repr_alignment": f, "kernel_alignment": f, "kernel_alignment_eprop": f,
     }
 
 

@@ -193,8 +193,9 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str) -> st
              "Tests are one-sided at alpha = 0.05 on the best-lr runs. "
              + ("With fewer than 3 seeds per gain, every p-value is indicative only." if seeds < 3 else ""), "",
              "## Final loss at the best learning rate (mean +- s.e.m. over seeds)", "",
-             "| task | rule | flossing | gain | best lr | final loss | s.e.m. | lambda_max before | after | dW/W0 | RA |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | rule | flossing | gain | best lr | final loss | s.e.m. | lambda_max before | after | dW/W0 | RA "
+             "| KA (exact) | KA (e-prop) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
     for r in best:
         groups[(r["task"], r["rule"], r["flossing"], r["rank"], r["backend"], r["profile"], r["gain"])].append(r)
@@ -203,6 +204,8 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str) -> st
                      f"{_mean([r['final_loss'] for r in rs]):.4g} | {_sem([r['final_loss'] for r in rs]):.2g} | "
                      f"{_mean([r['lambda_max_before'] for r in rs]):.3f} | {_mean([r['lambda_max_after'] for r in rs]):.3f} | "
                      f"{_fmt(_mean([r.get('weight_change') for r in rs]))} | "
-                     f"{_fmt(_mean([r.get('repr_alignment') for r in rs]))} |")
+                     f"{_fmt(_mean([r.get('repr_alignment') for r in rs]))} | "
+                     f"{_fmt(_mean([r.get('kernel_alignment') for r in rs]))} | "
+                     f"{_fmt(_mean([r.get('kernel_alignment_eprop') for r in rs]))} |")
     lines += ["", "## Figures", ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
     return "\n".join(lines) + "\n"

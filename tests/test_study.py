@@ -236,3 +236,31 @@ def test_submitit_debug_executor_matches_local(tmp_path):
     assert (tmp_path / "debug" / "submitit").is_dir()
     with pytest.raises(NeurorateError, match="executor"):
         nr.study(cfg, out=tmp_path / "x", executor="ray")
+
+
+def test_tangent_features_match_finite_differences_and_kernel_alignment_properties():
+    import neurorate as nr
+    from neurorate.richlazy import kernel_alignment, tangent_features
+
+    spec = nr.NetworkSpec.random(n_hidden=6, gain=1.2, seed=3, activation="tanh", alpha=0.5)
+    x = np.random.default_rng(0).standard_normal((9, 3, 1))
+    j = tangent_features(spec, x, step=8)
+    assert j.shape == (3 * 2, 36)
+    from neurorate.backends.torch import TorchBackend
+
+    be = TorchBackend(dtype="float64")
+    eps = 1e-6
+    for idx in (0, 7, 20, 35):
+        w = spec.w_rec.copy().reshape(-1)
+        w[idx] += eps
+        yp = be.simulate([spec.replace(w_rec=w.reshape(6, 6))], x).outputs[0, 8].reshape(-1)
+        w[idx] -= 2 * eps
+        ym = be.simulate([spec.replace(w_rec=w.reshape(6, 6))], x).outputs[0, 8].reshape(-1)
+        np.testing.assert_allclose(j[:, idx], (yp - ym) / (2 * eps), atol=1e-8)
+    assert kernel_alignment(spec, spec, x, 8) == pytest.approx(1.0)
+    zero = spec.replace(w_rec=np.zeros((6, 6)))
+    # at W_rec = 0 the e-prop pseudo-derivative equals the exact one (no recurrent path to cut)
+    np.testing.assert_allclose(tangent_features(zero, x, 8, "eprop"), tangent_features(zero, x, 8), atol=1e-14)
+    assert not np.allclose(tangent_features(spec, x, 8, "eprop"), j)
+    other = spec.replace(w_rec=spec.w_rec + 0.5 * np.random.default_rng(1).standard_normal((6, 6)))
+    assert 0 < kernel_alignment(spec, other, x, 8) < 1.0

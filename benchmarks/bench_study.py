@@ -61,7 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(args.config)
-    if args.existing:
+    if args.existing:  # the study's own config, not --config
+        saved = json.loads((Path(args.existing) / "config.json").read_text())
+        cfg = load_config(saved.get("config", saved))
         manifest = read_manifest(args.existing)["finished"]
         wall = sum(e["wall_time"] for e in manifest.values())
         done = len(manifest)

@@ -63,7 +63,7 @@ def flossing_loss(ens: dict[str, torch.Tensor], form: str, activation: str, x: t
     fps = simulate_fprimes(ens, form, activation, x, state0, detach_pre=mode != "full",
                            track_grad=mode != "onestep")
     log_sum, count = benettin(fps, ens["w_rec"], ens["alpha"], form, q0, n_t, warmup,
-                              detach_q=mode == "onestep")
+                              detach_q=mode == "onestep", detach_warmup=mode != "full")
     lambdas = (log_sum / count).mean(dim=1)
     return ((lambdas - lambda_target) ** 2).sum(-1), lambdas
 

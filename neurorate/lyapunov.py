@@ -128,9 +128,12 @@ def tangent(q: torch.Tensor, w_rec: torch.Tensor, alpha: torch.Tensor, form: str
     return (1 - alpha) * q + alpha * fp.unsqueeze(-1) * wq
 
 
+_DEAD_LOG = math.log(1e-20)
+
+
 def benettin(fprimes: Iterable[torch.Tensor], w_rec: torch.Tensor, alpha: torch.Tensor, form: str,
              q0: torch.Tensor, n_total: int, warmup: int, t_ons: int = 1,
-             detach_q: bool = False) -> tuple[torch.Tensor, int]:
+             detach_q: bool = False, detach_warmup: bool = False) -> tuple[torch.Tensor, int]:
     """The QR recursion: ``(sum of log R_ii over accumulated windows (M, S, k), number of steps accumulated)``.
 
     Parameters
@@ -141,6 +144,7 @@ def benettin(fprimes: Iterable[torch.Tensor], w_rec: torch.Tensor, alpha: torch.
     n_total, warmup : T and the steps before accumulation starts. A re-orthonormalisation is forced at the
         end of the warm-up and at the last step, so windows never straddle the boundary.
     detach_q : cut the gradient through ``Q_{t-1}`` before each product (flossing mode ``onestep``).
+    detach_warmup : no gradient through the warm-up's frame (gradients flow only through accumulated steps).
     """
     a4 = alpha.reshape(-1, 1, 1, 1)
     z = q0.detach() if detach_q else q0
@@ -154,8 +158,16 @@ def benettin(fprimes: Iterable[torch.Tensor], w_rec: torch.Tensor, alpha: torch.
             if window_start >= warmup:
                 log_sum = log_sum + log_r
                 count += since
+            in_warmup = window_start < warmup
+            if in_warmup:
+                # a frame annihilated during the warm-up (ReLU at alpha = 1: the first Jacobian W diag(f'(0)) is
+                # exactly 0) restarts from the initial frame instead of carrying zeros into the measurement
+                dead = (log_r < _DEAD_LOG).any(-1)[..., None, None]
+                q = torch.where(dead, q0.detach(), q)
+            # detach_warmup: the warm-up only converges the frame, so no gradient flows through it (the QR
+            # backward of a rank-deficient warm-up frame is NaN); the local flossing modes use it
+            z = q.detach() if (detach_q or (detach_warmup and in_warmup)) else q
             window_start, since = t + 1, 0
-            z = q.detach() if detach_q else q
     return log_sum, count
 
 

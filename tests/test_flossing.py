@@ -152,3 +152,29 @@ def test_bad_flossing_options_raise():
         floss([spec, spec], x, iterations=1, lr=[1e-3, 1e-3, 1e-3])
     with pytest.raises(NeurorateError, match="channels"):
         floss(spec, x[..., :1], iterations=1)
+
+
+def test_relu_alpha_one_from_rest_has_finite_exponents_and_flossing_gradient():
+    """Regression: with ReLU at alpha = 1 the first Jacobian W diag(f'(0)) is exactly 0. The warm-up must not
+    carry that dead frame into the measurement, and the local modes must not backpropagate through it (the QR
+    backward of a rank-deficient frame is NaN, which silently skipped every flossing iteration)."""
+    import neurorate as nr
+    from neurorate.flossing import flossing_loss
+    from neurorate.lyapunov import stack_specs
+
+    task = nr.make_task("2af", batch_size=4, seed=0)
+    spec = nr.NetworkSpec.random(n_in=3, n_out=3, n_hidden=32, gain=0.25, seed=0, activation="relu",
+                                 input_bias=False, alpha=1.0)
+    lam_max = nr.max_lyapunov(spec, task)
+    spectrum = nr.lyapunov_spectrum(spec, task, k=4)
+    assert -5 < lam_max < 0 and abs(lam_max - spectrum[0]) < 0.05
+    x = torch.as_tensor(task.stream(4, 4), dtype=torch.float64)
+    for mode in ("state", "onestep"):
+        ens = stack_specs([spec], dtype=torch.float64)
+        ens["w_rec"].requires_grad_(True)
+        loss, _ = flossing_loss(ens, "A", "relu", x, 4, mode=mode)
+        grad = torch.autograd.grad(loss.sum(), [ens["w_rec"]])[0]
+        assert torch.isfinite(grad).all() and grad.abs().max() > 1e-3, mode
+    flossed, losses = nr.floss([spec], task, iterations=20, k=4)
+    assert losses[0, -1] < 0.85 * losses[0, 0]
+    assert nr.max_lyapunov(flossed[0], task) > lam_max + 0.2

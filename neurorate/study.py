@@ -219,7 +219,8 @@ def load_results(out: str | Path):
     entries = sorted(manifest["finished"].values(), key=lambda e: e["index"])
     if not entries:
         raise NeurorateError(f"{out}: no finished ensembles (not a study directory, or nothing finished yet)")
-    return pa.concat_tables([pq.read_table(out / "results" / e["part"]) for e in entries])
+    # parts written by older versions may lack newer metric columns: those read as null
+    return pa.concat_tables([pq.read_table(out / "results" / e["part"]) for e in entries], promote_options="default")
 
 
 # ---------------------------------------------------------------------- the study

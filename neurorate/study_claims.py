@@ -22,7 +22,8 @@ import numpy as np
 ALPHA = 0.05
 RUN_FIELDS = ("run_id", "task", "rule", "flossing", "rank", "backend", "profile", "gain", "lr", "seed",
               "final_loss", "auc", "final_accuracy", "lambda_max_before", "lambda_max_flossed", "lambda_max_after",
-              "status", "wall_time", "weight_change", "erank_before", "erank_after", "repr_alignment")
+              "status", "wall_time", "weight_change", "erank_before", "erank_after", "repr_alignment",
+              "kernel_alignment", "kernel_alignment_eprop")
 SETTING = ("task", "rule", "flossing", "rank", "backend", "profile")
 
 

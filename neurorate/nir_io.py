@@ -62,6 +62,20 @@ def rate_metadata(spec: NetworkSpec, dt: float, nominal: bool) -> dict[str, Any]
     return meta
 
 
+def graph_metadata(spec: NetworkSpec, meta: dict[str, Any]) -> dict[str, Any]:
+    """The graph-level metadata: the neuron metadata plus the init recipe and the feedback matrix (lossless)."""
+    graph_meta = dict(meta, **{"neurorate.init": json.dumps(spec.meta()["init"])})
+    if spec.feedback is not None:
+        graph_meta["neurorate.feedback"] = np.array(spec.feedback)
+    return graph_meta
+
+
+def input_nodes(nir, spec: NetworkSpec) -> dict[str, Any]:
+    """The ``input`` and ``w_in`` (Affine with the hidden bias) nodes shared by rate and LIF graphs."""
+    return {"input": nir.Input(input_type={"input": np.array([spec.n_in])}),
+            "w_in": nir.Affine(weight=spec.w_in.copy(), bias=spec.b.copy())}
+
+
 def to_nir(spec: NetworkSpec, dt: float | None = None):
     """Export a rate network to a ``nir.NIRGraph``.
 
@@ -87,12 +101,9 @@ def to_nir(spec: NetworkSpec, dt: float | None = None):
         raise NeurorateError(f"dt must be positive (seconds), got {dt}")
     n = spec.n_hidden
     meta = rate_metadata(spec, dt, nominal)
-    graph_meta = dict(meta, **{"neurorate.init": json.dumps(spec.meta()["init"])})
-    if spec.feedback is not None:
-        graph_meta["neurorate.feedback"] = np.array(spec.feedback)
+    graph_meta = graph_metadata(spec, meta)
     nodes = {
-        "input": nir.Input(input_type={"input": np.array([spec.n_in])}),
-        "w_in": nir.Affine(weight=spec.w_in.copy(), bias=spec.b.copy()),
+        **input_nodes(nir, spec),
         "li": nir.LI(tau=np.full(n, dt / spec.alpha), r=np.ones(n), v_leak=np.zeros(n), metadata=meta),
         "w_rec": nir.Linear(weight=spec.w_rec.copy()),
         "w_out": nir.Affine(weight=spec.w_out.copy(), bias=spec.b_out.copy()),

@@ -204,7 +204,7 @@ def lif_to_nir(net: LIFNetwork, dt: float | None = None):
     ``tau_out = dt/(1-kappa)``, ``r_out = 1/(1-kappa)``, i.e. ``y <- kappa y + V z + c``. NIR's LIF resets to
     ``v_reset``; neurorate resets by subtraction one step later (``neurorate.reset = "subtract"`` in metadata).
     """
-    from neurorate.nir_io import NOMINAL_DT, _nir, rate_metadata
+    from neurorate.nir_io import NOMINAL_DT, _nir, graph_metadata, input_nodes, rate_metadata
 
     nir = _nir()
     spec = net.spec
@@ -216,12 +216,9 @@ def lif_to_nir(net: LIFNetwork, dt: float | None = None):
         meta.pop(key)
     meta.update({"neurorate.neuron": "lif", "neurorate.reset": "subtract", "neurorate.kappa": float(net.kappa),
                  "neurorate.gamma": float(net.gamma), "neurorate.threshold": float(net.threshold)})
-    graph_meta = dict(meta, **{"neurorate.init": json.dumps(spec.meta()["init"])})
-    if spec.feedback is not None:
-        graph_meta["neurorate.feedback"] = np.array(spec.feedback)
+    graph_meta = graph_metadata(spec, meta)
     nodes = {
-        "input": nir.Input(input_type={"input": np.array([spec.n_in])}),
-        "w_in": nir.Affine(weight=spec.w_in.copy(), bias=spec.b.copy()),
+        **input_nodes(nir, spec),
         "lif": nir.LIF(tau=np.full(n, dt / spec.alpha), r=np.full(n, 1.0 / spec.alpha), v_leak=np.zeros(n),
                        v_threshold=np.full(n, float(net.threshold)), v_reset=np.zeros(n), metadata=meta),
         "w_rec": nir.Linear(weight=spec.w_rec.copy()),

@@ -96,8 +96,9 @@ class _NumpyOps:
         return ((np.clip(e, -1022, 1023).astype(np.int64) + 1023) << 52).view(np.float64)
 
     @staticmethod
-    def uniform(like, key1, key2):
-        idx = np.arange(like.size, dtype=np.int64).reshape(like.shape)
+    def uniform(like, key1, key2, batch_dims: int = 0):
+        inner = like.shape[batch_dims:]
+        idx = np.broadcast_to(np.arange(int(np.prod(inner)), dtype=np.int64).reshape(inner), like.shape)
         h = mix32(mix32((idx + key1) & _M32) ^ key2)
         return h.astype(np.float64) * 2.0**-32
 
@@ -146,8 +147,10 @@ class _TorchOps:
         e = self.torch.as_tensor(e).clamp(-1022, 1023).to(self.torch.int64)
         return ((e + 1023) << 52).view(self.torch.float64)
 
-    def uniform(self, like, key1, key2):
-        idx = self.torch.arange(like.numel(), dtype=self.torch.int64, device=like.device).reshape(like.shape)
+    def uniform(self, like, key1, key2, batch_dims: int = 0):
+        inner = like.shape[batch_dims:]
+        idx = self.torch.arange(int(np.prod(inner)), dtype=self.torch.int64,
+                                device=like.device).reshape(inner).expand(like.shape)
         return mix32(mix32((idx + key1) & _M32) ^ key2).to(self.torch.float64) * 2.0**-32
 
     def float_round(self, x64, dtype: str):
@@ -247,7 +250,7 @@ def _pow2_values(ops, x64, fmt: NumberFormat, u, vector: bool):
 
 
 def quantize_value(x, fmt: NumberFormat, *, seed: int = 0, step: int = 0, stream: int = 0, grid=None,
-                   vector: bool = False):
+                   vector: bool = False, batch_dims: int = 0):
     """Hard-quantise ``x`` (numpy or torch) to ``fmt``; returns float64 values of the input's framework.
 
     ``grid`` fixes the step (a frozen shared exponent); ``vector`` marks a bias (scale over the last axis).
@@ -259,7 +262,7 @@ def quantize_value(x, fmt: NumberFormat, *, seed: int = 0, step: int = 0, stream
     u = None
     if fmt.rounding == "stochastic":
         k1, k2 = stream_keys(seed, step, stream)
-        u = ops.uniform(x64, k1, k2)
+        u = ops.uniform(x64, k1, k2, batch_dims)
     if fmt.scale == "pow2":
         return _pow2_values(ops, x64, fmt, u, vector)
     s = grid_step(ops, x64, fmt, vector) if grid is None else grid
@@ -279,9 +282,12 @@ class Quantizer:
     seed : seeds the stochastic-rounding hash.
     """
 
-    def __init__(self, profile: HardwareProfile | None, training: bool, seed: int = 0):
+    def __init__(self, profile: HardwareProfile | None, training: bool, seed: int = 0, batch_dims: int = 0):
         self.profile = profile
         self.enabled = profile is not None
+        # leading (ensemble) axes excluded from the stochastic-rounding element index, so network m of an
+        # ensemble draws exactly the bits a lone network (e.g. one Lava process) draws
+        self.batch_dims = int(batch_dims)
         self.training = bool(training)
         self.seed = int(seed)
         if self.seed < 0:
@@ -312,7 +318,7 @@ class Quantizer:
         if not self.enabled:
             return w
         fmt = self.profile.weights.for_matrix(name)
-        q = quantize_value(w, fmt, seed=self.seed, step=step, stream=_WEIGHT0 + _STREAM[name],
+        q = quantize_value(w, fmt, seed=self.seed, step=step, stream=_WEIGHT0 + _STREAM[name], batch_dims=self.batch_dims,
                            grid=self._frozen_grid(name, w), vector=name in ("b", "b_out"))
         return self._out(w, q)
 
@@ -348,20 +354,22 @@ class Quantizer:
         """Quantise a neuron state (``a`` in form A, ``h`` in forms B/C) to the state format."""
         if not self.enabled:
             return s
-        return self._out(s, quantize_value(s, self.profile.state, seed=self.seed, step=step, stream=_STATE))
+        return self._out(s, quantize_value(s, self.profile.state, seed=self.seed, step=step, stream=_STATE,
+                                           batch_dims=self.batch_dims))
 
     def rate(self, r, *, step: int = 0):
         """Quantise the message a neuron sends (its rate) to the message format."""
         if not self.enabled:
             return r
-        return self._out(r, quantize_value(r, self.profile.messages, seed=self.seed, step=step, stream=_RATE))
+        return self._out(r, quantize_value(r, self.profile.messages, seed=self.seed, step=step, stream=_RATE,
+                                           batch_dims=self.batch_dims))
 
     def trace(self, e, *, name: str = "w_rec", step: int = 0):
         """Quantise an eligibility trace (of matrix ``name``) to the trace format."""
         if not self.enabled:
             return e
         return self._out(e, quantize_value(e, self.profile.traces, seed=self.seed, step=step,
-                                           stream=_TRACE0 + _STREAM[name]))
+                                           stream=_TRACE0 + _STREAM[name], batch_dims=self.batch_dims))
 
     def update(self, dw, name: str, step: int, *, scale=None):
         """Quantise a weight update onto the grid of matrix ``name`` (never straight-through).
@@ -392,7 +400,7 @@ class Quantizer:
         u = None
         if learn.rounding == "stochastic":
             k1, k2 = stream_keys(self.seed, step, _STREAM[name])
-            u = ops.uniform(y, k1, k2)
+            u = ops.uniform(y, k1, k2, self.batch_dims)
         return ops.back(round_to_integer(ops, y, learn.rounding, u) * grid, dw)
 
     # ------------------------------------------------------------------ leak
@@ -428,8 +436,13 @@ class Quantizer:
         return ops.back(eff, alpha)
 
 
-def make_quantizer(profile: HardwareProfile | str | None, *, training: bool, seed: int = 0) -> Quantizer:
-    """A :class:`Quantizer` for ``profile`` (a profile, a shipped name, a ``.toml`` path, or None = off)."""
+def make_quantizer(profile: HardwareProfile | str | None, *, training: bool, seed: int = 0,
+                   batch_dims: int = 0) -> Quantizer:
+    """A :class:`Quantizer` for ``profile`` (a profile, a shipped name, a ``.toml`` path, or None = off).
+
+    ``batch_dims``: leading ensemble axes of the tensors it will see (the torch backend passes 1), excluded
+    from the stochastic-rounding index so every network draws the same bits as when run alone.
+    """
     if profile is not None and not isinstance(profile, HardwareProfile):
         profile = load_profile(profile)
-    return Quantizer(profile, training=training, seed=seed)
+    return Quantizer(profile, training=training, seed=seed, batch_dims=batch_dims)

@@ -228,3 +228,18 @@ def test_fixed_point_bit_exact_with_torch(name):
     np.testing.assert_array_equal(np.round(a.spec.w_rec / w_step) * w_step, a.spec.w_rec)
     # the loss is a float *metric* of bit-identical outputs, summed in a different order on each backend
     np.testing.assert_allclose(a.losses, b.losses, rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_fixed_point_ensemble_networks_draw_the_bits_of_lone_networks(name):
+    """loihi2 rounds traces and weight updates stochastically. The draws are keyed by (seed, step, stream,
+    element index within one network), so network m of an ensemble gets exactly the bits it gets alone:
+    a 2-network run on any backend equals the two single-network torch runs bit for bit."""
+    specs = [NetworkSpec.random(n_in=2, n_hidden=10, n_out=2, gain=g, seed=5) for g in (1.2, 0.8)]
+    task = RandomTask(seed=4)
+    kw = dict(iterations=3, lr=[0.5], optimizer="sgd", progress=False, profile="loihi2")
+    together = backend(name).train(specs, task, "eprop_online", **{**kw, "lr": [0.5, 0.5]})
+    for spec, run in zip(specs, together):
+        alone = backend("torch").train([spec], task, "eprop_online", **kw)[0]
+        for key in ("w_in", "w_rec", "w_out", "b", "b_out"):
+            np.testing.assert_array_equal(getattr(run.spec, key), getattr(alone.spec, key), err_msg=key)

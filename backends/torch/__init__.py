@@ -206,7 +206,7 @@ class TorchBackend:
         prof = load_profile(profile) if isinstance(profile, str) else profile
         for s in specs:
             prof.check(s)
-        return make_quantizer(prof, training=training, seed=int(specs[0].init.get("seed", 0)))
+        return make_quantizer(prof, training=training, seed=int(specs[0].init.get("seed", 0)), batch_dims=1)
 
 
 def _prepare_fixed_point(ens: Ensemble, quant, optimizer: str) -> bool:

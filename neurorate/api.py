@@ -56,6 +56,7 @@ def train(
     out: str | Path | None = None,
     callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     backend_options: dict | None = None,
+    neuron: str = "rate",
 ) -> TrainResult | list[TrainResult]:
     """Train one network, or a list of networks as one ensemble program.
 
@@ -82,6 +83,8 @@ def train(
     out : write a run directory (per network ``net-XXX/`` for an ensemble); None writes nothing.
     callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
     backend_options : extra keyword arguments for the backend's ``train``.
+    neuron : "rate" (default) or "lif": the spiking variant of the same arrays (docs/spiking.md; torch, Adam,
+        rules eprop / eprop_random / bptt, one shared task, no profile, flossing or Lyapunov spectra).
 
     Returns
     -------
@@ -114,6 +117,13 @@ def train(
             if (s.n_in, s.n_out) != (t.n_in, t.n_out):
                 raise NeurorateError(f"network has n_in={s.n_in}, n_out={s.n_out} but task {t.name!r} needs "
                                      f"n_in={t.n_in}, n_out={t.n_out}")
+    if neuron not in ("rate", "lif"):
+        raise NeurorateError(f"unknown neuron {neuron!r}; choose rate or lif")
+    if neuron == "lif":
+        out_root = prepare_out_dir(out) if out is not None else None
+        results = _train_lif(specs, tasks, rule, backend, int(iterations), lrs, optimizer, profile,
+                             floss_iterations, out_root, callback)
+        return results[0] if single else results
     be_opts = dict(backend_options or {})
     if backend == "torch":
         be = get_backend("torch", device=device, dtype=dtype)
@@ -227,6 +237,49 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
                               accuracy=np.concatenate([p.accuracy for p in parts]), diverged=at is not None,
                               diverged_at=at, wall_time=sum(p.wall_time for p in parts)))
     return out
+
+
+def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, out_root,
+               callback) -> list[TrainResult]:
+    """The spiking variant: :func:`neurorate.spiking_learning.train_lif`, one ensemble per distinct lr."""
+    from neurorate.provenance import environment
+    from neurorate.spiking_learning import train_lif
+
+    if backend != "torch" or optimizer != "adam" or profile is not None or floss_iterations:
+        raise NeurorateError("neuron='lif' trains on the torch backend with adam, without a profile or flossing")
+    if rule not in ("eprop", "eprop_random", "bptt"):
+        raise NeurorateError(f"neuron='lif' supports the rules eprop, eprop_random and bptt, not {rule!r}")
+    if len(tasks) != 1:
+        raise NeurorateError("neuron='lif' trains every network on one shared task")
+    dirs = _open_run_dirs(out_root, len(specs))
+    for j, rd in enumerate(dirs):
+        rd.write_json("config.json", {"neuron": "lif", "task": tasks[0].config(), "rule": rule, "iterations": iterations,
+                                      "lr": float(lrs[j]), "optimizer": "adam", "network": specs[j].meta()})
+        rd.write_json("environment.json", environment())
+    results: list[TrainResult | None] = [None] * len(specs)
+    for lr in sorted(set(float(v) for v in lrs)):
+        idx = [j for j, v in enumerate(lrs) if float(v) == lr]
+        res = train_lif([specs[j] for j in idx], tasks[0], rule=rule, iterations=iterations, lr=lr)
+        for col, j in enumerate(idx):
+            losses = np.asarray(res["losses"][:, col], dtype=float)
+            acc = np.asarray(res["accuracy"][:, col], dtype=float)
+            bad = ~np.isfinite(losses)
+            net = res["networks"][col]
+            results[j] = TrainResult(losses=losses, accuracy=acc, spec=net.spec, spec_initial=specs[j], rule=rule,
+                                     backend="torch (lif)", lr=lr, optimizer="adam", iterations=iterations,
+                                     diverged=bool(bad.any()), diverged_at=int(np.argmax(bad)) if bad.any() else None,
+                                     wall_time=float(res["wall_time"]) / len(idx), config={"neuron": "lif"},
+                                     run_dir=dirs[j].path if dirs else None)
+            if dirs:
+                for i in range(iterations):
+                    dirs[j].append_metrics(i, losses[i], acc[i])
+                dirs[j].close()
+                write_final(dirs[j], results[j])
+                net.save(dirs[j].path / "spec_final.npz")  # with the LIF constants in its header
+    if callback is not None:
+        for i in range(iterations):
+            callback(i, np.array([r.losses[i] for r in results]), np.array([r.accuracy[i] for r in results]))
+    return results
 
 
 def _first(spectrum):

@@ -90,7 +90,7 @@ def run(
             _fail("--neuron lif runs on the torch backend without --profile or flossing")
         if optimizer != "adam":
             _fail("--neuron lif trains with adam")
-        result = _run_lif(spec, t, rule, iterations, lr, out)
+        result = nr.train(spec, t, rule=rule, iterations=iterations, lr=lr, neuron="lif", out=out, lyapunov=False)
         _report(result, as_json, lyapunov=False)
         return
     if not as_json:
@@ -100,37 +100,6 @@ def run(
                       profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode, floss_every=floss_every,
                       lyapunov=lyapunov, device=device, progress=progress, out=out)
     _report(result, as_json, lyapunov)
-
-
-def _run_lif(spec, task, rule, iterations, lr, out):
-    """Train the spiking (LIF) variant of ``spec`` and write a run directory like a rate run's."""
-    import numpy as np
-
-    from neurorate.provenance import environment
-    from neurorate.results import RunDirectory, TrainResult, write_final
-    from neurorate.spiking_learning import train_lif
-
-    if rule not in ("eprop", "eprop_random", "bptt"):
-        _fail(f"--neuron lif supports the rules eprop, eprop_random and bptt, not {rule!r}")
-    run = RunDirectory(out)
-    run.write_json("config.json", {"neuron": "lif", "task": task.config(), "rule": rule, "iterations": iterations,
-                                   "lr": lr, "optimizer": "adam", "network": spec.meta()})
-    run.write_json("environment.json", environment())
-    res = train_lif([spec], task, rule=rule, iterations=iterations, lr=lr)
-    for i in range(iterations):
-        run.append_metrics(i, res["losses"][i, 0], res["accuracy"][i, 0])
-    run.close()
-    net = res["networks"][0]
-    losses = np.asarray(res["losses"][:, 0], dtype=float)
-    diverged = not np.isfinite(losses).all()
-    result = TrainResult(losses=losses, accuracy=np.asarray(res["accuracy"][:, 0], dtype=float), spec=net.spec,
-                         spec_initial=spec, rule=rule, backend="torch (lif)", lr=float(lr), optimizer="adam",
-                         iterations=iterations, diverged=diverged,
-                         diverged_at=int(np.argmax(~np.isfinite(losses))) if diverged else None,
-                         wall_time=float(res["wall_time"]), run_dir=run.path)
-    write_final(run, result)
-    net.save(run.path / "spec_final.npz")  # with the LIF constants in its header
-    return result
 
 
 def _report(result, as_json: bool, lyapunov: bool) -> None:

@@ -142,3 +142,22 @@ def test_ensemble_training_equals_separate_training():
         np.testing.assert_allclose(together["losses"][:, j], alone["losses"][:, 0], rtol=1e-12)
         np.testing.assert_allclose(together["networks"][j].spec.w_rec, alone["networks"][0].spec.w_rec, atol=1e-12)
     assert not np.allclose(together["networks"][1].spec.w_rec, specs[1].w_rec)
+
+
+def test_train_api_neuron_lif_groups_learning_rates_and_matches_train_lif(tmp_path):
+    import neurorate as nr
+    from neurorate.spiking_learning import train_lif
+
+    task = nr.make_task("romo", batch_size=4, seed=0)
+    specs = [nr.NetworkSpec.random(n_hidden=8, gain=g, seed=s, alpha=0.2) for g, s in ((0.5, 0), (1.5, 1), (1.0, 2))]
+    res = nr.train(specs, task, rule="eprop", iterations=6, lr=[1e-3, 3e-3, 1e-3], neuron="lif", out=tmp_path,
+                   lyapunov=False, dtype="float32")
+    ref_a = train_lif([specs[0], specs[2]], task, rule="eprop", iterations=6, lr=1e-3)
+    ref_b = train_lif([specs[1]], task, rule="eprop", iterations=6, lr=3e-3)
+    np.testing.assert_allclose(res[0].losses, ref_a["losses"][:, 0], rtol=1e-6)
+    np.testing.assert_allclose(res[2].losses, ref_a["losses"][:, 1], rtol=1e-6)
+    np.testing.assert_allclose(res[1].losses, ref_b["losses"][:, 0], rtol=1e-6)
+    assert [r.lr for r in res] == [1e-3, 3e-3, 1e-3] and all(r.backend == "torch (lif)" for r in res)
+    assert (tmp_path / "net-001" / "spec_final.npz").is_file()
+    with pytest.raises(nr.NeurorateError, match="supports the rules"):
+        nr.train(specs[0], task, rule="rflo", neuron="lif", iterations=1, lyapunov=False)

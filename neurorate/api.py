@@ -119,6 +119,12 @@ def train(
                                      f"n_in={t.n_in}, n_out={t.n_out}")
     if neuron not in ("rate", "lif"):
         raise NeurorateError(f"unknown neuron {neuron!r}; choose rate or lif")
+    if floss_every is not None:
+        _check_positive("floss_every", floss_every, integer=True)
+        if backend != "torch":
+            raise NeurorateError("periodic flossing (floss_every) runs on the torch backend only")
+        if floss_iterations <= 0:
+            raise NeurorateError("floss_every needs floss_iterations > 0 (the length of each flossing phase)")
     if neuron == "lif":
         out_root = prepare_out_dir(out) if out is not None else None
         results = _train_lif(specs, tasks, rule, backend, int(iterations), lrs, optimizer, profile,
@@ -163,12 +169,6 @@ def train(
         if callback is not None:
             callback(i, losses, acc)
 
-    if floss_every is not None:
-        _check_positive("floss_every", floss_every, integer=True)
-        if be.name != "torch":
-            raise NeurorateError("periodic flossing (floss_every) runs on the torch backend only")
-        if floss_iterations <= 0:
-            raise NeurorateError("floss_every needs floss_iterations > 0 (the length of each flossing phase)")
     task_arg = tasks if len(tasks) > 1 else tasks[0]
     try:
         if floss_every is None:
@@ -293,10 +293,7 @@ def _spectrum(specs, task, k, units):
     from neurorate.lyapunov import lyapunov_spectrum
 
     k = min(int(k), specs[0].n_hidden)
-    try:
-        return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units))
-    except FloatingPointError:
-        return np.full((len(specs), k), np.nan)
+    return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units))
 
 
 def _open_run_dirs(out_root: Path | None, m: int) -> list[RunDirectory]:

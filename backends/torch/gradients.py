@@ -17,6 +17,7 @@ import torch
 
 from neurorate import dynamics as dyn
 from neurorate import losses
+from neurorate.quantize import make_quantizer
 
 from .ensemble import Ensemble
 
@@ -26,23 +27,8 @@ ONLINE_RULES = ("eprop_online", "rflo")
 RANDOM_FEEDBACK = ("eprop_random", "rflo")
 
 
-class _Identity:
-    enabled = False
-
-    def weight(self, w, name, step=0):
-        return w
-
-    def state(self, s, step=0):
-        return s
-
-    def rate(self, r, step=0):
-        return r
-
-    def trace(self, e, name="w_rec", step=0):
-        return e
-
-
-IDENTITY = _Identity()
+# full precision: the quantizer of no profile returns every value unchanged
+IDENTITY = make_quantizer(None, training=False)
 
 
 def _drive(ens: Ensemble, params, x: torch.Tensor) -> torch.Tensor:
@@ -123,7 +109,9 @@ def online_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant
     ys = []
     for t in range(t_steps):
         k = step0 + t
-        pre_prev = quant.rate(dyn.rate(state, ens.form, f), step=max(k - 1, 0)) if t > 0 else dyn.rate(state, ens.form, f)
+        pre_prev = dyn.rate(state, ens.form, f)
+        if t > 0:  # the message sent at the previous step, rounded with that step's draws
+            pre_prev = quant.rate(pre_prev, step=k - 1)
         state, pre = dyn.step(state, drv[:, t], w["w_rec"], ens.alpha, ens.form, f)
         state = quant.state(state, step=k)
         psi = fprime(pre)
@@ -239,7 +227,7 @@ def bptt_form_a_gradients(ens: Ensemble, kind: str, x, target, mask):
         ad = alpha * delta
         if t > 0:
             g_rec.baddbmm_(ad.transpose(-1, -2), rates[t - 1])
-        g_in.baddbmm_(ad.transpose(-1, -2), xs[t].expand(m, b, n_in))
+        g_in.baddbmm_(ad.transpose(-1, -2), xs[t])
         g_b.add_(ad.sum(1, keepdim=True))
     g_flat = g.reshape(m, t_steps * b, -1)
     grads = {"w_rec": g_rec, "w_in": g_in, "b": g_b, "w_out": torch.matmul(g_flat.transpose(-1, -2), flat),

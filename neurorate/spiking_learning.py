@@ -7,6 +7,7 @@ compute the same e-prop gradient in two ways (checked to 1e-10 in float64 by tes
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ from neurorate import losses
 from neurorate.dynamics import readout_random_feedback
 from neurorate.errors import NeurorateError
 from neurorate.spec import NetworkSpec
-from neurorate.spiking import LIFNetwork, _constants, _tensors, forward, pseudo_derivative
+from neurorate.spiking import LIFNetwork, _adaptation, _constants, _tensors, forward, pseudo_derivative
 
 LIF_RULES = ("bptt", "eprop", "eprop_random")
 _TRAINED = ("w_in", "w_rec", "b", "w_out", "b_out")
@@ -43,7 +44,7 @@ def _loss(nets, params, x, target, mask, kind: str, rule: str):
         y = kappa * y + step_out[:, i]
         outs.append(y)
     y = torch.stack(outs, 1)
-    return losses.loss(kind, y, target, mask), y
+    return losses.loss(kind, y, target, mask), y, z
 
 
 def autograd_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse", rule: str = "eprop"):
@@ -52,7 +53,7 @@ def autograd_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse
     params = _tensors(nets)
     for k in _TRAINED:
         params[k].requires_grad_(True)
-    loss, _ = _loss(nets, params, x, target, mask, kind, rule)
+    loss, _, _ = _loss(nets, params, x, target, mask, kind, rule)
     grads = torch.autograd.grad(loss.sum(), [params[k] for k in _TRAINED])
     out = dict(zip(_TRAINED, grads))
     out["b"], out["b_out"] = out["b"].squeeze(1), out["b_out"].squeeze(1)
@@ -60,62 +61,81 @@ def autograd_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse
 
 
 def online_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse", rule: str = "eprop"):
-    """The e-prop gradient from explicit eligibility traces run forward in time (no backward pass)."""
+    """The e-prop gradient from explicit eligibility traces run forward in time (no backward pass).
+
+    For ALIF units the eligibility ``e_t = psi_t (zbar_t - beta_a eps_t)`` carries the adaptation trace
+    ``eps_t = psi_{t-1} zbar_{t-1} + (rho - psi_{t-1} beta_a) eps_{t-1}`` (Bellec et al. 2020); with
+    ``beta_a = 0`` it is the LIF trace ``psi_t zbar_t``.
+    """
     if rule not in ("eprop", "eprop_random"):
         raise NeurorateError(f"online traces implement e-prop only, not {rule!r}")
     beta, theta, kappa, gamma = _constants(nets)
+    rho, beta_a = _adaptation(nets, x)
     p = _tensors(nets)
     feedback = p["w_out"].transpose(-1, -2) if rule == "eprop" else p["feedback"]
     norm = losses.normalizer(kind, target, mask)
     m, n, n_in = p["w_in"].shape
     bsz = x.shape[1]
     v = x.new_zeros(m, bsz, n)
-    z, y = torch.zeros_like(v), x.new_zeros(m, bsz, p["w_out"].shape[1])
-    zbar, xbar, bbar = torch.zeros_like(v), x.new_zeros(m, bsz, n_in), 0.0
-    e_rec, e_in, e_b = x.new_zeros(m, bsz, n, n), x.new_zeros(m, bsz, n, n_in), torch.zeros_like(v)
+    z, a, psi, y = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v), x.new_zeros(m, bsz, p["w_out"].shape[1])
+    # presynaptic traces (zbar: recurrent, xbar: input, bbar: bias) and the adaptation traces eps = da/dW
+    pre = {"w_rec": torch.zeros_like(v), "w_in": x.new_zeros(m, bsz, n_in), "b": x.new_zeros(m, bsz, 1)}
+    eps = {k: torch.zeros_like(v).unsqueeze(-1).expand(-1, -1, -1, t.shape[-1]).clone() for k, t in pre.items()}
+    ebar = {k: torch.zeros_like(e) for k, e in eps.items()}
     z_out, c_bar = torch.zeros_like(v), 0.0
     g = {k: torch.zeros_like(p[k]) for k in _TRAINED}
+    col = (lambda u: u.unsqueeze(-1))
     for t in range(x.shape[0]):
+        new_pre = {"w_rec": z, "w_in": x[t].expand(m, -1, -1), "b": x.new_ones(m, bsz, 1)}
+        for k in pre:  # eps_t from step t-1's psi and presynaptic trace, then the trace itself moves to t
+            eps[k] = col(psi) * pre[k].unsqueeze(-2) + (rho - col(psi * beta_a)) * eps[k]
+            pre[k] = beta * pre[k] + new_pre[k]
         drive = x[t] @ p["w_in"].transpose(-1, -2) + p["b"]
-        zbar, xbar, bbar = beta * zbar + z, beta * xbar + x[t], beta * bbar + 1.0
         v = beta * v + z @ p["w_rec"].transpose(-1, -2) + drive - theta * z
-        z = (v >= theta).to(v.dtype)
-        psi = pseudo_derivative(v, theta, gamma)
-        e_rec = kappa * e_rec + psi.unsqueeze(-1) * zbar.unsqueeze(-2)
-        e_in = kappa * e_in + psi.unsqueeze(-1) * xbar.unsqueeze(-2)
-        e_b = kappa * e_b + psi * bbar
+        a = rho * a + z
+        z = (v - beta_a * a >= theta).to(v.dtype)
+        psi = pseudo_derivative(v - beta_a * a, theta, gamma)
+        for k in pre:
+            ebar[k] = kappa * ebar[k] + col(psi) * (pre[k].unsqueeze(-2) - col(beta_a) * eps[k])
         y = kappa * y + z @ p["w_out"].transpose(-1, -2) + p["b_out"]
         z_out, c_bar = kappa * z_out + z, kappa * c_bar + 1.0
         g_y = losses.output_grad(kind, y, target[t], mask[t], norm)
-        signal = g_y @ feedback.transpose(-1, -2)
-        g["w_rec"] += (signal.unsqueeze(-1) * e_rec).sum(1)
-        g["w_in"] += (signal.unsqueeze(-1) * e_in).sum(1)
-        g["b"] += (signal * e_b).sum(1, keepdim=True)
+        signal = col(g_y @ feedback.transpose(-1, -2))
+        g["w_rec"] += (signal * ebar["w_rec"]).sum(1)
+        g["w_in"] += (signal * ebar["w_in"]).sum(1)
+        g["b"] += (signal * ebar["b"]).sum(1).transpose(-1, -2)
         g["w_out"] += g_y.transpose(-1, -2) @ z_out
         g["b_out"] += g_y.sum(1, keepdim=True) * c_bar
     g["b"], g["b_out"] = g["b"].squeeze(1), g["b_out"].squeeze(1)
     return g
 
 
-def as_lif(specs, threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3) -> list[LIFNetwork]:
-    """Wrap ``NetworkSpec``s (or pass ``LIFNetwork``s through) as a list of LIF networks."""
+def as_lif(specs, threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3, **adaptation) -> list[LIFNetwork]:
+    """Wrap ``NetworkSpec``s (or pass ``LIFNetwork``s through) as a list of LIF networks.
+
+    ``adaptation``: ``beta_a``, ``rho``, ``adaptive_fraction`` of :class:`~neurorate.spiking.LIFNetwork` (ALIF).
+    """
     specs = [specs] if isinstance(specs, (NetworkSpec, LIFNetwork)) else list(specs)
-    return [s if isinstance(s, LIFNetwork) else LIFNetwork(s, threshold, kappa, gamma) for s in specs]
+    return [s if isinstance(s, LIFNetwork) else LIFNetwork(s, threshold, kappa, gamma, **adaptation) for s in specs]
 
 
 def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float = 1e-3,
               threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3,
-              dtype: str = "float32") -> dict:
+              dtype: str = "float32", beta_a: float = 0.0, rho: float = 0.95, adaptive_fraction: float = 1.0,
+              callback=None) -> dict:
     """Train an ensemble of LIF networks (one per spec, e.g. one per gain) on ``task`` with Adam.
 
     Parameters
     ----------
     specs : ``NetworkSpec``s (their arrays and alpha; wrapped with the LIF constants) or ``LIFNetwork``s.
-    task : a :class:`neurorate.task.Task`; every network sees the same batches.
+    task : a :class:`neurorate.task.Task` (every network sees the same batches) or one task per network.
     rule : "eprop" (autograd with the presynaptic detach; equals the online traces), "eprop_random"
         (random feedback ``spec.feedback``) or "bptt" (surrogate-gradient BPTT).
     iterations, lr : Adam iterations and learning rate (Adam is element-wise, so the ensemble trains
         exactly as M separate networks would).
+    threshold, kappa, gamma, beta_a, rho, adaptive_fraction : the constants of
+        :class:`~neurorate.spiking.LIFNetwork` for ``NetworkSpec`` inputs (``beta_a > 0``: ALIF units).
+    callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
 
     Returns
     -------
@@ -125,27 +145,37 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
     _check_rule(rule)
     if iterations <= 0 or not lr > 0:
         raise NeurorateError(f"iterations must be > 0 and lr > 0, got {iterations} and {lr}")
-    nets = as_lif(specs, threshold, kappa, gamma)
+    nets = as_lif(specs, threshold, kappa, gamma, beta_a=beta_a, rho=rho, adaptive_fraction=adaptive_fraction)
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = _tensors(nets, tdtype)
     leaves = [params[k].requires_grad_(True) for k in _TRAINED]
     opt = torch.optim.Adam(leaves, lr=lr)
     hist = np.zeros((3, iterations, len(nets)))
     start = time.perf_counter()
+    tasks = list(task) if isinstance(task, (list, tuple)) else None
+    if tasks is not None and len(tasks) != len(nets):
+        raise NeurorateError(f"give one task or one per network ({len(nets)}), got {len(tasks)}")
+    kind = (tasks or [task])[0].loss_kind
+    tt = lambda a: torch.as_tensor(a).to(torch.long if a.dtype.kind in "iu" else tdtype)
     for i in range(iterations):
-        xb, target, mask = task.batch(i)
-        tt = lambda a: torch.as_tensor(a).to(torch.long if a.dtype.kind in "iu" else tdtype)
+        if tasks is None:
+            xb, target, mask = task.batch(i)
+        else:  # per-network streams, stacked on a leading ensemble axis
+            xb, target, mask = (np.stack(a) for a in zip(*(t.batch(i) for t in tasks)))
         x, target, mask = tt(xb), tt(target), tt(mask)
-        loss, y = _loss(nets, params, x, target, mask, task.loss_kind, rule)
+        loss, y, z = _loss(nets, params, x, target, mask, kind, rule)
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
         with torch.no_grad():
             hist[0, i] = loss.detach().cpu().numpy()
-            hist[1, i] = losses.accuracy(task.loss_kind, y, target, mask).cpu().numpy()
+            hist[1, i] = losses.accuracy(kind, y, target, mask).cpu().numpy()
+            hist[2, i] = z.mean(dim=(1, 2, 3)).cpu().numpy()
+        if callback is not None:
+            callback(i, hist[0, i], hist[1, i])
     trained = []
     for j, net in enumerate(nets):
         arrays = {k: params[k][j].detach().double().numpy().reshape(getattr(net.spec, k).shape) for k in _TRAINED}
-        trained.append(LIFNetwork(net.spec.replace(**arrays), net.threshold, net.kappa, net.gamma))
-    return {"losses": hist[0], "accuracy": hist[1], "networks": trained,
+        trained.append(dataclasses.replace(net, spec=net.spec.replace(**arrays)))
+    return {"losses": hist[0], "accuracy": hist[1], "rate": hist[2], "networks": trained,
             "wall_time": time.perf_counter() - start}

@@ -161,3 +161,103 @@ def test_train_api_neuron_lif_groups_learning_rates_and_matches_train_lif(tmp_pa
     assert (tmp_path / "net-001" / "spec_final.npz").is_file()
     with pytest.raises(nr.NeurorateError, match="supports the rules"):
         nr.train(specs[0], task, rule="rflo", neuron="lif", iterations=1, lyapunov=False)
+
+
+# ------------------------------------------------------------------------------------------ ALIF
+def _alif(gains=(0.5, 1.5, 3.0), beta_a=0.7, rho=0.9, fraction=1.0):
+    return [LIFNetwork(nr.NetworkSpec.random(n_in=N_IN, n_hidden=N, n_out=N_OUT, gain=g, seed=1, alpha=0.2),
+                       threshold=0.5, kappa=0.6, beta_a=beta_a, rho=rho, adaptive_fraction=fraction) for g in gains]
+
+
+@pytest.mark.parametrize("rule", ["eprop", "eprop_random"])
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_alif_eprop_autograd_detach_equals_online_traces(rule, fraction):
+    """ALIF e-prop (Bellec et al. 2020): autograd with z_{t-1} detached in W z and the reset but kept in the
+    adaptation equals the forward traces e_t = psi_t (zbar_t - beta_a eps_t), for all parameters, in float64."""
+    nets = _alif(fraction=fraction)
+    x, target, mask = _data()
+    sim = simulate(nets, x.numpy())
+    assert 0.05 < sim["z"].mean() < 0.6 and sim["a"].max() > 1.0  # spiking and adapting
+    a = autograd_gradients(nets, x, target, mask, rule=rule)
+    o = online_gradients(nets, x, target, mask, rule=rule)
+    for name in a:
+        assert a[name].abs().max() > 1e-4, name
+        torch.testing.assert_close(a[name], o[name], rtol=0, atol=1e-10)
+    # the adaptation changes the recurrent gradient (the eps term is exercised, not zero)
+    plain = autograd_gradients(_alif(beta_a=0.0, fraction=fraction), x, target, mask, rule=rule)
+    assert (a["w_rec"] - plain["w_rec"]).abs().max() > 1e-4
+
+
+def test_alif_with_beta_a_zero_is_lif_exactly():
+    """beta_a = 0: the trajectories equal a plain LIF loop (spikes exactly, membrane to rounding), and the
+    outputs and both e-prop gradients are bit for bit independent of rho and the adaptive fraction."""
+    x, target, mask = _data()
+    ref, other = _alif(beta_a=0.0, rho=0.9), _alif(beta_a=0.0, rho=0.3, fraction=0.5)
+    sim = simulate(ref, x.numpy())
+    for j, net in enumerate(ref):
+        s, v, z = net.spec, np.zeros((B, N)), np.zeros((B, N))
+        for t in range(T):
+            v = net.beta * v + z @ s.w_rec.T + x[t].numpy() @ s.w_in.T + s.b - net.threshold * z
+            z = (v >= net.threshold).astype(float)
+            np.testing.assert_allclose(sim["v"][j, t], v, rtol=0, atol=1e-12)
+            np.testing.assert_array_equal(sim["z"][j, t], z)
+            v = sim["v"][j, t]  # continue from neurorate's membrane: no drift of rounding differences
+    np.testing.assert_array_equal(simulate(other, x.numpy())["y"], sim["y"])
+    for fn in (autograd_gradients, online_gradients):
+        g0, g1 = fn(ref, x, target, mask), fn(other, x, target, mask)
+        for name in g0:
+            torch.testing.assert_close(g0[name], g1[name], rtol=0, atol=0)
+    assert not any(n.adaptive for n in ref) and all(n.adaptive for n in _alif())
+
+
+def test_alif_adaptation_raises_the_threshold():
+    """a_t = rho a_{t-1} + z_{t-1}; a unit spikes when v_t >= theta + beta_a a_t (checked on the simulation)."""
+    net = _alif(gains=(1.5,), fraction=0.5)[0]
+    sim = simulate(net, _data()[0].numpy())
+    a, z, v = sim["a"][0], sim["z"][0], sim["v"][0]
+    np.testing.assert_allclose(a[1:], net.rho * a[:-1] + z[:-1], rtol=0, atol=1e-12)
+    beta_a = net.adaptation
+    assert beta_a[: N // 2].tolist() == [0.7] * (N // 2) and not beta_a[N // 2:].any()
+    np.testing.assert_array_equal(z, (v - beta_a * a >= net.threshold).astype(float))
+
+
+def test_alif_save_load_and_nir_refusal(tmp_path):
+    net = _alif(gains=(1.5,), fraction=0.5)[0]
+    back = LIFNetwork.load(net.save(tmp_path / "alif.npz"))
+    assert (back.beta_a, back.rho, back.adaptive_fraction) == (0.7, 0.9, 0.5)
+    x = _data()[0].numpy()
+    np.testing.assert_array_equal(simulate(back, x)["y"], simulate(net, x)["y"])
+    pytest.importorskip("nir")
+    from neurorate import nir_io
+
+    with pytest.raises(nr.NeurorateError, match="NIR has no adaptive-threshold"):
+        nir_io.to_nir(net)
+
+
+def test_train_api_neuron_alif_matches_train_lif_and_validates(tmp_path):
+    task = nr.make_task("romo", batch_size=4, seed=0)
+    spec = nr.NetworkSpec.random(n_hidden=8, gain=1.0, seed=0, alpha=0.2)
+    res = nr.train(spec, task, rule="eprop", iterations=5, lr=3e-3, neuron="alif", out=tmp_path / "run",
+                   backend_options={"threshold": 0.5, "rho": 0.9}, lyapunov=False)
+    ref = train_lif([spec], task, rule="eprop", iterations=5, lr=3e-3, threshold=0.5, beta_a=1.0, rho=0.9)
+    np.testing.assert_allclose(res.losses, ref["losses"][:, 0], rtol=1e-6)
+    assert res.backend == "torch (alif)"
+    saved = LIFNetwork.load(tmp_path / "run" / "spec_final.npz")
+    assert (saved.beta_a, saved.rho, saved.threshold) == (1.0, 0.9, 0.5)
+    with pytest.raises(nr.NeurorateError, match="use neuron='alif'"):
+        nr.train(spec, task, iterations=1, neuron="lif", backend_options={"beta_a": 1.0}, lyapunov=False)
+    with pytest.raises(nr.NeurorateError, match="unknown spiking option"):
+        nr.train(spec, task, iterations=1, neuron="alif", backend_options={"tau_a": 3.0}, lyapunov=False)
+
+
+def test_train_lif_per_network_tasks_equal_separate_runs():
+    """One task stream per network (the study's layout) trains each network as it would alone on its stream."""
+    tasks = [nr.make_task("romo", batch_size=4, seed=s) for s in (0, 1)]
+    specs = [nr.NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, gain=g, seed=0, alpha=0.2) for g in (0.5, 1.5)]
+    kw = {"rule": "eprop", "iterations": 3, "lr": 1e-2, "threshold": 0.5, "dtype": "float64", "beta_a": 0.5}
+    both = train_lif(specs, tasks, **kw)
+    for j in range(2):
+        alone = train_lif([specs[j]], tasks[j], **kw)
+        np.testing.assert_allclose(both["losses"][:, j], alone["losses"][:, 0], rtol=1e-12)
+        np.testing.assert_allclose(both["networks"][j].spec.w_rec, alone["networks"][0].spec.w_rec, atol=1e-12)
+    assert not np.allclose(both["losses"][:, 0], train_lif([specs[0]], tasks[1], **kw)["losses"][:, 0])

@@ -83,8 +83,10 @@ def train(
     out : write a run directory (per network ``net-XXX/`` for an ensemble); None writes nothing.
     callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
     backend_options : extra keyword arguments for the backend's ``train``.
-    neuron : "rate" (default) or "lif": the spiking variant of the same arrays (docs/spiking.md; torch, Adam,
-        rules eprop / eprop_random / bptt, one shared task, no profile, flossing or Lyapunov spectra).
+    neuron : "rate" (default), "lif" or "alif": the spiking variant of the same arrays (docs/spiking.md; torch,
+        Adam, rules eprop / eprop_random / bptt, one shared task, no profile, flossing or Lyapunov spectra).
+        "alif" has adaptive thresholds (``beta_a = 1``, ``rho = 0.95`` unless given); ``backend_options`` may set
+        the spiking constants ``threshold``, ``kappa``, ``gamma``, ``beta_a``, ``rho``, ``adaptive_fraction``.
 
     Returns
     -------
@@ -117,18 +119,18 @@ def train(
             if (s.n_in, s.n_out) != (t.n_in, t.n_out):
                 raise NeurorateError(f"network has n_in={s.n_in}, n_out={s.n_out} but task {t.name!r} needs "
                                      f"n_in={t.n_in}, n_out={t.n_out}")
-    if neuron not in ("rate", "lif"):
-        raise NeurorateError(f"unknown neuron {neuron!r}; choose rate or lif")
+    if neuron not in ("rate", "lif", "alif"):
+        raise NeurorateError(f"unknown neuron {neuron!r}; choose rate, lif or alif")
     if floss_every is not None:
         _check_positive("floss_every", floss_every, integer=True)
         if backend != "torch":
             raise NeurorateError("periodic flossing (floss_every) runs on the torch backend only")
         if floss_iterations <= 0:
             raise NeurorateError("floss_every needs floss_iterations > 0 (the length of each flossing phase)")
-    if neuron == "lif":
+    if neuron != "rate":
         out_root = prepare_out_dir(out) if out is not None else None
         results = _train_lif(specs, tasks, rule, backend, int(iterations), lrs, optimizer, profile,
-                             floss_iterations, out_root, callback)
+                             floss_iterations, out_root, callback, neuron, dict(backend_options or {}))
         return results[0] if single else results
     be_opts = dict(backend_options or {})
     if backend == "torch":
@@ -240,35 +242,45 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
 
 
 def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, out_root,
-               callback) -> list[TrainResult]:
+               callback, neuron: str = "lif", constants: dict | None = None) -> list[TrainResult]:
     """The spiking variant: :func:`neurorate.spiking_learning.train_lif`, one ensemble per distinct lr."""
     from neurorate.provenance import environment
     from neurorate.spiking_learning import train_lif
 
     if backend != "torch" or optimizer != "adam" or profile is not None or floss_iterations:
-        raise NeurorateError("neuron='lif' trains on the torch backend with adam, without a profile or flossing")
+        raise NeurorateError(f"neuron={neuron!r} trains on the torch backend with adam, without a profile or flossing")
     if rule not in ("eprop", "eprop_random", "bptt"):
-        raise NeurorateError(f"neuron='lif' supports the rules eprop, eprop_random and bptt, not {rule!r}")
+        raise NeurorateError(f"neuron={neuron!r} supports the rules eprop, eprop_random and bptt, not {rule!r}")
     if len(tasks) != 1:
-        raise NeurorateError("neuron='lif' trains every network on one shared task")
+        raise NeurorateError(f"neuron={neuron!r} trains every network on one shared task")
+    constants = dict(constants or {})
+    unknown = set(constants) - {"threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction"}
+    if unknown:
+        raise NeurorateError(f"unknown spiking option(s) {', '.join(sorted(unknown))}; choose threshold, kappa, "
+                             "gamma, beta_a, rho, adaptive_fraction")
+    if neuron == "alif":
+        constants.setdefault("beta_a", 1.0)
+    elif constants.get("beta_a", 0.0) != 0.0:
+        raise NeurorateError("neuron='lif' has no threshold adaptation; use neuron='alif' for beta_a > 0")
     dirs = _open_run_dirs(out_root, len(specs))
     for j, rd in enumerate(dirs):
-        rd.write_json("config.json", {"neuron": "lif", "task": tasks[0].config(), "rule": rule, "iterations": iterations,
-                                      "lr": float(lrs[j]), "optimizer": "adam", "network": specs[j].meta()})
+        rd.write_json("config.json", {"neuron": neuron, "task": tasks[0].config(), "rule": rule,
+                                      "iterations": iterations, "lr": float(lrs[j]), "optimizer": "adam",
+                                      "network": specs[j].meta(), "spiking": constants})
         rd.write_json("environment.json", environment())
     results: list[TrainResult | None] = [None] * len(specs)
     for lr in sorted(set(float(v) for v in lrs)):
         idx = [j for j, v in enumerate(lrs) if float(v) == lr]
-        res = train_lif([specs[j] for j in idx], tasks[0], rule=rule, iterations=iterations, lr=lr)
+        res = train_lif([specs[j] for j in idx], tasks[0], rule=rule, iterations=iterations, lr=lr, **constants)
         for col, j in enumerate(idx):
             losses = np.asarray(res["losses"][:, col], dtype=float)
             acc = np.asarray(res["accuracy"][:, col], dtype=float)
             bad = ~np.isfinite(losses)
             net = res["networks"][col]
             results[j] = TrainResult(losses=losses, accuracy=acc, spec=net.spec, spec_initial=specs[j], rule=rule,
-                                     backend="torch (lif)", lr=lr, optimizer="adam", iterations=iterations,
+                                     backend=f"torch ({neuron})", lr=lr, optimizer="adam", iterations=iterations,
                                      diverged=bool(bad.any()), diverged_at=int(np.argmax(bad)) if bad.any() else None,
-                                     wall_time=float(res["wall_time"]) / len(idx), config={"neuron": "lif"},
+                                     wall_time=float(res["wall_time"]) / len(idx), config={"neuron": neuron},
                                      run_dir=dirs[j].path if dirs else None)
             if dirs:
                 for i in range(iterations):

@@ -59,7 +59,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<timestamp>-<task>-<rule>)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
-    neuron: str = typer.Option("rate", help="rate | lif (spiking variant, docs/spiking.md; torch, eprop/eprop_random/bptt)"),
+    neuron: str = typer.Option("rate", help="rate | lif | alif (spiking variant, docs/spiking.md; torch, eprop/eprop_random/bptt)"),
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr
@@ -81,16 +81,16 @@ def run(
     t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
     spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
                                  activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
-    if neuron not in ("rate", "lif"):
-        _fail(f"unknown neuron {neuron!r}; choose rate or lif")
+    if neuron not in ("rate", "lif", "alif"):
+        _fail(f"unknown neuron {neuron!r}; choose rate, lif or alif")
     if out is None:
         out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{task.replace(':', '_')}-{rule}-g{gain:g}"
-    if neuron == "lif":
+    if neuron != "rate":
         if backend != "torch" or profile is not None or floss_iterations:
-            _fail("--neuron lif runs on the torch backend without --profile or flossing")
+            _fail(f"--neuron {neuron} runs on the torch backend without --profile or flossing")
         if optimizer != "adam":
-            _fail("--neuron lif trains with adam")
-        result = nr.train(spec, t, rule=rule, iterations=iterations, lr=lr, neuron="lif", out=out, lyapunov=False)
+            _fail(f"--neuron {neuron} trains with adam")
+        result = nr.train(spec, t, rule=rule, iterations=iterations, lr=lr, neuron=neuron, out=out, lyapunov=False)
         _report(result, as_json, lyapunov=False)
         return
     if not as_json:

@@ -21,6 +21,8 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="skip the ensembles already finished in --out"),
         executor: str = typer.Option("local", help="local | submitit | submitit:local | submitit:debug | "
                                                    "submitit:slurm"),
+        workers: Optional[int] = typer.Option(None, help="local executor: ensembles run in this many processes at "
+                                                         "once (default: the CPU cores; 1: in-process)"),
         backend: Optional[str] = typer.Option(None, help="override the config's backends (comma-separated)"),
         profile: Optional[str] = typer.Option(None, help="override the config's profiles (comma-separated)"),
         iterations: Optional[int] = typer.Option(None, help="override the config's iterations"),
@@ -44,7 +46,8 @@ def register(app: typer.Typer) -> None:
             if overrides:
                 cfg = load_config({**cfg.model_dump(), **overrides})
             target = out or Path("results") / cfg.name
-            table = run_study(cfg, out=target, resume=resume, progress=progress, executor=executor)
+            table = run_study(cfg, out=target, resume=resume, progress=progress, executor=executor,
+                              workers=workers)
             typer.echo(f"study {cfg.name}: {table.num_rows} rows in {target / 'results.parquet'}")
             if report:
                 typer.echo(f"report: {write_report(target)}")

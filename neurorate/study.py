@@ -226,7 +226,7 @@ def load_results(out: str | Path):
 # ---------------------------------------------------------------------- the study
 def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path = "results/study",
           resume: bool = False, progress: bool | None = None, executor: str = "local",
-          run_dirs: bool = False):
+          run_dirs: bool = False, workers: int | None = None):
     """Run the initial-gain study and return its long-format results table.
 
     Parameters
@@ -239,6 +239,10 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     progress : a progress bar with ETA over network-iterations (None: only on a terminal).
     executor : "local" (in-process), or "submitit[:local|:debug|:slurm]" (each ensemble as a submitit job).
     run_dirs : also write a run directory per network under ``out/runs/`` (slow: a plot per network).
+    workers : local executor: ensembles run beside each other in this many worker processes (one torch thread
+        each; default ``NEURORATE_WORKERS`` or the usable CPU cores, at most the number of ensembles; a small study
+        runs in-process, see :func:`neurorate.study_executor.default_workers`). 1 runs them one after another
+        in this process. The results do not depend on it.
 
     Returns
     -------
@@ -257,8 +261,17 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     manifest = read_manifest(out)
     manifest["config_digest"] = cfg.digest()
     todo = [j for j in plan(cfg) if j.key not in manifest["finished"]]
+    if workers is not None and executor != "local":
+        raise NeurorateError(f"workers applies to the local executor; {executor} schedules its own jobs")
     if executor == "local":
-        _run_local(cfg, todo, out, manifest, progress, run_dirs)
+        from neurorate.study_executor import check_workers, default_workers, run_parallel
+
+        n_workers = default_workers(cfg, len(todo)) if workers is None else check_workers(workers, len(todo))
+        if n_workers > 1:
+            run_parallel(cfg, todo, out, n_workers, progress, run_dirs,
+                         lambda job, rows, wall: _record(out, manifest, job, rows, wall))
+        else:
+            _run_local(cfg, todo, out, manifest, progress, run_dirs)
     else:
         from neurorate.study_executor import run_submitit
 
@@ -289,11 +302,16 @@ def _prepare(out: Path, cfg: StudyConfig, resume: bool) -> None:
                                        indent=1).encode())
 
 
-def ensemble_job_main(config: dict, job: dict, out: str, run_dirs: bool = False) -> tuple[dict, int, float]:
-    """Run one ensemble and write its part (the unit of work of every executor); returns (job, rows, wall)."""
+def ensemble_job_main(config: dict, job: dict, out: str, run_dirs: bool = False,
+                      progress: Callable[[int], None] | None = None) -> tuple[dict, int, float]:
+    """Run one ensemble and write its part (the unit of work of every executor); returns (job, rows, wall).
+
+    ``progress(n)`` is called as training iterations complete (n of them since the last call).
+    """
     cfg, ej = StudyConfig.model_validate(config), EnsembleJob(**job)
     start = time.perf_counter()
-    table = run_ensemble(cfg, ej, run_dirs=Path(out) / "runs" / ej.part_name[:-8] if run_dirs else None)
+    table = run_ensemble(cfg, ej, progress=progress,
+                         run_dirs=Path(out) / "runs" / ej.part_name[:-8] if run_dirs else None)
     _write_part(Path(out), ej, table)
     return job, table.num_rows, time.perf_counter() - start
 

@@ -1,0 +1,132 @@
+"""The local executor's worker processes: same results as in-process, no orphans after SIGKILL, errors with logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neurorate as nr
+from neurorate.errors import NeurorateError
+from neurorate.study import plan
+from neurorate.study_config import load_config
+from neurorate.study_executor import default_workers
+
+TINY = {"name": "tiny", "tasks": ["romo"], "rules": ["bptt", "eprop"], "gains": [0.5, 1.5], "lrs": [1e-2],
+        "seeds": [0, 1], "flossing": [False, True], "floss_iterations": 3, "iterations": 20, "hidden": 8, "batch": 4,
+        "lyapunov_k": 2, "probe_batch": 8, "log_every": 5, "richlazy": False}
+
+
+def test_workers_give_the_same_table_as_in_process(tmp_path):
+    seq = nr.study(TINY, out=tmp_path / "seq", progress=False, workers=1)
+    par = nr.study(TINY, out=tmp_path / "par", progress=False, workers=2)
+    assert par.num_rows == seq.num_rows == 3 * 4 * 4
+    for col in ("run_id", "ensemble", "loss", "final_loss", "lambda_max_before", "lambda_max_flossed",
+                "lambda_max_after"):
+        a, b = np.asarray(par.column(col).to_pylist()), np.asarray(seq.column(col).to_pylist())
+        assert a.dtype.kind == "U" and (a == b).all() or np.array_equal(a, b, equal_nan=True), col
+    assert sorted(p.name for p in (tmp_path / "par" / "logs").iterdir()) == sorted(
+        j.part_name[:-8] + ".log" for j in plan(load_config(TINY)))
+    with pytest.raises(NeurorateError, match="workers must be a positive integer"):
+        nr.study(TINY, out=tmp_path / "bad", workers=0)
+    with pytest.raises(NeurorateError, match="local executor"):
+        nr.study(TINY, out=tmp_path / "bad2", workers=2, executor="submitit:debug")
+
+
+def test_default_workers(monkeypatch):
+    small, big = load_config(TINY), load_config({**TINY, "iterations": 2000})
+    monkeypatch.delenv("NEURORATE_WORKERS", raising=False)
+    assert default_workers(small, 3) == 1  # 80 network-iterations per ensemble: in-process
+    assert default_workers(big, 3) == min(3, len(os.sched_getaffinity(0)))
+    assert default_workers(big, 1) == 1
+    monkeypatch.setenv("NEURORATE_WORKERS", "2")
+    assert default_workers(small, 3) == 2
+    monkeypatch.setenv("NEURORATE_WORKERS", "two")
+    with pytest.raises(NeurorateError, match="NEURORATE_WORKERS"):
+        default_workers(small, 3)
+
+
+KILLED = textwrap.dedent("""
+    import json, sys, time
+    import neurorate.study as st
+    original = st._record
+    def slow_record(out, manifest, job, rows, wall):
+        original(out, manifest, job, rows, wall)
+        time.sleep(120)  # the test SIGKILLs this process here, while the other worker is still busy
+    st._record = slow_record
+    st.study(json.loads(sys.argv[1]), out=sys.argv[2], progress=False, workers=2)
+""")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the worker processes")
+def test_sigkill_leaves_no_orphans(tmp_path):
+    # the flossed ensemble (started first: longest first) is still in its flossing phase, which reports no
+    # progress to the parent (so no broken pipe stops it), when the bptt one is recorded and the study killed:
+    # only the watchdog (the parent is gone) stops it within the deadline
+    cfg = {**TINY, "floss_iterations": 300}
+    out = tmp_path / "study"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, json.dumps(cfg), str(out)])
+    manifest = out / "manifest.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (manifest.exists() and json.loads(manifest.read_text())["finished"]):
+        time.sleep(0.2)
+    workers = _children(proc.pid)
+    assert workers, "a worker process should still be running"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 3
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.1)
+    assert not any(_alive(w) for w in workers), "workers must exit when the study process is killed"
+    assert len(json.loads(manifest.read_text())["finished"]) == 1
+
+
+SITE = textwrap.dedent("""
+    import neurorate.study as st
+    from neurorate.errors import NeurorateError
+    original = st.run_ensemble
+    def failing(config, job, **kw):
+        if job.rule == "eprop" and not job.flossing:
+            raise NeurorateError("injected failure for the test")
+        return original(config, job, **kw)
+    st.run_ensemble = failing
+""")
+
+
+def test_a_failing_ensemble_is_reported_with_its_log_and_the_rest_is_kept(tmp_path, monkeypatch):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITE)  # imported by every worker at start-up
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    out = tmp_path / "study"
+    cfg = {**TINY, "flossing": [False]}
+    with pytest.raises(NeurorateError, match=r"romo\|eprop.*injected failure for the test.*log: .*\.log.*resume"):
+        nr.study(cfg, out=out, progress=False, workers=2)
+    manifest = out / "manifest.json"  # written at the first finished ensemble
+    finished = json.loads(manifest.read_text())["finished"] if manifest.exists() else {}
+    assert list(finished) in ([], ["romo|bptt|floss=0|rank=full|torch|none"])
+    log = next((out / "logs").glob("*eprop*.log")).read_text()
+    assert "error: injected failure for the test" in log

@@ -49,13 +49,15 @@ class EnsembleJob:
     rank: int | None
     backend: str
     profile: str | None
+    neuron: str = "rate"
 
     @property
     def key(self) -> str:
-        """A stable, human-readable identifier (used in the manifest)."""
+        """A stable, human-readable identifier (used in the manifest; rate networks keep the original form)."""
         rank = "full" if self.rank is None else str(self.rank)
+        neuron = "" if self.neuron == "rate" else f"|{self.neuron}"
         return (f"{self.task}|{self.rule}|floss={int(self.flossing)}|rank={rank}|{self.backend}|"
-                f"{self.profile or 'none'}")
+                f"{self.profile or 'none'}{neuron}")
 
     @property
     def part_name(self) -> str:
@@ -68,14 +70,15 @@ def plan(config: StudyConfig) -> list[EnsembleJob]:
     """The study's ensembles in a fixed order (flossing only for ``floss_rules``)."""
     jobs: list[EnsembleJob] = []
     for task in config.tasks:
-        for rule in config.rules:
-            for floss in config.flossing:
-                if floss and rule not in config.floss_rules:
-                    continue
-                for rank in config.ranks:
-                    for backend in config.backends:
-                        for profile in config.profiles:
-                            jobs.append(EnsembleJob(len(jobs), task, rule, floss, rank, backend, profile))
+        for neuron in config.neurons:
+            for rule in config.rules:
+                for floss in config.flossing:
+                    if floss and rule not in config.floss_rules:
+                        continue
+                    for rank in config.ranks:
+                        for backend in config.backends:
+                            for profile in config.profiles:
+                                jobs.append(EnsembleJob(len(jobs), task, rule, floss, rank, backend, profile, neuron))
     return jobs
 
 
@@ -97,6 +100,8 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
                                    input_bias=config.input_bias, recurrent_bias=config.recurrent_bias,
                                    rank=job.rank) for g, _, s in grid]
     callback = None if progress is None else (lambda i, losses, acc: progress(1))
+    if job.neuron != "rate":
+        return _run_spiking(config, job, grid, tasks, specs, progress)
     start = time.perf_counter()
     results = nr.train(specs, tasks, rule=job.rule, backend=job.backend, iterations=config.iterations,
                        lr=[lr for _, lr, _ in grid], optimizer=config.optimizer, profile=job.profile,
@@ -115,6 +120,43 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
     return _rows(config, job, grid, results, metrics, wall)
 
 
+def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, progress):
+    """A LIF/ALIF ensemble: :func:`neurorate.spiking_learning.train_lif`, one call per learning rate (Adam has
+    one lr per call), every network on its own task stream. No Lyapunov spectra or flossing (n/a for spiking
+    networks); the rich/lazy columns keep the weight-only metrics (weight change, effective rank)."""
+    from neurorate.results import TrainResult
+    from neurorate.richlazy import effective_rank, relative_weight_change
+    from neurorate.spiking_learning import train_lif
+
+    if config.lif.alpha is not None:
+        specs = [s.replace(alpha=config.lif.alpha) for s in specs]
+    results: list = [None] * len(grid)
+    steps = np.zeros(len(grid))
+    start = time.perf_counter()
+    for lr in config.lrs:
+        idx = [j for j, (_, v, _) in enumerate(grid) if v == lr]
+        res = train_lif([specs[j] for j in idx], [tasks[j] for j in idx], rule=job.rule,
+                        iterations=config.iterations, lr=lr, dtype="float32",
+                        callback=None if progress is None else (lambda i, losses, acc: progress(1 / len(config.lrs))),
+                        **config.spiking(job.neuron))
+        for col, j in enumerate(idx):
+            losses = np.asarray(res["losses"][:, col], dtype=float)
+            bad = ~np.isfinite(losses)
+            results[j] = TrainResult(losses=losses, accuracy=np.asarray(res["accuracy"][:, col], dtype=float),
+                                     spec=res["networks"][col].spec, spec_initial=specs[j], rule=job.rule,
+                                     backend=f"torch ({job.neuron})", lr=lr, optimizer=config.optimizer,
+                                     iterations=config.iterations, diverged=bool(bad.any()),
+                                     diverged_at=int(np.argmax(bad)) if bad.any() else None,
+                                     wall_time=float(res["wall_time"]) / len(idx), config={"neuron": job.neuron})
+            steps[j] = float(np.mean(res["rate"][-max(1, len(losses) // 10):, col]))
+    wall = time.perf_counter() - start
+    metrics = [{"weight_change": relative_weight_change(a, r.spec) if not r.diverged else math.nan,
+                "erank_before": effective_rank(a.w_rec),
+                "erank_after": effective_rank(r.spec.w_rec) if not r.diverged else math.nan,
+                "spike_rate": steps[j]} for j, (a, r) in enumerate(zip(specs, results))]
+    return _rows(config, job, grid, results, metrics, wall)
+
+
 def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: float):
     import pyarrow as pa
 
@@ -130,7 +172,7 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
         tail = acc[-max(1, round(len(acc) * config.final_fraction)):]
         run = {
             "run_id": f"{job.key}|g={gain:g}|lr={lr:g}|seed={seed}", "ensemble": job.key, "task": job.task,
-            "rule": job.rule, "flossing": job.flossing, "rank": job.rank, "backend": job.backend,
+            "rule": job.rule, "neuron": job.neuron, "flossing": job.flossing, "rank": job.rank, "backend": job.backend,
             "profile": job.profile or "none", "gain": float(gain), "lr": float(lr), "seed": int(seed),
             "hidden": config.hidden, "final_loss": final, "auc": auc,
             "final_accuracy": float(np.nanmean(tail)) if np.isfinite(tail).any() else math.nan,
@@ -142,6 +184,7 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
             "erank_after": _num(met.get("erank_after")), "repr_alignment": _num(met.get("repr_alignment")),
             "kernel_alignment": _num(met.get("kernel_alignment")),
             "kernel_alignment_eprop": _num(met.get("kernel_alignment_eprop")),
+            "spike_rate": _num(met.get("spike_rate")),
         }
         for b in range(n_blocks):
             block = losses[b * every:(b + 1) * every]
@@ -164,11 +207,12 @@ def _columns() -> dict[str, Any]:
 
     f, s, i, b = pa.float64(), pa.string(), pa.int64(), pa.bool_()
     return {
-        "run_id": s, "ensemble": s, "task": s, "rule": s, "flossing": b, "rank": i, "backend": s, "profile": s,
+        "run_id": s, "ensemble": s, "task": s, "rule": s, "neuron": s, "flossing": b, "rank": i, "backend": s, "profile": s,
         "gain": f, "lr": f, "seed": i, "hidden": i, "iteration": i, "loss": f, "accuracy": f, "final_loss": f,
         "auc": f, "final_accuracy": f, "lambda_max_before": f, "lambda_max_flossed": f, "lambda_max_after": f,
         "wall_time": f, "ensemble_wall_time": f, "status": s, "diverged_at": i, "weight_change": f,
         "erank_before": f, "erank_after": f, "repr_alignment": f, "kernel_alignment": f, "kernel_alignment_eprop": f,
+        "spike_rate": f,
     }
 
 

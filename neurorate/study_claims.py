@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 
 ALPHA = 0.05
-RUN_FIELDS = ("run_id", "task", "rule", "flossing", "rank", "backend", "profile", "gain", "lr", "seed",
+RUN_FIELDS = ("run_id", "task", "rule", "neuron", "flossing", "rank", "backend", "profile", "gain", "lr", "seed",
               "final_loss", "auc", "final_accuracy", "lambda_max_before", "lambda_max_flossed", "lambda_max_after",
               "status", "wall_time", "weight_change", "erank_before", "erank_after", "repr_alignment",
-              "kernel_alignment", "kernel_alignment_eprop")
+              "kernel_alignment", "kernel_alignment_eprop", "spike_rate")
 SETTING = ("task", "rule", "flossing", "rank", "backend", "profile")
 
 
@@ -32,6 +32,8 @@ def run_summaries(table) -> list[dict[str, Any]]:
     cols = [c for c in RUN_FIELDS if c in table.column_names]
     seen: dict[str, dict] = {}
     for row in table.select(cols).to_pylist():
+        if row.get("neuron") is None:  # studies from before the neuron axis: rate networks
+            row["neuron"] = "rate"
         seen.setdefault(row["run_id"], row)
     return list(seen.values())
 
@@ -42,17 +44,23 @@ def _score(run: dict, criterion: str) -> float:
 
 
 def best_lr(runs: Iterable[dict], criterion: str = "final_loss") -> dict[tuple, float]:
-    """``{(task, rule, flossing, rank, backend, profile, gain): best lr}`` by the mean over seeds of ``criterion``."""
+    """``{(task, rule, flossing, rank, backend, profile, gain[, neuron]): best lr}`` by the mean over seeds of
+    ``criterion`` (the neuron is appended for spiking networks only, so rate keys keep their original form)."""
     groups: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        groups[tuple(r[k] for k in SETTING) + (r["gain"],)][r["lr"]].append(_score(r, criterion))
+        groups[_setting_key(r)][r["lr"]].append(_score(r, criterion))
     return {key: min(sorted(by_lr), key=lambda lr: float(np.mean(by_lr[lr]))) for key, by_lr in groups.items()}
 
 
 def best_runs(runs: list[dict], criterion: str = "final_loss") -> list[dict]:
     """The runs at their setting's best learning rate (all seeds)."""
     best = best_lr(runs, criterion)
-    return [r for r in runs if best[tuple(r[k] for k in SETTING) + (r["gain"],)] == r["lr"]]
+    return [r for r in runs if best[_setting_key(r)] == r["lr"]]
+
+
+def _setting_key(r: dict) -> tuple:
+    neuron = r.get("neuron") or "rate"
+    return tuple(r[k] for k in SETTING) + (r["gain"],) + (() if neuron == "rate" else (neuron,))
 
 
 def _values(runs, field, **where) -> dict[float, list[float]]:
@@ -116,11 +124,20 @@ def gain_effect(by_gain: dict[float, list[float]]) -> dict[str, float]:
 
 
 def check_claims(runs: list[dict], criterion: str = "final_loss") -> list[dict[str, Any]]:
-    """Claims C1-C6 on the best-lr runs of the main slice (first rank/backend/profile of the study)."""
+    """Claims C1-C6 on the best-lr runs of the main slice (first rank/backend/profile of the study), per neuron
+    type; spiking networks (no Lyapunov spectra, no flossing) get C1, C2, C3 and C6 only."""
     if not runs:
         return []
     main = {k: runs[0][k] for k in ("rank", "backend", "profile")}
     runs = [r for r in best_runs(runs, criterion) if all(r[k] == v for k, v in main.items())]
+    claims = []
+    for neuron in dict.fromkeys(r.get("neuron", "rate") for r in runs):
+        suffix = "" if neuron == "rate" else f" ({neuron})"
+        claims.extend(_neuron_claims([r for r in runs if r.get("neuron", "rate") == neuron], suffix))
+    return claims
+
+
+def _neuron_claims(runs: list[dict], suffix: str) -> list[dict[str, Any]]:
     tasks = list(dict.fromkeys(r["task"] for r in runs))
     rules = list(dict.fromkeys(r["rule"] for r in runs))
     claims = []
@@ -134,7 +151,7 @@ def check_claims(runs: list[dict], criterion: str = "final_loss") -> list[dict[s
             ok = e["p_t"] < ALPHA and e["t"] > 0
             c1_by_task[task].append(ok)
             g0, g1 = min(by_gain), max(by_gain)
-            claims.append(_claim("C1", f"{task} {rule}", f"Welch t-test g={g0:g} > g={g1:g} (one-sided)",
+            claims.append(_claim("C1", f"{task} {rule}{suffix}", f"Welch t-test g={g0:g} > g={g1:g} (one-sided)",
                                  f"t={e['t']:.2f}, d={e['d']:.2f}; Spearman rho={e['rho']:.2f} (p={e['p_rho']:.3g})",
                                  e["p_t"], e["n_min"], _verdict(ok, e["p_t"], e["n_min"]),
                                  f"mean final loss {np.mean(by_gain[g0]):.4g} vs {np.mean(by_gain[g1]):.4g}"))
@@ -142,11 +159,11 @@ def check_claims(runs: list[dict], criterion: str = "final_loss") -> list[dict[s
                 ok6 = e["p_tau"] < ALPHA
                 means = [np.mean(v) for v in by_gain.values()]
                 ordered = sum(a >= b for a, b in itertools.pairwise(means))
-                claims.append(_claim("C6", f"{task} {rule}", "Kendall tau, final loss decreasing in gain",
+                claims.append(_claim("C6", f"{task} {rule}{suffix}", "Kendall tau, final loss decreasing in gain",
                                      f"tau={e['tau']:.2f}; {ordered}/{len(means) - 1} adjacent gains ordered",
                                      e["p_tau"], e["n_min"], _verdict(ok6, e["p_tau"], e["n_min"])))
         if "bptt" in rules and "eprop" in rules:
-            claims.append(_paired(runs, "C2", task, "eprop", "bptt", "e-prop - BPTT final loss > 0"))
+            claims.append(_paired(runs, "C2", task, "eprop", "bptt", "e-prop - BPTT final loss > 0", suffix))
         claims.extend(_lyapunov_claims(runs, task, rules))
         for rule in rules:
             if any(r["flossing"] for r in runs if r["task"] == task and r["rule"] == rule):
@@ -156,7 +173,7 @@ def check_claims(runs: list[dict], criterion: str = "final_loss") -> list[dict[s
         ok = all(all(c1_by_task[t]) for t in others)
         n = sum(len(c1_by_task[t]) for t in others)
         held = sum(sum(c1_by_task[t]) for t in others)
-        claims.append(_claim("C3", ", ".join(others), "C1 holds on every (task, rule)", f"{held}/{n} hold",
+        claims.append(_claim("C3", ", ".join(others) + suffix, "C1 holds on every (task, rule)", f"{held}/{n} hold",
                              None, n, "holds" if ok else "not supported"))
     return claims
 
@@ -175,16 +192,16 @@ def _pairs(runs, field, task, where_a: dict, where_b: dict) -> dict[float, list[
     return dict(sorted(out.items()))
 
 
-def _paired(runs, claim, task, rule_a, rule_b, what) -> dict:
+def _paired(runs, claim, task, rule_a, rule_b, what, suffix: str = "") -> dict:
     from scipy import stats
 
     pairs = [p for v in _pairs(runs, "final_loss", task, {"rule": rule_a, "flossing": False},
                                {"rule": rule_b, "flossing": False}).values() for p in v]
     diffs = np.array([a - b for a, b in pairs])
     if len(diffs) < 2 or np.all(diffs == 0):
-        return _claim(claim, task, "Wilcoxon signed-rank", "-", None, len(diffs), "insufficient data")
+        return _claim(claim, task + suffix, "Wilcoxon signed-rank", "-", None, len(diffs), "insufficient data")
     res = stats.wilcoxon(diffs, alternative="greater")
-    return _claim(claim, task, f"Wilcoxon signed-rank, {what}", f"mean diff={diffs.mean():.4g}, "
+    return _claim(claim, task + suffix, f"Wilcoxon signed-rank, {what}", f"mean diff={diffs.mean():.4g}, "
                   f"{int((diffs > 0).sum())}/{len(diffs)} pairs > 0", float(res.pvalue), len(diffs),
                   _verdict(res.pvalue < ALPHA, float(res.pvalue), len(diffs)))
 

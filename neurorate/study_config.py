@@ -22,6 +22,26 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from neurorate.errors import NeurorateError
 
 BEST_LR_CRITERIA = ("final_loss", "auc")
+NEURONS = ("rate", "lif", "alif")
+SPIKING_RULES = ("bptt", "eprop", "eprop_random")
+
+
+class SpikingConfig(BaseModel):
+    """Constants of the spiking networks of a study (:class:`neurorate.spiking.LIFNetwork`; docs/spiking.md).
+
+    ``beta_a``, ``rho`` and ``adaptive_fraction`` apply to ``"alif"`` networks only (``"lif"`` has ``beta_a = 0``);
+    ``alpha`` (None: the task's ``dt / tau``) sets the membrane decay ``1 - alpha`` of both.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    threshold: float = Field(0.5, gt=0)
+    kappa: float = Field(0.5, ge=0, lt=1)
+    gamma: float = Field(0.3, gt=0)
+    alpha: float | None = Field(None, gt=0, le=1)
+    beta_a: float = Field(1.0, ge=0)
+    rho: float = Field(0.95, ge=0, lt=1)
+    adaptive_fraction: float = Field(1.0, ge=0, le=1)
 
 
 class StudyConfig(BaseModel):
@@ -62,6 +82,8 @@ class StudyConfig(BaseModel):
     richlazy: bool = True
     probe_batch: int = 64
     device: str = "cpu"
+    neurons: list[str] = Field(default_factory=lambda: ["rate"], min_length=1)
+    lif: SpikingConfig = Field(default_factory=SpikingConfig)
 
     # ------------------------------------------------------------------ field checks
     @field_validator("tasks")
@@ -84,6 +106,14 @@ class StudyConfig(BaseModel):
             if r not in RULES:
                 raise ValueError(f"unknown rule {r!r}; choose from {', '.join(RULES)}")
         return _unique(v, "rules")
+
+    @field_validator("neurons")
+    @classmethod
+    def _neurons(cls, v: list[str]) -> list[str]:
+        for n in v:
+            if n not in NEURONS:
+                raise ValueError(f"unknown neuron {n!r}; choose from {', '.join(NEURONS)}")
+        return _unique(v, "neurons")
 
     @field_validator("gains")
     @classmethod
@@ -152,6 +182,19 @@ class StudyConfig(BaseModel):
                 raise ValueError(f"tau: {t} must be > 0, got {val}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device: choose cpu, cuda or auto, got {self.device!r}")
+        spiking = [n for n in self.neurons if n != "rate"]
+        if spiking:
+            bad = [r for r in self.rules if r not in SPIKING_RULES]
+            if bad:
+                raise ValueError(f"rules: {', '.join(bad)} cannot train {spiking[0]} networks; spiking networks "
+                                 f"support {', '.join(SPIKING_RULES)}")
+            if True in self.flossing:
+                raise ValueError(f"flossing: gradient flossing is not defined for {spiking[0]} networks; "
+                                 "use flossing = [false]")
+            if self.backends != ["torch"]:
+                raise ValueError(f"backends: {spiking[0]} networks train on the torch backend only, got {self.backends}")
+            if self.profiles != [None]:
+                raise ValueError(f"profiles: {spiking[0]} networks train at full precision only (profiles = ['none'])")
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -174,9 +217,28 @@ class StudyConfig(BaseModel):
         """Networks per ensemble (gains x lrs x seeds)."""
         return len(self.gains) * len(self.lrs) * len(self.seeds)
 
+    def spiking(self, neuron: str) -> dict[str, float]:
+        """Keyword arguments of :class:`neurorate.spiking.LIFNetwork` for ``neuron`` ("lif" or "alif")."""
+        kw = self.lif.model_dump(exclude={"alpha"})
+        if neuron == "lif":
+            kw["beta_a"] = 0.0
+        return kw
+
     def digest(self) -> str:
-        """A short hash of the configuration (a resumed study must have the same one)."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """A short hash of the configuration (a resumed study must have the same one).
+
+        Fields added after the first studies (the neuron axis) enter only when they differ from their defaults,
+        so the digests of existing configs (and of their results directories) do not change.
+        """
+        data = self.model_dump(mode="json")
+        defaults = StudyConfig.model_construct().model_dump(mode="json")
+        for key in _LATE_FIELDS:
+            if data[key] == defaults[key]:
+                del data[key]
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_LATE_FIELDS = ("neurons", "lif")
 
 
 def _unique(v: list, name: str) -> list:

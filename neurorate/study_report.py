@@ -31,8 +31,12 @@ def _mean(v) -> float:
     return float(np.mean(v)) if v else math.nan
 
 
-def _label(rule: str, flossing: bool) -> str:
-    return rule + (" + floss" if flossing else "")
+def _label(rule: str, flossing: bool, neuron: str | None = "rate") -> str:
+    return rule + (" + floss" if flossing else "") + ("" if neuron in (None, "rate") else f" ({neuron})")
+
+
+def _neuron(r: dict) -> str:
+    return r.get("neuron") or "rate"
 
 
 def _plt():
@@ -47,17 +51,20 @@ def _plt():
 def _curves(table, best: list[dict], task: str, path: Path) -> Path:
     plt = _plt()
     keep = {r["run_id"] for r in best if r["task"] == task}
-    rows = [r for r in table.select(["run_id", "rule", "flossing", "gain", "iteration", "loss"]).to_pylist()
-            if r["run_id"] in keep]
-    panels = list(dict.fromkeys((r["rule"], r["flossing"]) for r in rows))
+    cols = ["run_id", "rule", "flossing", "gain", "iteration", "loss"] + (["neuron"] if "neuron" in table.column_names
+                                                                           else [])
+    rows = [r for r in table.select(cols).to_pylist() if r["run_id"] in keep]
+    for r in rows:
+        r["neuron"] = _neuron(r)
+    panels = list(dict.fromkeys((r["rule"], r["flossing"], r["neuron"]) for r in rows))
     gains = sorted({r["gain"] for r in rows})
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False, sharey=True)
     cmap = plt.get_cmap("viridis")
-    for ax, (rule, floss) in zip(axes[0], panels):
+    for ax, (rule, floss, neuron) in zip(axes[0], panels):
         for gi, g in enumerate(gains):
             by_it = defaultdict(list)
             for r in rows:
-                if (r["rule"], r["flossing"], r["gain"]) == (rule, floss, g):
+                if (r["rule"], r["flossing"], r["neuron"], r["gain"]) == (rule, floss, neuron, g):
                     by_it[r["iteration"]].append(r["loss"])
             its = sorted(by_it)
             m = np.array([_mean(by_it[i]) for i in its])
@@ -66,7 +73,7 @@ def _curves(table, best: list[dict], task: str, path: Path) -> Path:
             ax.plot(its, m, color=color, label=f"g={g:g}")
             ax.fill_between(its, np.maximum(m - s, 1e-12), m + s, color=color, alpha=0.25)
         ax.set_yscale("log")
-        ax.set_title(f"{task}: {_label(rule, floss)}")
+        ax.set_title(f"{task}: {_label(rule, floss, neuron)}")
         ax.set_xlabel("iteration")
     axes[0][0].set_ylabel("training loss (mean +- s.e.m.)")
     axes[0][-1].legend(fontsize=8)
@@ -83,19 +90,21 @@ def _vs_gain(best: list[dict], fields: list[tuple[str, str]], path: Path, ylabel
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
     floss_rules = {r["rule"] for r in best if r["flossing"]}
     for ax, task in zip(axes[0], tasks):
-        settings = list(dict.fromkeys((r["rule"], r["flossing"]) for r in best if r["task"] == task))
+        settings = list(dict.fromkeys((r["rule"], r["flossing"], _neuron(r)) for r in best if r["task"] == task))
         if only_floss_rules:
             settings = [s for s in settings if s[0] in floss_rules]
         for field, tag in fields:
-            for rule, floss in settings:
-                if field == "lambda_max_before" and (floss or rule != settings[0][0]):
+            for rule, floss, neuron in settings:
+                if field == "lambda_max_before" and (floss or rule != settings[0][0] or neuron != settings[0][2]):
                     continue  # lambda_before does not depend on the rule: draw it once
                 by_gain = defaultdict(list)
                 for r in best:
-                    if (r["task"], r["rule"], r["flossing"]) == (task, rule, floss):
+                    if (r["task"], r["rule"], r["flossing"], _neuron(r)) == (task, rule, floss, neuron):
                         by_gain[r["gain"]].append(r.get(field))
+                if not any(math.isfinite(_mean(v)) for v in by_gain.values()):
+                    continue  # e.g. no Lyapunov exponents for spiking networks
                 g = sorted(by_gain)
-                label = tag if field == "lambda_max_before" else f"{_label(rule, floss)} {tag}".strip()
+                label = tag if field == "lambda_max_before" else f"{_label(rule, floss, neuron)} {tag}".strip()
                 ax.errorbar(g, [_mean(by_gain[x]) for x in g], yerr=[_sem(by_gain[x]) for x in g], marker="o",
                             capsize=3, label=label)
         if log:
@@ -124,6 +133,14 @@ def _by_profile(runs: list[dict], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _finite(v) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def _fixed(v: float) -> str:
+    return f"{v:.3f}" if math.isfinite(v) else "n/a"
 
 
 def _fmt(v) -> str:
@@ -162,8 +179,9 @@ def report(out: str | Path, criterion: str | None = None) -> Path:
     figs.mkdir(exist_ok=True)
     made = [_curves(table, best_main, t, figs / f"curves_{t}.png") for t in dict.fromkeys(r["task"] for r in runs)]
     made.append(_vs_gain(best_main, [("final_loss", "")], figs / "final_loss_vs_gain.png", "final loss", log=True))
-    made.append(_vs_gain(best_main, [("lambda_max_before", "before"), ("lambda_max_after", "after")],
-                         figs / "lambda_vs_gain.png", "lambda_max (1/step)"))
+    if any(_finite(r.get("lambda_max_before")) for r in best_main):  # none for spiking-only studies
+        made.append(_vs_gain(best_main, [("lambda_max_before", "before"), ("lambda_max_after", "after")],
+                             figs / "lambda_vs_gain.png", "lambda_max (1/step)"))
     if any(r["flossing"] for r in runs):
         made.append(_vs_gain(best_main, [("final_loss", "")], figs / "flossing_vs_gain.png", "final loss",
                              log=True, only_floss_rules=True))
@@ -185,7 +203,7 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str) -> st
     lines = [f"# Study report: {cfg['name']}", "",
              (f"{len(runs)} runs: tasks {cfg['tasks']}, rules {cfg['rules']}, gains {cfg['gains']}, lrs {cfg['lrs']}, "
              f"{seeds} seeds, flossing {cfg['flossing']} ({cfg['floss_iterations']} it., mode {cfg['floss_mode']}), "
-             f"ranks {cfg['ranks']}, N={cfg['hidden']}, B={cfg['batch']}, {cfg['iterations']} iterations, "
+             f"ranks {cfg['ranks']}, neurons {cfg.get('neurons', ['rate'])}, N={cfg['hidden']}, B={cfg['batch']}, {cfg['iterations']} iterations, "
              f"input bias {cfg['input_bias']}. Diverged runs: {n_div}."), "",
              (f"Best learning rate per (task, rule, flossing, gain): lowest mean over seeds of `{criterion}` "
              f"(mean loss over the last {cfg['final_fraction']:.0%} of iterations for final_loss)."), "",
@@ -193,16 +211,19 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str) -> st
              "Tests are one-sided at alpha = 0.05 on the best-lr runs. "
              + ("With fewer than 3 seeds per gain, every p-value is indicative only." if seeds < 3 else ""), "",
              "## Final loss at the best learning rate (mean +- s.e.m. over seeds)", "",
-             "| task | rule | flossing | gain | best lr | final loss | s.e.m. | lambda_max before | after | dW/W0 | RA "
-             "| KA (exact) | KA (e-prop) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | rule | flossing | gain | best lr | final loss | s.e.m. | final accuracy | lambda_max before "
+             "| after | dW/W0 | RA | KA (exact) | KA (e-prop) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
     for r in best:
-        groups[(r["task"], r["rule"], r["flossing"], r["rank"], r["backend"], r["profile"], r["gain"])].append(r)
+        groups[(r["task"], r["rule"], r["flossing"], r["rank"], r["backend"], r["profile"], r["gain"],
+                _neuron(r))].append(r)
     for key, rs in groups.items():
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[6]:g} | {rs[0]['lr']:g} | "
+        lines.append(f"| {key[0]} | {_label(key[1], False, key[7])} | {key[2]} | {key[6]:g} | {rs[0]['lr']:g} | "
                      f"{_mean([r['final_loss'] for r in rs]):.4g} | {_sem([r['final_loss'] for r in rs]):.2g} | "
-                     f"{_mean([r['lambda_max_before'] for r in rs]):.3f} | {_mean([r['lambda_max_after'] for r in rs]):.3f} | "
+                     f"{_fixed(_mean([r.get('final_accuracy') for r in rs]))} | "
+                     f"{_fixed(_mean([r['lambda_max_before'] for r in rs]))} | "
+                     f"{_fixed(_mean([r['lambda_max_after'] for r in rs]))} | "
                      f"{_fmt(_mean([r.get('weight_change') for r in rs]))} | "
                      f"{_fmt(_mean([r.get('repr_alignment') for r in rs]))} | "
                      f"{_fmt(_mean([r.get('kernel_alignment') for r in rs]))} | "

@@ -264,3 +264,84 @@ def test_tangent_features_match_finite_differences_and_kernel_alignment_properti
     assert not np.allclose(tangent_features(spec, x, 8, "eprop"), j)
     other = spec.replace(w_rec=spec.w_rec + 0.5 * np.random.default_rng(1).standard_normal((6, 6)))
     assert 0 < kernel_alignment(spec, other, x, 8) < 1.0
+
+
+# ---------------------------------------------------------------------- the neuron axis (rate, LIF, ALIF)
+@pytest.mark.parametrize("change, message", [
+    ({"neurons": ["lif"], "rules": ["eprop", "rflo"]}, "rflo cannot train lif networks"),
+    ({"neurons": ["rate", "alif"], "flossing": [False, True]}, "gradient flossing is not defined for alif"),
+    ({"neurons": ["lif"], "flossing": [False], "backends": ["lava"]}, "torch backend only"),
+    ({"neurons": ["lif"], "flossing": [False], "profiles": ["loihi2"]}, "full precision only"),
+    ({"neurons": ["rate", "spike"]}, "unknown neuron 'spike'"),
+    ({"lif": {"kappa": 1.5}}, "lif.kappa"),
+    ({"lif": {"tau_a": 3.0}}, "lif.tau_a"),
+])
+def test_spiking_config_errors_are_one_line(change, message):
+    with pytest.raises(NeurorateError, match=message) as err:
+        load_config({**TINY, **change})
+    assert "\n" not in str(err.value)
+
+
+def test_neuron_fields_enter_the_digest_only_when_set():
+    """Existing configs keep their digest (and their results directories stay resumable)."""
+    assert load_config("paper").digest() == "b1a90f0c8486264c"
+    base = load_config({**TINY, "flossing": [False]})
+    assert load_config({**TINY, "flossing": [False], "neurons": ["rate"]}).digest() == base.digest()
+    lif = load_config({**TINY, "flossing": [False], "neurons": ["rate", "lif"]})
+    assert lif.digest() != base.digest()
+    assert load_config({**TINY, "flossing": [False], "neurons": ["rate", "lif"], "lif": {"threshold": 0.7}}).digest() \
+        != lif.digest()
+    assert lif.spiking("lif")["beta_a"] == 0.0 and lif.spiking("alif")["beta_a"] == lif.lif.beta_a > 0
+
+
+@pytest.fixture(scope="module")
+def neuron_study(tmp_path_factory):
+    import neurorate as nr
+
+    out = tmp_path_factory.mktemp("neurons")
+    cfg = {**TINY, "flossing": [False], "neurons": ["rate", "lif", "alif"], "iterations": 10,
+           "lif": {"threshold": 0.5, "alpha": 0.25, "rho": 0.9}}
+    return out, nr.study(cfg, out=out / "s", progress=False)
+
+
+def test_study_with_rate_and_spiking_neurons_end_to_end(neuron_study):
+    from neurorate.spiking_learning import train_lif
+
+    out, table = neuron_study
+    runs = {}
+    for r in table.to_pylist():
+        runs.setdefault(r["run_id"], r)
+    by_neuron = {n: [r for r in runs.values() if r["neuron"] == n] for n in ("rate", "lif", "alif")}
+    assert all(len(v) == 2 * 2 * 2 for v in by_neuron.values())  # rules x gains x seeds
+    for r in by_neuron["lif"] + by_neuron["alif"]:
+        assert math.isnan(r["lambda_max_before"]) and math.isnan(r["kernel_alignment"])
+        assert r["weight_change"] > 0 and 0 < r["spike_rate"] < 1 and r["status"] == "ok"
+        assert r["ensemble"].endswith("|" + r["neuron"])
+    assert all(math.isfinite(r["lambda_max_before"]) for r in by_neuron["rate"])
+    # one ALIF network of the study equals train_lif on its own task stream with the config's constants
+    cfg = load_config(json.loads((out / "s" / "config.json").read_text())["config"])
+    row = next(r for r in by_neuron["alif"] if r["rule"] == "eprop" and r["gain"] == 1.5 and r["seed"] == 1)
+    import neurorate as nr
+
+    task = nr.make_task("romo", batch_size=cfg.batch, seed=1)
+    spec = nr.NetworkSpec.random(n_in=1, n_hidden=cfg.hidden, n_out=2, gain=1.5, seed=1, alpha=0.25,
+                                 activation="tanh", input_bias=cfg.input_bias, dt=task.dt_seconds)
+    ref = train_lif([spec], task, rule="eprop", iterations=10, lr=1e-2, **cfg.spiking("alif"))
+    curve = [r["loss"] for r in table.to_pylist() if r["run_id"] == row["run_id"]]
+    np.testing.assert_allclose(curve, ref["losses"][:, 0].reshape(-1, 5).mean(1), rtol=1e-6)
+    assert row["final_loss"] == pytest.approx(float(ref["losses"][-1, 0]), rel=1e-6)
+
+
+def test_report_with_spiking_neurons_says_na(neuron_study):
+    from neurorate.study_report import report
+
+    out = neuron_study[0] / "s"
+    text = report(out).read_text()
+    assert "neurons ['rate', 'lif', 'alif']" in text
+    lif_rows = [line for line in text.splitlines() if line.startswith("| romo | eprop (lif) |")]
+    assert len(lif_rows) == 2 and all("| n/a | n/a |" in line for line in lif_rows)
+    claims = json.loads((out / "claims.json").read_text())
+    scopes = {(c["claim"], c["scope"]) for c in claims}
+    assert {("C1", "romo eprop (lif)"), ("C1", "romo bptt (alif)"), ("C2", "romo (alif)"), ("C1", "romo eprop")} <= scopes
+    assert not any(c["claim"].startswith("C4") and "(" in c["scope"] for c in claims)  # no Lyapunov claims for spikes
+    assert (out / "figures" / "curves_romo.png").stat().st_size > 1000

@@ -9,6 +9,7 @@ Usage::
 
     .venv/bin/python benchmarks/bench_lyapunov.py            # all rows, appends to docs/benchmarks.md
     .venv/bin/python benchmarks/bench_lyapunov.py --quick    # short T, no file written
+    .venv/bin/python benchmarks/bench_lyapunov.py --floor    # per-step cost floor of the main configuration
 """
 
 from __future__ import annotations
@@ -84,13 +85,61 @@ def append_rows(rows: list[str], doc: Path = DOC) -> None:
     doc.write_text(text)
 
 
+def _ms(fn, repeats: int = 10) -> float:
+    fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1000
+
+
+def floor(m: int = 32, n: int = 256) -> str:
+    """The per-step cost floor of the main configuration: what batching can and cannot remove on this CPU.
+
+    Per step the batched program does M GEMMs ``W (f' * Q)`` and M QRs; the loop does the same work plus
+    dispatch. Times one step of each part, batched, and one whole loop step (``lyapunov_spectrum`` of one
+    network over 100 steps / 100), and a batched CholeskyQR2 (QR from GEMMs, Cholesky and triangular
+    solves: the usual way to batch QR on accelerators) against LAPACK's Householder QR.
+    """
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(m, n, n, generator=g, dtype=torch.float64) / n**0.5
+    z = torch.linalg.qr(torch.randn(m, n, n, generator=g, dtype=torch.float64))[0]
+
+    def cholesky_qr2():
+        q = z
+        for _ in range(2):
+            chol = torch.linalg.cholesky(q.mT @ q)
+            q = torch.linalg.solve_triangular(chol.mT, q, upper=True, left=False)
+        return q
+
+    gemm = _ms(lambda: w @ z)
+    householder = _ms(lambda: torch.linalg.qr(z))
+    chol2 = _ms(cholesky_qr2)
+    spec = NetworkSpec.random(n_in=1, n_hidden=n, n_out=2, gain=1.0, seed=0)
+    x = RomoTask(seed=0).stream(2, batch_size=1)[:100]
+    loop_step = _ms(lambda: lyapunov_spectrum(spec, x, k=n, warmup=10), repeats=2) / 100 * m
+    return (f"\nPer-step cost floor at M = {m}, N = k = {n} (float64, 1 thread, `--floor`, "
+            f"{datetime.date.today().isoformat()}): the {m} GEMMs take {gemm:.1f} ms batched, the {m} Householder "
+            f"QRs {householder:.1f} ms, a batched CholeskyQR2 {chol2:.1f} ms ({chol2 / householder:.1f}x the "
+            f"Householder time, so no help on CPU), and one step of the per-network loop over {m} networks "
+            f"{loop_step:.1f} ms. Even with a free QR, batching could reach at most loop / GEMM = "
+            f"**{loop_step / gemm:.1f}x**: the >= 10x target is out of reach on this CPU whatever the batching; "
+            f"it needs an accelerator (GPU), where one batched kernel replaces {m} small ones.\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="T = 100 and no write (a smoke run)")
     ap.add_argument("--loop-networks", type=int, default=4, help="networks timed in the loop (extrapolated to M)")
     ap.add_argument("--only-main", action="store_true", help="just the N = 256, k = N configuration")
+    ap.add_argument("--floor", action="store_true", help="only the per-step cost floor (appended as a paragraph)")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.floor:
+        text = floor()
+        print(text)
+        append_rows([text])
+        return
     t_main = 100 if args.quick else 1000
     configs = [(32, 256, 256, t_main, 1, 1, args.loop_networks)]
     if not args.only_main:

@@ -59,7 +59,8 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<timestamp>-<task>-<rule>)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
-    neuron: str = typer.Option("rate", help="rate | lif | alif (spiking variant, docs/spiking.md; torch, eprop/eprop_random/bptt)"),
+    neuron: str = typer.Option("rate", help="rate | lif | alif (spiking variant, docs/spiking.md; torch, "
+                               "eprop/eprop_random/bptt)"),
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr

@@ -186,7 +186,7 @@ def lif_step(v, z, drive_t, w_rec, beta, threshold, gamma, detach_pre: bool = Fa
 
 
 def alif_step(v, z, a, drive_t, w_rec, beta, threshold, gamma, rho, beta_a, detach_pre: bool = False):
-    """One ALIF step: the LIF membrane update, ``a_t = rho a_{t-1} + z_{t-1}`` and ``z_t = H(v_t - beta_a a_t - theta)``.
+    """One ALIF step: the LIF membrane update, ``a_t = rho a_{t-1} + z_{t-1}``, ``z_t = H(v_t - beta_a a_t - theta)``.
 
     ``beta_a`` is a tensor broadcast over units (0 on LIF units). ``detach_pre`` cuts ``z_{t-1}`` in ``W z`` and
     the reset only: the adaptation keeps its own spike (neuron-internal, part of the e-prop eligibility trace).
@@ -221,8 +221,10 @@ def _adaptation(nets: list[LIFNetwork], like: torch.Tensor) -> tuple[float, torc
 
 
 def forward(nets: list[LIFNetwork], params: dict, x: torch.Tensor, detach_pre: bool = False, states: bool = False):
-    """Run the ensemble on ``x (T, B, n_in)`` (or one input per network, ``(M, T, B, n_in)``); returns ``v, z (M, T, B, N)`` and ``y (M, T, B, n_out)``
-    (and the adaptation ``a (M, T, B, N)`` last when ``states``)."""
+    """Run the ensemble on ``x (T, B, n_in)`` (or one input per network, ``(M, T, B, n_in)``).
+
+    Returns ``v, z (M, T, B, N)`` and ``y (M, T, B, n_out)`` (and the adaptation ``a (M, T, B, N)`` last when
+    ``states``)."""
     beta, theta, kappa, gamma = _constants(nets)
     rho, beta_a = _adaptation(nets, x)
     m, n = params["w_rec"].shape[0], params["w_rec"].shape[-1]

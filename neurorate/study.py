@@ -207,7 +207,8 @@ def _columns() -> dict[str, Any]:
 
     f, s, i, b = pa.float64(), pa.string(), pa.int64(), pa.bool_()
     return {
-        "run_id": s, "ensemble": s, "task": s, "rule": s, "neuron": s, "flossing": b, "rank": i, "backend": s, "profile": s,
+        "run_id": s, "ensemble": s, "task": s, "rule": s, "neuron": s, "flossing": b, "rank": i, "backend": s,
+        "profile": s,
         "gain": f, "lr": f, "seed": i, "hidden": i, "iteration": i, "loss": f, "accuracy": f, "final_loss": f,
         "auc": f, "final_accuracy": f, "lambda_max_before": f, "lambda_max_flossed": f, "lambda_max_after": f,
         "wall_time": f, "ensemble_wall_time": f, "status": s, "diverged_at": i, "weight_change": f,

@@ -192,7 +192,8 @@ class StudyConfig(BaseModel):
                 raise ValueError(f"flossing: gradient flossing is not defined for {spiking[0]} networks; "
                                  "use flossing = [false]")
             if self.backends != ["torch"]:
-                raise ValueError(f"backends: {spiking[0]} networks train on the torch backend only, got {self.backends}")
+                raise ValueError(f"backends: {spiking[0]} networks train on the torch backend only, "
+                                 f"got {self.backends}")
             if self.profiles != [None]:
                 raise ValueError(f"profiles: {spiking[0]} networks train at full precision only (profiles = ['none'])")
         return self
@@ -252,7 +253,8 @@ def _unique(v: list, name: str) -> list:
 
 def embedded_configs() -> list[str]:
     """Names of the configs shipped in ``neurorate/configs``."""
-    return sorted(p.name[:-5] for p in resources.files("neurorate").joinpath("configs").iterdir() if p.name.endswith(".toml"))
+    files = resources.files("neurorate").joinpath("configs").iterdir()
+    return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
 
 
 def load_config(config: StudyConfig | dict | str | Path | None = None) -> StudyConfig:

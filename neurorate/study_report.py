@@ -203,7 +203,8 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str) -> st
     lines = [f"# Study report: {cfg['name']}", "",
              (f"{len(runs)} runs: tasks {cfg['tasks']}, rules {cfg['rules']}, gains {cfg['gains']}, lrs {cfg['lrs']}, "
              f"{seeds} seeds, flossing {cfg['flossing']} ({cfg['floss_iterations']} it., mode {cfg['floss_mode']}), "
-             f"ranks {cfg['ranks']}, neurons {cfg.get('neurons', ['rate'])}, N={cfg['hidden']}, B={cfg['batch']}, {cfg['iterations']} iterations, "
+             f"ranks {cfg['ranks']}, neurons {cfg.get('neurons', ['rate'])}, N={cfg['hidden']}, B={cfg['batch']}, "
+             f"{cfg['iterations']} iterations, "
              f"input bias {cfg['input_bias']}. Diverged runs: {n_div}."), "",
              (f"Best learning rate per (task, rule, flossing, gain): lowest mean over seeds of `{criterion}` "
              f"(mean loss over the last {cfg['final_fraction']:.0%} of iterations for final_loss)."), "",

@@ -100,7 +100,7 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
         for line in proc.stdout:
             tag, _, payload = line.strip().partition(" ")
             if tag == "P":
-                events.put(("progress", int(payload)))
+                events.put(("progress", float(payload)))
             elif tag == "R":
                 result = json.loads(payload)
         events.put(("exit", job, proc.wait(), result))

@@ -113,14 +113,16 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
         running[job.key] = (proc, log)
         threading.Thread(target=read, args=(proc, job), daemon=True).start()
 
-    queued, done = list(order), 0
+    queued, done, carry = list(order), 0, 0.0
     try:
         while queued or running:
             while queued and len(running) < workers:
                 start(queued.pop(0))
             kind, *rest = events.get()
-            if kind == "progress":
-                bar.update(rest[0])
+            if kind == "progress":  # whole iterations on the bar; spiking ensembles report fractions
+                carry += rest[0]
+                bar.update(int(carry))
+                carry -= int(carry)
                 continue
             job, code, result = rest
             running.pop(job.key)[1].close()

@@ -64,14 +64,19 @@ def main() -> None:
     if args.existing:  # the study's own config, not --config
         saved = json.loads((Path(args.existing) / "config.json").read_text())
         cfg = load_config(saved.get("config", saved))
-        manifest = read_manifest(args.existing)["finished"]
-        wall = sum(e["wall_time"] for e in manifest.values())
-        done = len(manifest)
+        manifest = read_manifest(args.existing)
+        done = len(manifest["finished"])
+        if manifest.get("sessions"):  # wall-clock time of every (resumed) session
+            wall = sum(e["wall_time"] for e in manifest["sessions"])
+            workers = ", ".join(sorted({str(e["workers"]) for e in manifest["sessions"]}))
+        else:  # older studies: the ensembles ran one after another
+            wall, workers = sum(e["wall_time"] for e in manifest["finished"].values()), 1
     else:
         tmp = Path(tempfile.mkdtemp(prefix="bench-study-"))
         start = time.perf_counter()
         nr.study(cfg, out=tmp / "study", progress=False)
         wall = time.perf_counter() - start
+        workers = max(e["workers"] for e in read_manifest(tmp / "study")["sessions"])
         done = len(read_manifest(tmp / "study")["finished"])
         shutil.rmtree(tmp)
     from neurorate.study import plan
@@ -82,10 +87,11 @@ def main() -> None:
     lines = [HEAD, "",
              (f"{datetime.date.today()}, {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores "
              f"(shared with other jobs), torch {torch.__version__}, 1 thread."), "",
-             "| study | ensembles | runs | iterations | measured wall | naive estimate (runs x 13 ms x it.) | speed-up |",
-             "|---|---|---|---|---|---|---|",
+             "| study | ensembles | runs | iterations | worker processes | measured wall | naive estimate "
+             "(runs x 13 ms x it.) | speed-up |",
+             "|---|---|---|---|---|---|---|---|",
              (f"| {cfg.name} (N={cfg.hidden}, B={cfg.batch}) | {done}/{n_ens} | {runs} | {cfg.iterations} "
-             f"(+{cfg.floss_iterations} floss) | {wall:.0f} s | {naive:.0f} s | {naive / wall:.1f}x |"), "",
+             f"(+{cfg.floss_iterations} floss) | {workers} | {wall:.0f} s | {naive:.0f} s | {naive / wall:.1f}x |"), "",
              ("The measured time includes flossing, Lyapunov spectra before/after and rich/lazy metrics; the naive "
              "estimate counts training iterations only, at N = 64 (smaller N is not faster for the naive loop, whose "
              "time is per-op overhead). Targets (design.md §8): paper study < 10 min on 2 cores, < 1 min on an H100.")]

@@ -10,7 +10,9 @@ Results directory ``DIR``::
 
     config.json       the resolved StudyConfig (a resumed study must match it)
     results/          one parquet part per finished ensemble (written to a temporary name, then renamed)
-    manifest.json     finished ensemble keys -> part file, rewritten atomically after each part
+    manifest.json     finished ensemble keys -> part file, rewritten atomically after each part; ``sessions``:
+                      start, wall-clock time, ensembles run and workers of each (resumed) run
+    logs/             one stderr log per ensemble run in a worker process
     results.parquet   all parts concatenated (written at the end; ``load_results`` reads the parts)
 
 A study killed at any point (SIGKILL included) resumes with ``resume=True``: finished ensembles (those in the
@@ -306,8 +308,10 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     manifest = read_manifest(out)
     manifest["config_digest"] = cfg.digest()
     todo = [j for j in plan(cfg) if j.key not in manifest["finished"]]
+    started, clock = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     if workers is not None and executor != "local":
         raise NeurorateError(f"workers applies to the local executor; {executor} schedules its own jobs")
+    n_workers = 1
     if executor == "local":
         from neurorate.study_executor import check_workers, default_workers, run_parallel
 
@@ -322,6 +326,11 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
 
         run_submitit(cfg, todo, out, manifest, executor.partition(":")[2] or None, progress,
                      lambda job, rows, wall: _record(out, manifest, job, rows, wall))
+    if todo:  # one entry per (resumed) session that ran something: what the study cost in wall-clock time
+        parallel = n_workers if executor == "local" else executor
+        manifest.setdefault("sessions", []).append({"started": started, "wall_time": time.perf_counter() - clock,
+                                                    "ensembles": len(todo), "workers": parallel})
+        _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1).encode())
     table = load_results(out)
     import pyarrow.parquet as pq
 

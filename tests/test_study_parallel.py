@@ -35,6 +35,11 @@ def test_workers_give_the_same_table_as_in_process(tmp_path):
         assert a.dtype.kind == "U" and (a == b).all() or np.array_equal(a, b, equal_nan=True), col
     assert sorted(p.name for p in (tmp_path / "par" / "logs").iterdir()) == sorted(
         j.part_name[:-8] + ".log" for j in plan(load_config(TINY)))
+    for name, workers in (("seq", 1), ("par", 2)):
+        sessions = json.loads((tmp_path / name / "manifest.json").read_text())["sessions"]
+        assert [(e["ensembles"], e["workers"]) for e in sessions] == [(3, workers)] and sessions[0]["wall_time"] > 0
+    nr.study(TINY, out=tmp_path / "par", progress=False, workers=2, resume=True)  # nothing left: no new session
+    assert len(json.loads((tmp_path / "par" / "manifest.json").read_text())["sessions"]) == 1
     with pytest.raises(NeurorateError, match="workers must be a positive integer"):
         nr.study(TINY, out=tmp_path / "bad", workers=0)
     with pytest.raises(NeurorateError, match="local executor"):

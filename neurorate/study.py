@@ -104,8 +104,13 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
     callback = None if progress is None else (lambda i, losses, acc: progress(1))
     if job.neuron != "rate":
         return _run_spiking(config, job, grid, tasks, specs, progress)
+    backend = job.backend
+    if job.backend == "torch" and os.environ.get("NEURORATE_THREADS"):  # a worker process: its own thread budget
+        from neurorate.backend import get_backend
+
+        backend = get_backend("torch", device=config.device, threads=int(os.environ["NEURORATE_THREADS"]))
     start = time.perf_counter()
-    results = nr.train(specs, tasks, rule=job.rule, backend=job.backend, iterations=config.iterations,
+    results = nr.train(specs, tasks, rule=job.rule, backend=backend, iterations=config.iterations,
                        lr=[lr for _, lr, _ in grid], optimizer=config.optimizer, profile=job.profile,
                        floss_iterations=config.floss_iterations if job.flossing else 0,
                        floss_mode=config.floss_mode, floss_k=config.floss_k, floss_lr=config.floss_lr,

@@ -25,6 +25,8 @@ def register(app: typer.Typer) -> None:
                                                          "once (default: the CPU cores; 1: in-process)"),
         backend: Optional[str] = typer.Option(None, help="override the config's backends (comma-separated)"),
         profile: Optional[str] = typer.Option(None, help="override the config's profiles (comma-separated)"),
+        neurons: Optional[str] = typer.Option(None, help="override the config's neurons (comma-separated: rate, lif, "
+                                                         "alif; docs/spiking.md)"),
         iterations: Optional[int] = typer.Option(None, help="override the config's iterations"),
         report: bool = typer.Option(True, help="write the report (figures + report.md) at the end"),
         progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
@@ -41,6 +43,8 @@ def register(app: typer.Typer) -> None:
                 overrides["backends"] = backend.split(",")
             if profile:
                 overrides["profiles"] = profile.split(",")
+            if neurons:
+                overrides["neurons"] = neurons.split(",")
             if iterations is not None:
                 overrides["iterations"] = iterations
             if overrides:

@@ -15,7 +15,7 @@ import neurorate as nr
 
 
 def cli(*args, env=None, prelude=""):
-    code = textwrap.dedent(prelude) + "\nfrom neurorate.cli import main\nmain(%r)\n" % (list(args),)
+    code = textwrap.dedent(prelude) + f"\nfrom neurorate.cli import main\nmain({list(args)!r})\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
 
@@ -90,7 +90,8 @@ def test_cite_prints_bibtex():
 
 def test_run_lif_writes_run_directory_exportable_to_nir(tmp_path):
     out = tmp_path / "lif"
-    p = cli("run", "--neuron", "lif", "--iterations", "12", "--hidden", "8", "--batch", "4", "--out", str(out), "--json")
+    p = cli("run", "--neuron", "lif", "--iterations", "12", "--hidden", "8", "--batch", "4", "--out", str(out),
+            "--json")
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout)
     assert summary["backend"] == "torch (lif)" and len(summary["losses"]) == 12
@@ -100,3 +101,36 @@ def test_run_lif_writes_run_directory_exportable_to_nir(tmp_path):
     assert q.returncode == 0, q.stderr
     bad = cli("run", "--neuron", "lif", "--rule", "rflo", "--iterations", "2")
     assert bad.returncode == 2 and "supports the rules" in bad.stderr
+
+
+def test_study_cli_runs_reports_and_overrides_neurons(tmp_path):
+    config = tmp_path / "tiny.toml"
+    config.write_text(textwrap.dedent("""
+        [study]
+        name = "tiny"
+        tasks = ["romo"]
+        rules = ["eprop"]
+        gains = [0.5, 1.5]
+        lrs = [1e-2]
+        seeds = [0, 1]
+        iterations = 12
+        hidden = 8
+        batch = 4
+        lyapunov_k = 2
+        probe_batch = 8
+        log_every = 4
+    """))
+    out = tmp_path / "study"
+    p = cli("study", "--config", str(config), "--out", str(out), "--neurons", "rate,lif", "--workers", "1",
+            "--no-progress")
+    assert p.returncode == 0, p.stderr
+    assert "study tiny: 24 rows" in p.stdout and "report:" in p.stdout
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out / "results.parquet")
+    assert sorted(set(table.column("neuron").to_pylist())) == ["lif", "rate"]
+    assert (out / "report.md").is_file() and (out / "figures" / "curves_romo.png").stat().st_size > 1000
+    again = cli("study", "--config", str(config), "--out", str(out), "--neurons", "rate,lif")
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "resume" in again.stderr
+    bad = cli("study", "--config", str(config), "--out", str(tmp_path / "x"), "--neurons", "lif", "--workers", "0")
+    assert bad.returncode == 2 and "workers must be a positive integer" in bad.stderr

@@ -57,6 +57,7 @@ def train(
     callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
     backend_options: dict | None = None,
     neuron: str = "rate",
+    floss_callback: Callable[[int, np.ndarray], None] | None = None,
 ) -> TrainResult | list[TrainResult]:
     """Train one network, or a list of networks as one ensemble program.
 
@@ -87,6 +88,8 @@ def train(
         Adam, rules eprop / eprop_random / bptt, one shared task, no profile, flossing or Lyapunov spectra).
         "alif" has adaptive thresholds (``beta_a = 1``, ``rho = 0.95`` unless given); ``backend_options`` may set
         the spiking constants ``threshold``, ``kappa``, ``gamma``, ``beta_a``, ``rho``, ``adaptive_fraction``.
+    floss_callback : called as ``floss_callback(iteration, losses (M,))`` after every flossing iteration (the
+        pre-training and every periodic phase); given, it replaces the flossing progress bar.
 
     Returns
     -------
@@ -151,6 +154,7 @@ def train(
         specs[j].save(rd.path / "spec_initial.npz")
 
     lyap_task = tasks[0]
+    floss_progress = floss_callback if floss_callback is not None else progress
     t_start = time.perf_counter()
     spectra: dict[str, np.ndarray | None] = {"before": None, "flossed": None, "after": None}
     if lyapunov:
@@ -161,7 +165,7 @@ def train(
         from neurorate.flossing import floss
 
         start_specs, floss_losses = floss(specs, lyap_task, iterations=int(floss_iterations), mode=floss_mode,
-                                          k=floss_k, lr=floss_lr, progress=progress)
+                                          k=floss_k, lr=floss_lr, progress=floss_progress)
         if lyapunov:
             spectra["flossed"] = _spectrum(start_specs, lyap_task, lyapunov_k, lyapunov_units)
 
@@ -178,8 +182,8 @@ def train(
                             profile=profile, progress=progress, callback=on_iteration, **be_opts)
         else:
             runs = _train_with_periodic_flossing(be, start_specs, task_arg, lyap_task, rule, int(iterations), lrs,
-                                                 optimizer, profile, progress, on_iteration, be_opts, int(floss_every),
-                                                 int(floss_iterations), floss_mode, floss_k, floss_lr)
+                                                 optimizer, profile, progress, floss_progress, on_iteration, be_opts,
+                                                 int(floss_every), int(floss_iterations), floss_mode, floss_k, floss_lr)
     finally:
         for rd in runs_dirs:
             rd.close()
@@ -208,7 +212,8 @@ def train(
 
 
 def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations, lrs, optimizer, profile, progress,
-                                  callback, be_opts, every, floss_iterations, floss_mode, floss_k, floss_lr):
+                                  floss_progress, callback, be_opts, every, floss_iterations, floss_mode, floss_k,
+                                  floss_lr):
     """Train in chunks of ``every`` iterations with a flossing phase between chunks (optimizer state kept)."""
     from neurorate.backend import BackendRun
     from neurorate.flossing import floss
@@ -229,7 +234,7 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
         current = [r.spec for r in runs]
         if done < iterations:
             current, _ = floss(current, floss_task, iterations=floss_iterations, mode=floss_mode, k=floss_k,
-                               lr=floss_lr, progress=progress)
+                               lr=floss_lr, progress=floss_progress)
     out = []
     for j in range(len(specs)):
         parts = [c[j] for c in chunks]

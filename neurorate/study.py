@@ -68,6 +68,11 @@ class EnsembleJob:
         return f"part-{self.index:04d}-{slug}.parquet"
 
 
+def progress_units(config: StudyConfig, job: EnsembleJob) -> int:
+    """Iterations one ensemble reports to the progress bar: training plus flossing (pre-training) iterations."""
+    return config.iterations + (config.floss_iterations if job.flossing else 0)
+
+
 def plan(config: StudyConfig) -> list[EnsembleJob]:
     """The study's ensembles in a fixed order (flossing only for ``floss_rules``)."""
     jobs: list[EnsembleJob] = []
@@ -115,7 +120,8 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
                        floss_iterations=config.floss_iterations if job.flossing else 0,
                        floss_mode=config.floss_mode, floss_k=config.floss_k, floss_lr=config.floss_lr,
                        lyapunov=config.lyapunov, lyapunov_k=config.lyapunov_k, device=config.device,
-                       progress=False, callback=callback, out=run_dirs)
+                       progress=False, callback=callback, out=run_dirs,
+                       floss_callback=None if progress is None else (lambda i, losses: progress(1)))
     wall = time.perf_counter() - start
     metrics = [{} for _ in grid]
     if config.richlazy:
@@ -378,7 +384,7 @@ def ensemble_job_main(config: dict, job: dict, out: str, run_dirs: bool = False,
 def _run_local(cfg: StudyConfig, todo: list[EnsembleJob], out: Path, manifest: dict, progress, run_dirs) -> None:
     from tqdm.auto import tqdm
 
-    total = len(todo) * cfg.iterations
+    total = sum(progress_units(cfg, job) for job in todo)
     bar = tqdm(total=total, desc=f"study {cfg.name}: {len(todo)} ensembles x {cfg.n_networks()} networks",
                unit="it", disable=None if progress is None else not progress, dynamic_ncols=True)
     try:

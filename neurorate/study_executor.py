@@ -82,13 +82,13 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
 
     from tqdm.auto import tqdm
 
-    from neurorate.study import EnsembleJob
+    from neurorate.study import EnsembleJob, progress_units
 
     order = sorted(todo, key=lambda j: -estimated_cost(cfg, j))
     logs = out / "logs"
     logs.mkdir(exist_ok=True)
     events: queue_module.Queue = queue_module.Queue()
-    bar = tqdm(total=len(todo) * cfg.iterations, unit="it", dynamic_ncols=True,
+    bar = tqdm(total=sum(progress_units(cfg, job) for job in todo), unit="it", dynamic_ncols=True,
                desc=f"study {cfg.name}: {len(todo)} ensembles x {cfg.n_networks()} networks, {workers} workers",
                disable=None if progress is None else not progress)
     running: dict = {}

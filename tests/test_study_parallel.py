@@ -135,3 +135,16 @@ def test_a_failing_ensemble_is_reported_with_its_log_and_the_rest_is_kept(tmp_pa
     assert list(finished) in ([], ["romo|bptt|floss=0|rank=full|torch|none"])
     log = next((out / "logs").glob("*eprop*.log")).read_text()
     assert "error: injected failure for the test" in log
+
+
+def test_progress_counts_training_and_flossing_iterations():
+    from neurorate.study import progress_units, run_ensemble
+
+    rate = load_config({**TINY, "rules": ["eprop"], "lyapunov": False})
+    lif = load_config({**TINY, "neurons": ["lif"], "rules": ["eprop"], "flossing": [False], "lrs": [1e-2, 3e-2]})
+    for cfg, job in [(rate, j) for j in plan(rate)] + [(lif, j) for j in plan(lif)]:
+        counted = []
+        run_ensemble(cfg, job, progress=counted.append)
+        expected = cfg.iterations + (cfg.floss_iterations if job.flossing else 0)
+        assert progress_units(cfg, job) == expected
+        assert sum(counted) == pytest.approx(expected), job.key

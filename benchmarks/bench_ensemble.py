@@ -134,8 +134,9 @@ def main():
             per_net = t / m
             gflops = eprop_flops(n, m) / (t / 1e3) / 1e9
             rows.append((n, m, naive, t, per_net, naive / per_net, gflops, gflops / peak))
-            print(f"  M={m}: {t:.1f} ms/iteration, {per_net:.3f} ms/network-iteration, speed-up {naive / per_net:.1f}x, "
-                  f"{gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of bmm", flush=True)
+            print(f"  M={m}: {t:.1f} ms/iteration, {per_net:.3f} ms/network-iteration, "
+                  f"speed-up {naive / per_net:.1f}x, {gflops:.1f} GFLOP/s = {100 * gflops / peak:.0f}% of bmm",
+                  flush=True)
     if args.quick:
         return
     lines = ["## Ensemble training (issue 2)", "",
@@ -144,14 +145,16 @@ def main():
              "M B N^2 < 2^20, else 2).",
              "Romo, B = 32, T = 56, e-prop (form A, tanh), float32, CPU. Naive = one network at a time in the paper's "
              "style (nn.Linear, per-step loop, torch.optim.Adam, detach). Speed-up is per network-iteration. "
-             "%bmm = achieved GFLOP/s (e-prop FLOPs, science.md §8) over plain `torch.bmm` GFLOP/s at (M=64, B, N) x (N, N).",
+             "%bmm = achieved GFLOP/s (e-prop FLOPs, science.md §8) over plain `torch.bmm` GFLOP/s at "
+             "(M=64, B, N) x (N, N).",
              "", "| N | M | naive ms/it | ensemble ms/it | ms per network-it | speed-up | GFLOP/s | % of bmm |",
              "|---|---|---|---|---|---|---|---|"]
     for n, m, naive, t, per_net, sp, gf, frac in rows:
-        lines.append(f"| {n} | {m} | {naive:.2f} | {t:.1f} | {per_net:.3f} | {sp:.1f}x | {gf:.1f} | {100 * frac:.0f}% |")
-    lines += ["", "Reading: compare the speed-up column with the issue-2 target (>= 25x per network-iteration at M >= 64 "
-              "and >= 50 % of bmm); see the notes in docs/benchmarks.md history for why small ensembles on 2 CPU "
-              "cores are memory- and dispatch-bound."]
+        lines.append(f"| {n} | {m} | {naive:.2f} | {t:.1f} | {per_net:.3f} | {sp:.1f}x | {gf:.1f} | "
+                     f"{100 * frac:.0f}% |")
+    lines += ["", "Reading: compare the speed-up column with the issue-2 target (>= 25x per network-iteration at "
+              "M >= 64 and >= 50 % of bmm); see the notes in docs/benchmarks.md history for why small ensembles on "
+              "2 CPU cores are memory- and dispatch-bound."]
     write_section(lines)
     print("wrote docs/benchmarks.md", file=sys.stderr)
 

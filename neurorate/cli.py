@@ -98,7 +98,8 @@ def run(
         typer.echo(f"neurorate run: {backend} backend, task {task}, rule {rule}, N={hidden}, gain={gain:g}, "
                    f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
     result = nr.train(spec, t, rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
-                      profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode, floss_every=floss_every,
+                      profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
+                      floss_every=floss_every,
                       lyapunov=lyapunov, device=device, progress=progress, out=out)
     _report(result, as_json, lyapunov)
 
@@ -128,7 +129,8 @@ def _report(result, as_json: bool, lyapunov: bool) -> None:
 
 
 @app.command()
-def cite(methods: list[str] = typer.Argument(None, help="paper eprop rflo flossing lyapunov romo neurogym lava richlazy")):
+def cite(methods: list[str] = typer.Argument(
+        None, help="paper eprop rflo flossing lyapunov romo neurogym lava richlazy")):
     """Print the BibTeX of the paper and the methods neurorate implements."""
     from neurorate.provenance import citation
 

@@ -202,7 +202,8 @@ def resolve_inputs(task_or_inputs, n_streams: int, steps: int | None, warmup: in
     """
     for name, v in (("steps", steps), ("warmup", warmup)):
         if v is not None and (int(v) != v or v < (1 if name == "steps" else 0)):
-            raise NeurorateError(f"{name} must be a {'positive' if name == 'steps' else 'non-negative'} integer, got {v}")
+            kind = "positive" if name == "steps" else "non-negative"
+            raise NeurorateError(f"{name} must be a {kind} integer, got {v}")
     if hasattr(task_or_inputs, "stream"):
         task = task_or_inputs
         if int(n_streams) != n_streams or n_streams < 1:
@@ -254,7 +255,8 @@ def _initial_state(initial_state, m: int, s: int, n: int, device, dtype) -> torc
     try:
         return st.expand(m, s, n).clone()
     except RuntimeError:
-        raise NeurorateError(f"initial_state of shape {tuple(st.shape)} does not broadcast to (M={m}, S={s}, N={n})") from None
+        raise NeurorateError(f"initial_state of shape {tuple(st.shape)} does not broadcast to "
+                             f"(M={m}, S={s}, N={n})") from None
 
 
 def _check(k, n: int, t_ons) -> int:

@@ -318,8 +318,8 @@ class Quantizer:
         if not self.enabled:
             return w
         fmt = self.profile.weights.for_matrix(name)
-        q = quantize_value(w, fmt, seed=self.seed, step=step, stream=_WEIGHT0 + _STREAM[name], batch_dims=self.batch_dims,
-                           grid=self._frozen_grid(name, w), vector=name in ("b", "b_out"))
+        q = quantize_value(w, fmt, seed=self.seed, step=step, stream=_WEIGHT0 + _STREAM[name],
+                           batch_dims=self.batch_dims, grid=self._frozen_grid(name, w), vector=name in ("b", "b_out"))
         return self._out(w, q)
 
     def weight_step(self, w, name: str):

@@ -186,7 +186,8 @@ class NetworkSpec:
             raise SpecError(f"unknown gain_measure {gain_measure!r}; choose one of {', '.join(GAIN_MEASURES)}")
         if int(seed) != seed or seed < 0:
             raise SpecError(f"seed must be a non-negative integer, got {seed}")
-        rec_rng, in_rng, out_rng, fb_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(4))
+        seeds = np.random.SeedSequence(int(seed)).spawn(4)
+        rec_rng, in_rng, out_rng, fb_rng = (np.random.default_rng(s) for s in seeds)
 
         if w_rec is None:
             w = rec_rng.standard_normal((n, n)) * (gain / math.sqrt(n))

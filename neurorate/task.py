@@ -104,10 +104,13 @@ class Task:
         return out
 
     def _extra_config(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)} if dataclasses.is_dataclass(self) else {}
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(batch_size={self.batch_size}, seed={self.seed}, T={self.n_steps}, alpha={self.alpha:g})"
+        return (f"{type(self).__name__}(batch_size={self.batch_size}, seed={self.seed}, T={self.n_steps}, "
+                f"alpha={self.alpha:g})")
 
 
 def _load(target: str):
@@ -144,7 +147,8 @@ def make_task(name: str, batch_size: int | None = None, seed: int = 0, **kwargs)
                              "or 'neurogym:<env id>'")
     if key == "neurogym":
         if not env_id:
-            raise NeurorateError("give the neurogym environment as 'neurogym:<env id>', e.g. neurogym:DelayComparison-v0")
+            raise NeurorateError("give the neurogym environment as 'neurogym:<env id>', "
+                                 "e.g. neurogym:DelayComparison-v0")
         kwargs["env_id"] = env_id
     elif env_id:
         raise NeurorateError(f"task {key!r} takes no ':<env id>' suffix")

@@ -19,8 +19,8 @@ on every trial step (or only where the label is > 0 with ``fixate=False``). ``dt
 ``tau`` defaults to 100 ms as in neurogym-based code, giving ``alpha = 1`` at the default dt.
 
 This is a reference implementation, slow by design (python loop over trials, a new environment per batch:
-about 3 ms per batch of 16 for PerceptualDecisionMaking-v0, 50 times the fast generator); use ``make_task("2af")`` / ``make_task("dms")`` to
-train.
+about 3 ms per batch of 16 for PerceptualDecisionMaking-v0, 50 times the fast generator); use
+``make_task("2af")`` / ``make_task("dms")`` to train.
 """
 
 from __future__ import annotations

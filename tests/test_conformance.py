@@ -175,7 +175,10 @@ def test_romo_sgd_loss_curves_agree_with_torch(name):
     kw = dict(iterations=30, lr=[0.2, 0.5], optimizer="sgd", progress=False)
     ref = backend("torch").train(specs, task, "eprop", **kw)
     seen = []
-    runs = backend(name).train(specs, task, "eprop", callback=lambda i, l, a: seen.append((i, l.copy(), a.copy())), **kw)
+    def record(i, loss, acc):
+        seen.append((i, loss.copy(), acc.copy()))
+
+    runs = backend(name).train(specs, task, "eprop", callback=record, **kw)
     for r, t in zip(runs, ref):
         assert rel_err(r.losses, t.losses) < RTOL
         assert rel_err(r.accuracy, t.accuracy) < RTOL

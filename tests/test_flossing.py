@@ -30,7 +30,8 @@ def grads(spec, x, mode, k, target=0.0):
         ens[name].requires_grad_(True)
     loss, lam = flossing_loss(ens, spec.form, spec.activation, x, k, mode, target)
     g = torch.autograd.grad(loss.sum(), [ens["w_rec"], ens["w_in"], ens["b"]], allow_unused=True)
-    return [None if gi is None else gi[0].numpy().reshape(-1) for gi in g], float(loss.detach()), lam[0].detach().numpy()
+    grads = [None if gi is None else gi[0].numpy().reshape(-1) for gi in g]
+    return grads, float(loss.detach()), lam[0].detach().numpy()
 
 
 @pytest.mark.parametrize("form", ["A", "C"])

@@ -18,8 +18,8 @@ lava_missing = pytest.mark.skipif(not __import__("importlib.util").util.find_spe
 
 def _python(code: str) -> subprocess.CompletedProcess:
     env = {"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env, check=False,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          check=False, timeout=120)
 
 
 @pytest.mark.lava

@@ -293,7 +293,9 @@ def test_batched_tangent_map_equals_dynamics_tangent_step(form):
     from neurorate.lyapunov import tangent
 
     g = torch.Generator().manual_seed(0)
-    q, w = torch.randn(3, 4, 6, 2, generator=g, dtype=torch.float64), torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
-    fp, alpha = torch.rand(3, 4, 6, generator=g, dtype=torch.float64), torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64)
+    q = torch.randn(3, 4, 6, 2, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 6, 6, generator=g, dtype=torch.float64)
+    fp = torch.rand(3, 4, 6, generator=g, dtype=torch.float64)
+    alpha = torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64)
     ref = dynamics.tangent_step(q, w.unsqueeze(1), alpha.reshape(-1, 1, 1, 1), form, fp, fp)
     assert torch.allclose(tangent(q, w, alpha.reshape(-1, 1, 1, 1), form, fp), ref, rtol=0, atol=1e-14)

@@ -41,7 +41,8 @@ def test_leaky_step_equals_norse_li_box():
 
     dt, tau = 1e-3, 5e-3  # alpha = 0.2
     spec, x, states = _trajectory(alpha=dt / tau)
-    p = LIBoxParameters(tau_mem_inv=torch.tensor(1 / tau, dtype=torch.float64), v_leak=torch.tensor(0.0, dtype=torch.float64))
+    p = LIBoxParameters(tau_mem_inv=torch.tensor(1 / tau, dtype=torch.float64),
+                        v_leak=torch.tensor(0.0, dtype=torch.float64))
     v = torch.zeros(B, 32, dtype=torch.float64)
     for t in range(T):
         a_prev = np.zeros((B, 32)) if t == 0 else states[t - 1]

@@ -17,8 +17,8 @@ from neurorate.errors import FileFormatError
 nir = pytest.importorskip("nir")
 torch = pytest.importorskip("torch")
 pytest.importorskip("nirtorch")
-from neurorate import nir_io
-from neurorate.backends.torch import TorchBackend
+from neurorate import nir_io  # noqa: E402 (after the importorskips)
+from neurorate.backends.torch import TorchBackend  # noqa: E402
 
 torch.set_num_threads(1)
 T, B, N_IN, N, N_OUT = 25, 4, 3, 10, 2

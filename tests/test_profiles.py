@@ -78,8 +78,10 @@ def _broken(tmp_path, old: str, new: str, name: str = "loihi2", count: int = 1):
 
 @pytest.mark.parametrize("old,new,expected", [
     ("bits = 8               # 8-bit", "bits = 0  #", "loihi2.toml: weights.bits: Input should be greater than 0"),
-    ("bits = 8               # 8-bit", 'bits = "eight"  #', "loihi2.toml: weights.bits: Input should be a valid integer"),
-    ('overflow = "saturate"', 'overflow = "clip"', "loihi2.toml: state.overflow: Input should be 'saturate' or 'wrap'"),
+    ("bits = 8               # 8-bit", 'bits = "eight"  #',
+     "loihi2.toml: weights.bits: Input should be a valid integer"),
+    ('overflow = "saturate"', 'overflow = "clip"',
+     "loihi2.toml: state.overflow: Input should be 'saturate' or 'wrap'"),
     ("cores = 128", "cores = 128\ncorez = 3", "loihi2.toml: capacity.corez: Extra inputs are not permitted"),
     ('confidence = "partial"', 'confidence = "sure"', "loihi2.toml: confidence: Input should be"),
     ("decay_bits = 12 ", "# ", "loihi2.toml: state: decay 'linear' needs decay_bits"),

@@ -89,7 +89,9 @@ def test_stochastic_rounding_unbiased_and_reproducible():
     assert set(np.unique(a)) == {0.0, 1.0}
     assert abs(a.mean() - 0.3) < 4 * np.sqrt(0.21 / x.size)
     np.testing.assert_array_equal(a, quantize_value(x, fmt, seed=3, step=7, stream=1))
-    for other in ({"seed": 4, "step": 7, "stream": 1}, {"seed": 3, "step": 8, "stream": 1}, {"seed": 3, "step": 7, "stream": 2}):
+    others = ({"seed": 4, "step": 7, "stream": 1}, {"seed": 3, "step": 8, "stream": 1},
+              {"seed": 3, "step": 7, "stream": 2})
+    for other in others:
         assert np.mean(a != quantize_value(x, fmt, **other)) > 0.3
     # one element over many steps: unbiased in time as well; negative values round down as often as they should
     over_time = np.array([quantize_value(np.array([-2.75]), fmt, seed=0, step=s)[0] for s in range(4000)])
@@ -201,7 +203,8 @@ def test_weight_updates_on_the_frozen_grid():
     assert np.all(q.update(np.full((50, 50), 0.003 * lsb), "w_rec", 0) == 0)  # below the accumulator LSB 2^-7
     big = q.update(np.full((10, 10), 1000 * lsb), "w_rec", 4) / lsb
     assert set(np.unique(big)) <= {255.0, 256.0}  # 16-bit accumulator saturates at 32767/128
-    np.testing.assert_array_equal(q.update(np.full(3, 2.5 * lsb), "w_rec", 9), q.update(np.full(3, 2.5 * lsb), "w_rec", 9))
+    step = np.full(3, 2.5 * lsb)
+    np.testing.assert_array_equal(q.update(step, "w_rec", 9), q.update(step, "w_rec", 9))
     # the frozen grid does not follow growing weights: they saturate at 127 LSB
     np.testing.assert_array_equal(q.weight(np.array([[3.0, 0.1]]), "w_rec"), [[127 * lsb, 6 * lsb]])
     with pytest.raises(NeurorateError, match="not frozen: call calibrate"):

@@ -36,6 +36,7 @@ def register(app: typer.Typer) -> None:
         from neurorate.study_config import load_config
         from neurorate.study_report import report as write_report
 
+        target = out
         try:
             cfg = load_config(config)
             overrides = {}
@@ -58,6 +59,16 @@ def register(app: typer.Typer) -> None:
         except NeurorateError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
+        except KeyboardInterrupt:
+            from neurorate.study import read_manifest
+
+            if target is None:
+                typer.echo("interrupted", err=True)
+                raise typer.Exit(code=130) from None
+            done = len(read_manifest(target)["finished"]) if (target / "manifest.json").exists() else 0
+            typer.echo(f"interrupted: {done} finished ensembles are kept in {target}; continue with "
+                       f"`neurorate study --config {config} --out {target} --resume`", err=True)
+            raise typer.Exit(code=130) from None
 
     @app.command()
     def report(directory: Path = typer.Argument(..., help="a study directory (neurorate study --out)")):

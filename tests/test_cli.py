@@ -134,3 +134,24 @@ def test_study_cli_runs_reports_and_overrides_neurons(tmp_path):
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "resume" in again.stderr
     bad = cli("study", "--config", str(config), "--out", str(tmp_path / "x"), "--neurons", "lif", "--workers", "0")
     assert bad.returncode == 2 and "workers must be a positive integer" in bad.stderr
+
+
+def test_study_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path):
+    import signal
+    import time
+
+    config = tmp_path / "long.toml"
+    config.write_text('[study]\nname = "long"\ntasks = ["romo"]\nrules = ["bptt"]\ngains = [1.0]\nlrs = [1e-3]\n'
+                      'seeds = [0]\niterations = 100000\nhidden = 8\nbatch = 4\nlyapunov = false\n')
+    out = tmp_path / "study"
+    code = f"from neurorate.cli import main\nmain(['study', '--config', {str(config)!r}, '--out', {str(out)!r}])\n"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "config.json").exists():
+        time.sleep(0.1)
+    time.sleep(1.0)  # training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip().count("\n") == 0 and err.startswith("interrupted: 0 finished ensembles are kept in")
+    assert "--resume" in err

@@ -75,6 +75,27 @@ def measure(name: str, existing: str | None) -> dict:
             "ensemble_s": ensemble_s}
 
 
+COLUMNS = ("| study | date | ensembles | runs | iterations | worker processes | measured wall | sum of ensemble times "
+           "| naive estimate (runs x 13 ms x it.) | speed-up vs naive |")
+
+
+def previous_rows() -> dict[str, str]:
+    """This section's table rows already in docs/benchmarks.md (same columns only), by study name: a run that
+    measures some studies keeps the rows of the others."""
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else ""
+    if HEAD not in text:
+        return {}
+    section = text[text.index(HEAD):].split("\n## ")[0]
+    width = COLUMNS.count("|")
+    return {line[2:].split(" (")[0]: line for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith(("| study", "|---")) and line.count("|") == width}
+
+
+def _wall(row: str) -> float:
+    return float(row.split("|")[7].strip().removesuffix(" s"))
+
+
 def main() -> None:
     """Run (or read) the studies, compare with the naive estimate and the targets, write the section."""
     import torch
@@ -85,7 +106,7 @@ def main() -> None:
     parser.add_argument("--config", default="paper,quick", help="comma-separated embedded configs or TOML files")
     parser.add_argument("--existing", default=None, help="a finished study directory to read instead of running")
     args = parser.parse_args()
-    rows, verdicts, out = [], [], []
+    rows, out = previous_rows(), []
     for name in ([args.existing] if args.existing else args.config.split(",")):
         r = measure(name, args.existing)
         cfg = r["cfg"]
@@ -94,24 +115,24 @@ def main() -> None:
         naive = naive_seconds(cfg) * r["done"] / n_ens if list(cfg.neurons) == ["rate"] else None
         floss = f" (+{cfg.floss_iterations} floss)" if any(cfg.flossing) else ""
         versus = "- | -" if naive is None else f"{naive:.0f} s | {naive / r['wall']:.1f}x"
-        rows.append(f"| {cfg.name} (N={cfg.hidden}, B={cfg.batch}, neurons {', '.join(cfg.neurons)}) | "
-                    f"{r['done']}/{n_ens} | {r['done'] * cfg.n_networks()} | {cfg.iterations}{floss} | {r['workers']} "
-                    f"| {r['wall']:.0f} s | {r['ensemble_s']:.0f} s | {versus} |")
-        if cfg.name in TARGETS:
-            met = r["wall"] < TARGETS[cfg.name]
-            verdicts.append(f"{cfg.name}: {r['wall']:.0f} s against < {TARGETS[cfg.name]:.0f} s, "
-                            f"**{'met' if met else 'not met'}**")
+        rows[cfg.name] = (f"| {cfg.name} (N={cfg.hidden}, B={cfg.batch}, neurons {', '.join(cfg.neurons)}) | "
+                          f"{datetime.date.today()} | {r['done']}/{n_ens} | {r['done'] * cfg.n_networks()} | "
+                          f"{cfg.iterations}{floss} | {r['workers']} | {r['wall']:.0f} s | {r['ensemble_s']:.0f} s | "
+                          f"{versus} |")
         out.append({"config": cfg.name, "wall_s": r["wall"], "naive_s": naive, "ensembles": r["done"]})
+    verdicts = [f"{name}: {_wall(rows[name]):.0f} s against < {limit:.0f} s, "
+                f"**{'met' if _wall(rows[name]) < limit else 'not met'}**"
+                for name, limit in TARGETS.items() if name in rows]
     lines = [HEAD, "",
-             (f"`python benchmarks/bench_study.py` ({args.config if not args.existing else args.existing}), "
-              f"{datetime.date.today()}, {' '.join(filter(None, (platform.machine(), platform.processor())))}, "
-              f"{os.cpu_count()} cores, "
-              f"torch {torch.__version__}; every ensemble on one torch thread in its own worker process."), "",
-             "| study | ensembles | runs | iterations | worker processes | measured wall | sum of ensemble times "
-             "| naive estimate (runs x 13 ms x it.) | speed-up vs naive |",
-             "|---|---|---|---|---|---|---|---|---|", *rows, "",
+             (f"`python benchmarks/bench_study.py --config ...` (the last run: "
+              f"{args.config if not args.existing else args.existing}, {datetime.date.today()}), "
+              f"{' '.join(filter(None, (platform.machine(), platform.processor())))}, {os.cpu_count()} cores, "
+              f"torch {torch.__version__}; every ensemble on one torch thread in its own worker process. A run keeps "
+              "the rows of the studies it did not measure."), "",
+             COLUMNS, "|---" * COLUMNS[1:].count("|") + "|", *rows.values(), "",
              "Targets on 2 CPU cores (design.md §8): " + "; ".join(verdicts) + ". The H100 target (< 1 min) needs a "
-             "lent GPU (`device` tool); none was lent to this task.", "",
+             "lent GPU (`device` tool); none was lent to this task. History: before the worker processes (ensembles "
+             "one after another, 2 threads each), the paper study without RFLO took 990 s (2026-11-23).", "",
              ("The measured time includes flossing, Lyapunov spectra before/after and rich/lazy metrics; the naive "
               "estimate counts training iterations only, at N = 64 (smaller N is not faster for the naive loop, whose "
               "time is per-op overhead). The ensembles are compute-bound on one thread each (e.g. e-prop on Romo, "

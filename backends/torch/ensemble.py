@@ -27,6 +27,19 @@ class Ensemble:
     alpha: torch.Tensor
     form: str
     activation: str
+    buffers: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def workspace(self, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A scratch tensor kept between iterations (uninitialised; reallocated when the shape changes).
+
+        Large per-iteration buffers (the BPTT trajectory, tens of MB) cost page faults every time they are
+        allocated afresh; reusing them changes no number.
+        """
+        buf = self.buffers.get(name)
+        if buf is None or buf.shape != tuple(shape) or buf.dtype != like.dtype or buf.device != like.device:
+            buf = torch.empty(shape, dtype=like.dtype, device=like.device)
+            self.buffers[name] = buf
+        return buf
 
     @property
     def m(self) -> int:

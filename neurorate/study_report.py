@@ -191,21 +191,51 @@ def report(out: str | Path, criterion: str | None = None) -> Path:
     if len({(r["backend"], r["profile"]) for r in runs}) > 1:
         made.append(_by_profile(best, figs / "accuracy_by_profile.png"))
     claims = check_claims(runs, criterion)
-    text = _markdown(cfg, runs, best, claims, made, out, criterion)
+    exploded = exploded_runs(table, runs)
+    text = _markdown(cfg, runs, best, claims, made, out, criterion, exploded)
     (out / "report.md").write_text(text)
     (out / "claims.json").write_text(json.dumps(claims, indent=1, default=float))
     return out / "report.md"
 
 
-def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str) -> str:
+EXPLODED = 1000.0  # a finite final loss this many times the first logged loss counts as a blow-up
+
+
+def exploded_runs(table, runs: list[dict]) -> list[dict]:
+    """Runs that are not NaN/inf (so not "diverged") but whose final loss is more than ``EXPLODED`` times their
+    first logged loss: blow-ups (e.g. ReLU networks under a local rule at a large gain) that a mean hides."""
+    first: dict[str, tuple[int, float]] = {}
+    for row in table.select(["run_id", "iteration", "loss"]).to_pylist():
+        if row["loss"] is not None and (row["run_id"] not in first or row["iteration"] < first[row["run_id"]][0]):
+            first[row["run_id"]] = (row["iteration"], row["loss"])
+    out = []
+    for r in runs:
+        start = first.get(r["run_id"], (0, math.nan))[1]
+        final = r.get("final_loss")
+        if (r["status"] != "diverged" and _finite(final) and _finite(start) and start > 0
+                and final > EXPLODED * start):
+            out.append(r)
+    return out
+
+
+def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, exploded: list[dict] = ()) -> str:
     n_div = sum(r["status"] == "diverged" for r in runs)
+    groups: dict[tuple, int] = {}
+    for r in exploded:
+        key = (r["task"], r["rule"], r["flossing"], r["gain"], r["lr"])
+        groups[key] = groups.get(key, 0) + 1
+    blow_text = ("" if not exploded else
+                 f" Blown-up runs (finite final loss > {EXPLODED:g}x their first logged loss; they count in the "
+                 f"means): {len(exploded)}, seeds per setting: " + ", ".join(
+                     f"{t} {ru}{' floss' if fl else ''} g={g:g} lr={lr:g} ({k})"
+                     for (t, ru, fl, g, lr), k in sorted(groups.items())) + ".")
     seeds = len(cfg["seeds"])
     lines = [f"# Study report: {cfg['name']}", "",
              (f"{len(runs)} runs: tasks {cfg['tasks']}, rules {cfg['rules']}, gains {cfg['gains']}, lrs {cfg['lrs']}, "
              f"{seeds} seeds, flossing {cfg['flossing']} ({cfg['floss_iterations']} it., mode {cfg['floss_mode']}), "
              f"ranks {cfg['ranks']}, neurons {cfg.get('neurons', ['rate'])}, N={cfg['hidden']}, B={cfg['batch']}, "
              f"{cfg['iterations']} iterations, "
-             f"input bias {cfg['input_bias']}. Diverged runs: {n_div}."), "",
+             f"input bias {cfg['input_bias']}. Diverged runs (NaN/inf): {n_div}.{blow_text}"), "",
              (f"Best learning rate per (task, rule, flossing, gain): lowest mean over seeds of `{criterion}` "
              f"(mean loss over the last {cfg['final_fraction']:.0%} of iterations for final_loss)."), "",
              "## Claims (science.md §6)", "", claims_markdown(claims), "",

@@ -148,3 +148,18 @@ def test_progress_counts_training_and_flossing_iterations():
         expected = cfg.iterations + (cfg.floss_iterations if job.flossing else 0)
         assert progress_units(cfg, job) == expected
         assert sum(counted) == pytest.approx(expected), job.key
+
+
+def test_report_flags_finite_blow_ups():
+    import pyarrow as pa
+
+    from neurorate.study_report import exploded_runs
+
+    table = pa.table({"run_id": ["ok", "ok", "blown", "blown", "nan", "nan"], "iteration": [10, 20, 10, 20, 10, 20],
+                      "loss": [0.05, 0.01, 0.05, 80.0, 0.05, float("nan")]})
+    runs = [{"run_id": "ok", "status": "ok", "final_loss": 0.01},
+            {"run_id": "blown", "status": "ok", "final_loss": 80.0},
+            {"run_id": "nan", "status": "diverged", "final_loss": float("nan")}]
+    assert [r["run_id"] for r in exploded_runs(table, runs)] == ["blown"]  # 1600x the first logged loss
+    runs[1]["final_loss"] = 40.0  # 800x: below the 1000x threshold
+    assert exploded_runs(table, runs) == []

@@ -150,3 +150,21 @@ def test_lyapunov_from_lava_trajectory_equals_torch():
     b = lyap.lyapunov_from_trajectory([spec], before(ref), k=4)
     assert np.all(np.isfinite(np.asarray(a)))
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.lava
+@lava_missing
+def test_one_task_per_network_trains_every_network():
+    """With one task per network each (source, network) pair is its own Lava graph component; every one must run
+    (running only the first left the others' losses NaN with status ok)."""
+    import neurorate as nr
+
+    tasks = [nr.make_task("romo", batch_size=4, seed=s) for s in (0, 1)]
+    specs = [NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, gain=1.2, seed=s, activation="relu",
+                                alpha=tasks[0].alpha) for s in (0, 1)]
+    both = nr.train(specs, tasks, rule="eprop", backend="lava", iterations=3, lr=0.3, optimizer="sgd",
+                    lyapunov=False, progress=False)
+    alone = nr.train(specs[1], tasks[1], rule="eprop", backend="lava", iterations=3, lr=0.3, optimizer="sgd",
+                     lyapunov=False, progress=False)
+    assert all(np.isfinite(r.losses).all() for r in both)
+    np.testing.assert_array_equal(both[1].losses, alone.losses)

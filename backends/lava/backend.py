@@ -80,6 +80,9 @@ class _Graph:
                           record="states" in boxes[j])
             self.sources[j if len(self.sources) > 1 else 0].data_out.connect(net.data_in)
             self.nets.append(net)
+        # Lava compiles and runs the processes connected to the one it is asked to run: with one source per
+        # network the graph has M components, and running nets[0] alone would leave the others untrained.
+        self.roots = self.nets[:1] if len(self.sources) == 1 else list(self.nets)
         self.n_steps = n_steps
         self.run_cfg = Loihi2SimCfg(select_tag=tag)
         self.ticks = 0
@@ -88,13 +91,20 @@ class _Graph:
         """Advance every network by ``ticks`` steps (blocking)."""
         from lava.magma.core.run_conditions import RunSteps
 
-        self.nets[0].run(condition=RunSteps(num_steps=int(ticks)), run_cfg=self.run_cfg)
+        if len(self.roots) == 1:
+            self.roots[0].run(condition=RunSteps(num_steps=int(ticks)), run_cfg=self.run_cfg)
+        else:  # one runtime per (source, network) pair: start them all, then wait for each
+            for root in self.roots:
+                root.run(condition=RunSteps(num_steps=int(ticks), blocking=False), run_cfg=self.run_cfg)
+            for root in self.roots:
+                root.wait()
         self.ticks += int(ticks)
 
     def stop(self) -> None:
-        """Stop the runtime (its forked processes) if it was started."""
-        if self.nets and self.nets[0].runtime is not None:
-            self.nets[0].stop()
+        """Stop the runtimes (their forked processes) that were started."""
+        for root in self.roots:
+            if root.runtime is not None:
+                root.stop()
 
 
 class LavaBackend:

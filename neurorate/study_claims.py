@@ -124,16 +124,25 @@ def gain_effect(by_gain: dict[float, list[float]]) -> dict[str, float]:
 
 
 def check_claims(runs: list[dict], criterion: str = "final_loss") -> list[dict[str, Any]]:
-    """Claims C1-C6 on the best-lr runs of the main slice (first rank/backend/profile of the study), per neuron
-    type; spiking networks (no Lyapunov spectra, no flossing) get C1, C2, C3 and C6 only."""
+    """Claims C1-C6 on the best-lr runs, per (rank, backend, profile) slice and neuron type; with more than one
+    slice each claim's scope ends in ``[backend/profile]`` (``, rank r``). Spiking networks (no Lyapunov spectra,
+    no flossing) get C1, C2, C3 and C6 only."""
     if not runs:
         return []
-    main = {k: runs[0][k] for k in ("rank", "backend", "profile")}
-    runs = [r for r in best_runs(runs, criterion) if all(r[k] == v for k, v in main.items())]
+    best = best_runs(runs, criterion)
+    slices = list(dict.fromkeys((r["rank"], r["backend"], r["profile"]) for r in runs))
     claims = []
-    for neuron in dict.fromkeys(r.get("neuron", "rate") for r in runs):
-        suffix = "" if neuron == "rate" else f" ({neuron})"
-        claims.extend(_neuron_claims([r for r in runs if r.get("neuron", "rate") == neuron], suffix))
+    for rank, backend, profile in slices:
+        part = [r for r in best if (r["rank"], r["backend"], r["profile"]) == (rank, backend, profile)]
+        found = []
+        for neuron in dict.fromkeys(r.get("neuron", "rate") for r in part):
+            suffix = "" if neuron == "rate" else f" ({neuron})"
+            found.extend(_neuron_claims([r for r in part if r.get("neuron", "rate") == neuron], suffix))
+        if len(slices) > 1:  # several backends/profiles/ranks: name the slice each claim was checked on
+            tag = f"{backend}/{profile or 'none'}" + ("" if rank is None else f", rank {rank}")
+            for c in found:
+                c["scope"] = f"{c['scope']} [{tag}]"
+        claims.extend(found)
     return claims
 
 

@@ -230,6 +230,8 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, explo
                      f"{t} {ru}{' floss' if fl else ''} g={g:g} lr={lr:g} ({k})"
                      for (t, ru, fl, g, lr), k in sorted(groups.items())) + ".")
     seeds = len(cfg["seeds"])
+    # several (rank, backend, profile) slices: the table names each row's slice (one slice keeps the old columns)
+    multi = len({(r["rank"], r["backend"], r["profile"]) for r in runs}) > 1
     lines = [f"# Study report: {cfg['name']}", "",
              (f"{len(runs)} runs: tasks {cfg['tasks']}, rules {cfg['rules']}, gains {cfg['gains']}, lrs {cfg['lrs']}, "
              f"{seeds} seeds, flossing {cfg['flossing']} ({cfg['floss_iterations']} it., mode {cfg['floss_mode']}), "
@@ -239,18 +241,21 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, explo
              (f"Best learning rate per (task, rule, flossing, gain): lowest mean over seeds of `{criterion}` "
              f"(mean loss over the last {cfg['final_fraction']:.0%} of iterations for final_loss)."), "",
              "## Claims (science.md §6)", "", claims_markdown(claims), "",
-             "Tests are one-sided at alpha = 0.05 on the best-lr runs. "
+             "Tests are one-sided at alpha = 0.05 on the best-lr runs"
+             + (" of each [backend/profile] slice. " if multi else ". ")
              + ("With fewer than 3 seeds per gain, every p-value is indicative only." if seeds < 3 else ""), "",
              "## Final loss at the best learning rate (mean +- s.e.m. over seeds)", "",
-             "| task | rule | flossing | gain | best lr | final loss | s.e.m. | final accuracy | lambda_max before "
-             "| after | dW/W0 | RA | KA (exact) | KA (e-prop) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task | rule | flossing | " + ("backend | profile | rank | " if multi else "") + "gain | best lr | "
+             "final loss | s.e.m. | final accuracy | lambda_max before | after | dW/W0 | RA | KA (exact) | "
+             "KA (e-prop) |",
+             "|---|---|---|" + ("---|---|---|" if multi else "") + "---|---|---|---|---|---|---|---|---|---|---|"]
     groups = defaultdict(list)
     for r in best:
         groups[(r["task"], r["rule"], r["flossing"], r["rank"], r["backend"], r["profile"], r["gain"],
                 _neuron(r))].append(r)
     for key, rs in groups.items():
-        lines.append(f"| {key[0]} | {_label(key[1], False, key[7])} | {key[2]} | {key[6]:g} | {rs[0]['lr']:g} | "
+        axes = f"{key[4]} | {key[5]} | {'full' if key[3] is None else key[3]} | " if multi else ""
+        lines.append(f"| {key[0]} | {_label(key[1], False, key[7])} | {key[2]} | {axes}{key[6]:g} | {rs[0]['lr']:g} | "
                      f"{_mean([r['final_loss'] for r in rs]):.4g} | {_sem([r['final_loss'] for r in rs]):.2g} | "
                      f"{_fixed(_mean([r.get('final_accuracy') for r in rs]))} | "
                      f"{_fixed(_mean([r['lambda_max_before'] for r in rs]))} | "

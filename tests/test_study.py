@@ -58,6 +58,17 @@ def test_config_toml_and_embedded(tmp_path):
         load_config(path)
 
 
+def test_embedded_hardware_config_validates():
+    from neurorate.study import plan
+
+    cfg = load_config("hardware")
+    assert "hardware" in embedded_configs()
+    assert cfg.backends == ["torch", "lava"] and cfg.profiles == [None, "loihi2"]
+    assert cfg.optimizer == "sgd" and cfg.rules == ["eprop"] and len(cfg.seeds) >= 3 and len(cfg.gains) >= 3
+    assert [j.key.split("|")[-2:] for j in plan(cfg)] == [["torch", "none"], ["torch", "loihi2"],
+                                                         ["lava", "none"], ["lava", "loihi2"]]
+
+
 # ---------------------------------------------------------------------- best lr and claims
 def _run(gain, lr, seed, loss, rule="eprop", flossing=False, task="romo", status="ok", **extra):
     return {"run_id": f"{task}{rule}{flossing}{gain}{lr}{seed}", "task": task, "rule": rule, "flossing": flossing,
@@ -116,6 +127,29 @@ def test_claims_not_supported_without_effect_and_flagged_with_two_seeds():
     e = gain_effect({0.5: [3.0, 4.0, 5.0], 1.5: [1.0, 2.0, 3.0]})  # Welch t = 2/sqrt(2/3) = 2.449, d = 2
     assert e["t"] == pytest.approx(2.449489743, rel=1e-6) and e["d"] == pytest.approx(2.0)
     assert e["rho"] == pytest.approx(-0.7921180343813395, rel=1e-9)
+
+
+
+def test_claims_and_report_table_name_each_backend_profile_slice(tmp_path):
+    """With several (backend, profile) slices the claims are checked on each (scope ends in [backend/profile])
+    and the report's table says which slice a row belongs to (before: claims on the first slice only, and rows
+    of different slices were indistinguishable)."""
+    from neurorate.study_claims import best_runs, check_claims
+    from neurorate.study_report import _markdown
+
+    effect = _synthetic(1.0, np.random.default_rng(0))
+    flat = [{**r, "run_id": r["run_id"] + "lava", "backend": "lava", "profile": "loihi2"}
+            for r in _synthetic(0.0, np.random.default_rng(1))]
+    runs = effect + flat
+    verdicts = {(c["claim"], c["scope"]): c["verdict"] for c in check_claims(runs)}
+    assert verdicts[("C1", "romo eprop [torch/none]")] == "holds"
+    assert verdicts[("C1", "romo eprop [lava/loihi2]")] == "not supported"
+    assert check_claims(effect)[0]["scope"] == "romo bptt"  # one slice: scopes unchanged
+    cfg = StudyConfig(gains=[0.25, 0.5, 1.0, 1.5]).model_dump(mode="json")
+    text = _markdown(cfg, runs, best_runs(runs), check_claims(runs), [], tmp_path, "final_loss")
+    assert "| backend | profile | rank | gain |" in text
+    assert "| romo | eprop | False | lava | loihi2 | full | 0.25 |" in text
+    assert "| romo | eprop | False | torch | none | full | 0.25 |" in text
 
 
 # ---------------------------------------------------------------------- rich/lazy

@@ -113,13 +113,15 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
     if job.backend == "torch" and os.environ.get("NEURORATE_THREADS"):  # a worker process: its own thread budget
         from neurorate.backend import get_backend
 
-        backend = get_backend("torch", device=config.device, threads=int(os.environ["NEURORATE_THREADS"]))
+        backend = get_backend("torch", device=config.device, dtype=config.dtype,
+                              threads=int(os.environ["NEURORATE_THREADS"]))
     start = time.perf_counter()
     results = nr.train(specs, tasks, rule=job.rule, backend=backend, iterations=config.iterations,
                        lr=[lr for _, lr, _ in grid], optimizer=config.optimizer, profile=job.profile,
                        floss_iterations=config.floss_iterations if job.flossing else 0,
                        floss_mode=config.floss_mode, floss_k=config.floss_k, floss_lr=config.floss_lr,
                        lyapunov=config.lyapunov, lyapunov_k=config.lyapunov_k, device=config.device,
+                       dtype=config.dtype,
                        progress=False, callback=callback, out=run_dirs,
                        floss_callback=None if progress is None else (lambda i, losses: progress(1)))
     wall = time.perf_counter() - start

@@ -82,6 +82,7 @@ class StudyConfig(BaseModel):
     richlazy: bool = True
     probe_batch: int = 64
     device: str = "cpu"
+    dtype: Literal["float32", "float64"] = "float32"
     neurons: list[str] = Field(default_factory=lambda: ["rate"], min_length=1)
     lif: SpikingConfig = Field(default_factory=SpikingConfig)
 
@@ -239,7 +240,7 @@ class StudyConfig(BaseModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATE_FIELDS = ("neurons", "lif")
+_LATE_FIELDS = ("neurons", "lif", "dtype")
 
 
 def _unique(v: list, name: str) -> list:

@@ -163,3 +163,27 @@ def test_report_flags_finite_blow_ups():
     assert [r["run_id"] for r in exploded_runs(table, runs)] == ["blown"]  # 1600x the first logged loss
     runs[1]["final_loss"] = 40.0  # 800x: below the 1000x threshold
     assert exploded_runs(table, runs) == []
+
+
+@pytest.mark.lava
+def test_float64_study_gives_the_same_runs_on_torch_and_lava(tmp_path):
+    """With ``dtype = "float64"`` the torch ensemble computes as the Lava process does (float64), so the same
+    networks on the two backends agree to rounding, at full precision and under loihi2 (where torch's e-prop
+    rounds its eligibility traces as Lava does); float32 torch does not (the default, for speed)."""
+    cfg = {**TINY, "rules": ["eprop"], "flossing": [False], "optimizer": "sgd", "lrs": [0.3], "iterations": 12,
+           "backends": ["torch", "lava"], "profiles": ["none", "loihi2"], "richlazy": False, "lyapunov": False,
+           "log_every": 4}
+    for dtype, tol in (("float64", 1e-10), ("float32", None)):
+        table = nr.study({**cfg, "dtype": dtype}, out=tmp_path / dtype, progress=False, workers=1)
+        rows = table.select(["backend", "profile", "gain", "seed", "iteration", "loss"]).to_pylist()
+        by = {(b, p): np.array([r["loss"] for r in rows if r["backend"] == b and r["profile"] == p])
+              for b in ("torch", "lava") for p in ("none", "loihi2")}
+        assert all(v.shape == (4 * 3,) and np.isfinite(v).all() for v in by.values())
+        assert np.abs(by["torch", "none"] - by["torch", "loihi2"]).max() > 1e-6  # the profile changes the runs
+        diff = max(np.abs(by["torch", p] - by["lava", p]).max() for p in ("none", "loihi2"))
+        if tol is None:
+            assert diff > 1e-9  # float32 torch vs float64 Lava
+        else:
+            assert diff < tol
+    assert load_config({**TINY, "dtype": "float32"}).digest() == load_config(TINY).digest()
+    assert load_config({**TINY, "dtype": "float64"}).digest() != load_config(TINY).digest()

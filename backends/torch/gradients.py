@@ -252,10 +252,13 @@ def gradients(ens: Ensemble, rule: str, kind: str, x, target, mask, quant=IDENTI
     """Dispatch on the rule (see the module docstring).
 
     ``impl``: "auto" uses the fused form A kernels (:func:`factorized_gradients` for ``eprop``/``eprop_random``,
-    :func:`bptt_form_a_gradients` for ``bptt``) when no profile quantises; "autograd" forces the autograd
-    implementation (the oracle tests compare the two).
+    :func:`bptt_form_a_gradients` for ``bptt``) when no profile quantises. Under a profile, ``eprop`` and
+    ``eprop_random`` run on the forward traces (:func:`online_gradients`): the eligibility traces are then held
+    at the profile's trace precision, as on the chip and in the Lava process, so the rule is the same on both
+    backends (an autograd gradient has no trace to round). "autograd" forces the autograd implementation (the
+    oracle tests compare the implementations).
     """
-    if rule in ONLINE_RULES:
+    if rule in ONLINE_RULES or (impl == "auto" and quant.enabled and rule in ("eprop", "eprop_random")):
         return online_gradients(ens, rule, kind, x, target, mask, quant, step0)
     if impl == "auto" and rule in ("eprop", "eprop_random") and ens.form == "A" and not quant.enabled:
         return factorized_gradients(ens, rule, kind, x, target, mask)

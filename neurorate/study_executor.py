@@ -25,6 +25,7 @@ from neurorate.errors import NeurorateError, require
 # cost of one flossing iteration (4 trials, k = 8, with its backward pass) in training iterations; measured on
 # Romo, N = 64, 40 networks: 100 flossing iterations 40 s, 300 training iterations 9 s
 _FLOSS_COST = 13.0
+_LAVA_COST = 5.0  # a Lava network-iteration (one OS process per network, tick-bound) in torch network-iterations
 SMALL_STUDY = 5000  # network-iterations per ensemble below which the default runs in-process
 
 
@@ -32,8 +33,9 @@ def default_workers(cfg, n_jobs: int) -> int:
     """Worker processes for the local executor when none are asked for.
 
     ``NEURORATE_WORKERS`` if set; otherwise the usable CPU cores, except that a small study (fewer than
-    ``SMALL_STUDY`` network-iterations per ensemble) runs in-process, where a worker's start-up (importing torch,
-    about 3 s) would cost more than it saves. Never more than ``n_jobs``.
+    ``SMALL_STUDY`` network-iterations per ensemble, a Lava one counting ``_LAVA_COST`` times) runs in-process,
+    where a worker's start-up (importing torch, about 3 s) would cost more than it saves. Never more than
+    ``n_jobs``.
     """
     env = os.environ.get("NEURORATE_WORKERS")
     if env is not None:
@@ -41,7 +43,7 @@ def default_workers(cfg, n_jobs: int) -> int:
             wanted = int(env)
         except ValueError:
             raise NeurorateError(f"NEURORATE_WORKERS must be a positive integer, got {env!r}") from None
-    elif cfg.iterations * cfg.n_networks() < SMALL_STUDY:
+    elif cfg.iterations * cfg.n_networks() * (_LAVA_COST if "lava" in cfg.backends else 1) < SMALL_STUDY:
         wanted = 1
     else:
         wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -63,7 +65,7 @@ def estimated_cost(cfg, job) -> float:
     its = cfg.iterations * (2.0 if job.rule == "bptt" else 1.0)
     if job.flossing:
         its += _FLOSS_COST * cfg.floss_iterations
-    return float(steps) * its
+    return float(steps) * its * (_LAVA_COST if job.backend == "lava" else 1.0)
 
 
 def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None, run_dirs: bool,

@@ -111,8 +111,10 @@ def main() -> None:
         r = measure(name, args.existing)
         cfg = r["cfg"]
         n_ens = len(plan(cfg))
-        # the naive per-iteration time was measured for rate networks; spiking studies get no naive estimate
-        naive = naive_seconds(cfg) * r["done"] / n_ens if list(cfg.neurons) == ["rate"] else None
+        # the naive per-iteration time was measured for float rate networks on torch: spiking, Lava or
+        # fixed-point studies get no naive estimate
+        plain = list(cfg.neurons) == ["rate"] and list(cfg.backends) == ["torch"] and list(cfg.profiles) == [None]
+        naive = naive_seconds(cfg) * r["done"] / n_ens if plain else None
         floss = f" (+{cfg.floss_iterations} floss)" if any(cfg.flossing) else ""
         versus = "- | -" if naive is None else f"{naive:.0f} s | {naive / r['wall']:.1f}x"
         rows[cfg.name] = (f"| {cfg.name} (N={cfg.hidden}, B={cfg.batch}, neurons {', '.join(cfg.neurons)}) | "

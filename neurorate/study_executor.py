@@ -99,13 +99,18 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
 
     def read(proc, job) -> None:  # one thread per worker: its stdout lines become events
         result = None
-        for line in proc.stdout:
-            tag, _, payload = line.strip().partition(" ")
-            if tag == "P":
-                events.put(("progress", float(payload)))
-            elif tag == "R":
-                result = json.loads(payload)
-        events.put(("exit", job, proc.wait(), result))
+        try:
+            for line in proc.stdout:
+                tag, _, payload = line.strip().partition(" ")
+                try:
+                    if tag == "P":
+                        events.put(("progress", float(payload)))
+                    elif tag == "R":
+                        result = json.loads(payload)
+                except ValueError:  # a line some library printed, not the protocol's
+                    continue
+        finally:
+            events.put(("exit", job, proc.wait(), result))
 
     def start(job) -> None:
         log = open(logs / f"{job.part_name[:-8]}.log", "w")  # noqa: SIM115 (closed when the worker exits)

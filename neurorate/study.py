@@ -151,7 +151,7 @@ def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, prog
     for lr in config.lrs:
         idx = [j for j, (_, v, _) in enumerate(grid) if v == lr]
         res = train_lif([specs[j] for j in idx], [tasks[j] for j in idx], rule=job.rule,
-                        iterations=config.iterations, lr=lr, dtype="float32",
+                        iterations=config.iterations, lr=lr, dtype=config.dtype,
                         callback=None if progress is None else (lambda i, losses, acc: progress(1 / len(config.lrs))),
                         **config.spiking(job.neuron))
         for col, j in enumerate(idx):
@@ -266,6 +266,10 @@ def read_manifest(out: str | Path) -> dict:
 
 def _record(out: Path, manifest: dict, job: EnsembleJob, rows: int, wall: float) -> None:
     manifest["finished"][job.key] = {"part": job.part_name, "rows": rows, "wall_time": wall, "index": job.index}
+    _save_manifest(out, manifest)
+
+
+def _save_manifest(out: Path, manifest: dict) -> None:
     _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1).encode())
 
 
@@ -316,14 +320,18 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     cfg = load_config(config)
     if executor not in EXECUTORS:
         raise NeurorateError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if workers is not None:  # checked before the study directory is created
+        if executor != "local":
+            raise NeurorateError(f"workers applies to the local executor; {executor} schedules its own jobs")
+        from neurorate.study_executor import check_workers
+
+        check_workers(workers, 1)
     out = Path(out)
     _prepare(out, cfg, resume)
     manifest = read_manifest(out)
     manifest["config_digest"] = cfg.digest()
     todo = [j for j in plan(cfg) if j.key not in manifest["finished"]]
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
-    if workers is not None and executor != "local":
-        raise NeurorateError(f"workers applies to the local executor; {executor} schedules its own jobs")
     n_workers = 1
     if executor == "local":
         from neurorate.study_executor import check_workers, default_workers, run_parallel
@@ -343,7 +351,7 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
         parallel = n_workers if executor == "local" else executor
         manifest.setdefault("sessions", []).append({"started": started, "wall_time": time.perf_counter() - clock,
                                                     "ensembles": len(todo), "workers": parallel})
-        _atomic_write(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+        _save_manifest(out, manifest)
     table = load_results(out)
     import pyarrow.parquet as pq
 

@@ -103,18 +103,12 @@ class StudyConfig(BaseModel):
     def _rules(cls, v: list[str]) -> list[str]:
         from neurorate.backend import RULES
 
-        for r in v:
-            if r not in RULES:
-                raise ValueError(f"unknown rule {r!r}; choose from {', '.join(RULES)}")
-        return _unique(v, "rules")
+        return _members(v, RULES, "rule")
 
     @field_validator("neurons")
     @classmethod
     def _neurons(cls, v: list[str]) -> list[str]:
-        for n in v:
-            if n not in NEURONS:
-                raise ValueError(f"unknown neuron {n!r}; choose from {', '.join(NEURONS)}")
-        return _unique(v, "neurons")
+        return _members(v, NEURONS, "neuron")
 
     @field_validator("gains")
     @classmethod
@@ -241,6 +235,14 @@ class StudyConfig(BaseModel):
 
 
 _LATE_FIELDS = ("neurons", "lif", "dtype")
+
+
+def _members(v: list[str], known, what: str) -> list[str]:
+    """``v`` if every value is one of ``known`` and none repeats (else a one-line ValueError)."""
+    for x in v:
+        if x not in known:
+            raise ValueError(f"unknown {what} {x!r}; choose from {', '.join(known)}")
+    return _unique(v, what + "s")
 
 
 def _unique(v: list, name: str) -> list:

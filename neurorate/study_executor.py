@@ -52,7 +52,11 @@ def default_workers(cfg, n_jobs: int) -> int:
 
 def check_workers(workers, n_jobs: int) -> int:
     """Validate a worker count and cap it at the number of ensembles to run."""
-    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+    try:
+        ok = not isinstance(workers, bool) and int(workers) == workers and workers >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
         raise NeurorateError(f"workers must be a positive integer, got {workers!r}")
     return max(1, min(int(workers), n_jobs))
 

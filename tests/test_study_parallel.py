@@ -40,10 +40,12 @@ def test_workers_give_the_same_table_as_in_process(tmp_path):
         assert [(e["ensembles"], e["workers"]) for e in sessions] == [(3, workers)] and sessions[0]["wall_time"] > 0
     nr.study(TINY, out=tmp_path / "par", progress=False, workers=2, resume=True)  # nothing left: no new session
     assert len(json.loads((tmp_path / "par" / "manifest.json").read_text())["sessions"]) == 1
-    with pytest.raises(NeurorateError, match="workers must be a positive integer"):
-        nr.study(TINY, out=tmp_path / "bad", workers=0)
+    for bad in (0, 1.5, "two", True):
+        with pytest.raises(NeurorateError, match="workers must be a positive integer"):
+            nr.study(TINY, out=tmp_path / "bad", workers=bad)
     with pytest.raises(NeurorateError, match="local executor"):
         nr.study(TINY, out=tmp_path / "bad2", workers=2, executor="submitit:debug")
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()  # refused before any write
 
 
 def test_default_workers(monkeypatch):

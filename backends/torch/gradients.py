@@ -37,7 +37,7 @@ def _drive(ens: Ensemble, params, x: torch.Tensor) -> torch.Tensor:
     return d.reshape(ens.m, t, b, ens.n)
 
 
-def _drive_steps(ens: Ensemble, params, x: torch.Tensor):
+def _drive_steps(params, x: torch.Tensor):
     """``drive(t)`` = ``U x_t + b`` ``(M, B, N)`` computed per step (the same ops as :func:`_drive` on one step).
 
     Materialising the whole ``(M, T, B, N)`` drive first costs three passes over a fresh tens-of-MB buffer
@@ -161,7 +161,7 @@ def factorized_gradients(ens: Ensemble, rule: str, kind: str, x, target, mask):
     m, n = ens.m, ens.n
     mx, t_steps, b, n_in = x.shape
     dt = p["w_rec"].dtype
-    drive = _drive_steps(ens, p, x)
+    drive = _drive_steps(p, x)
     xs = x.transpose(0, 1).expand(t_steps, m, b, n_in).contiguous()
     alpha, keep = ens.alpha, 1 - ens.alpha
     w_rec_t = p["w_rec"].transpose(-1, -2).contiguous()
@@ -211,7 +211,7 @@ def bptt_form_a_gradients(ens: Ensemble, kind: str, x, target, mask):
     m, n = ens.m, ens.n
     mx, t_steps, b, n_in = x.shape
     dt = p["w_rec"].dtype
-    drive = _drive_steps(ens, p, x)
+    drive = _drive_steps(p, x)
     xs = x.transpose(0, 1).expand(t_steps, m, b, n_in)
     alpha, keep = ens.alpha, 1 - ens.alpha
     w_rec_t = p["w_rec"].transpose(-1, -2).contiguous()

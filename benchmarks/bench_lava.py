@@ -29,7 +29,7 @@ def bench_one(n: int, batch: int, tag: str, seconds: float) -> dict:
     """Start-up time and trial-steps/s of one configuration."""
     from neurorate.backends.lava._io import Mailbox, TaskFeed
     from neurorate.backends.lava.backend import LavaBackend, _Graph
-    from neurorate.spec import NetworkSpec
+    from neurorate.model.spec import NetworkSpec
     from neurorate.tasks.romo import RomoTask
 
     spec = NetworkSpec.random(n_in=1, n_hidden=n, n_out=2, gain=1.0, seed=0)

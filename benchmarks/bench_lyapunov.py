@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from neurorate.lyapunov import lyapunov_spectrum
-from neurorate.spec import NetworkSpec
+from neurorate.analysis.lyapunov import lyapunov_spectrum
+from neurorate.model.spec import NetworkSpec
 from neurorate.tasks.romo import RomoTask
 
 SECTION = "## Lyapunov spectrum (issue 3)"

@@ -3,7 +3,7 @@
 Naive estimate: every network trained alone by a per-step loop in the paper's style, measured on this machine at
 about 13 ms per iteration (Romo, N = 64, B = 32, 1 thread; science.md §8), plus nothing for Lyapunov spectra,
 flossing or rich/lazy metrics (so the estimate flatters the naive loop). neurorate: the same study run by
-``neurorate.study`` (all gains x lrs x seeds of an ensemble as one program), everything included.
+``neurorate.studies.runner`` (all gains x lrs x seeds of an ensemble as one program), everything included.
 
 Writes (replaces) the section "## Study (issue 5)" of docs/benchmarks.md.
 Usage: ``python benchmarks/bench_study.py [--config paper,quick,lif] [--existing DIR]`` (``--existing`` reads the wall
@@ -28,7 +28,7 @@ HEAD = "## Study (issue 5)"
 
 def naive_seconds(cfg) -> float:
     """Runs x naive ms/iteration x iterations (flossing iterations counted as training iterations)."""
-    from neurorate.study import plan
+    from neurorate.studies.runner import plan
 
     total = 0
     for job in plan(cfg):
@@ -52,8 +52,8 @@ TARGETS = {"paper": 600.0, "quick": 300.0}  # seconds on 2 CPU cores (design.md 
 def measure(name: str, existing: str | None) -> dict:
     """Run (or read) one study: its config, ensembles done, wall-clock seconds and worker processes."""
     import neurorate as nr
-    from neurorate.study import read_manifest
-    from neurorate.study_config import load_config
+    from neurorate.studies.config import load_config
+    from neurorate.studies.runner import read_manifest
 
     if existing:  # the study's own config
         saved = json.loads((Path(existing) / "config.json").read_text())
@@ -100,7 +100,7 @@ def main() -> None:
     """Run (or read) the studies, compare with the naive estimate and the targets, write the section."""
     import torch
 
-    from neurorate.study import plan
+    from neurorate.studies.runner import plan
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", default="paper,quick", help="comma-separated embedded configs or TOML files")

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.task import Task
+from neurorate.tasks.base import Task
 
 from .perceptual import check_common, concatenate_trials, period_bounds, resolve_timing
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.task import Task
+from neurorate.tasks.base import Task
 
 PERIODS = ("fixation", "stimulus", "delay", "decision")
 TIMINGS = {

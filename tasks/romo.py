@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.task import Task
+from neurorate.tasks.base import Task
 
 
 @dataclasses.dataclass(repr=False)

@@ -15,7 +15,7 @@ import neurorate as nr
 
 
 def cli(*args, env=None, prelude=""):
-    code = textwrap.dedent(prelude) + f"\nfrom neurorate.cli import main\nmain({list(args)!r})\n"
+    code = textwrap.dedent(prelude) + f"\nfrom neurorate.cli.app import main\nmain({list(args)!r})\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, **(env or {})})
 
@@ -144,7 +144,7 @@ def test_study_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path):
     config.write_text('[study]\nname = "long"\ntasks = ["romo"]\nrules = ["bptt"]\ngains = [1.0]\nlrs = [1e-3]\n'
                       'seeds = [0]\niterations = 100000\nhidden = 8\nbatch = 4\nlyapunov = false\n')
     out = tmp_path / "study"
-    code = f"from neurorate.cli import main\nmain(['study', '--config', {str(config)!r}, '--out', {str(out)!r}])\n"
+    code = f"from neurorate.cli.app import main\nmain(['study', '--config', {str(config)!r}, '--out', {str(out)!r}])\n"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "config.json").exists():

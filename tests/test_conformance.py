@@ -1,7 +1,7 @@
 """Conformance suite: every backend must reproduce the same trajectories, weight updates and losses.
 
-The oracle is a per-step float64 loop over the equations of :mod:`neurorate.dynamics` and
-:mod:`neurorate.losses` (written once, independent of every backend). Backends are parametrised by name:
+The oracle is a per-step float64 loop over the equations of :mod:`neurorate.model.dynamics` and
+:mod:`neurorate.model.losses` (written once, independent of every backend). Backends are parametrised by name:
 "torch" and "lava" today; a third party adds theirs with ``NEURORATE_CONFORMANCE_BACKENDS=name[,name]``
 (constructor options in ``BACKEND_OPTIONS``). Tolerance: 1e-5 relative to the largest reference value.
 """
@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from neurorate import dynamics as dyn
-from neurorate import losses
-from neurorate.backend import get_backend
-from neurorate.spec import NetworkSpec
-from neurorate.task import Task
+from neurorate.backends.base import get_backend
+from neurorate.model import dynamics as dyn
+from neurorate.model import losses
+from neurorate.model.spec import NetworkSpec
+from neurorate.tasks.base import Task
 
 RTOL = 1e-5
 BACKEND_OPTIONS = {"torch": {"dtype": "float64", "device": "cpu"}}
@@ -208,8 +208,6 @@ def test_fixed_point_bit_exact_with_torch(name):
     it (learning accumulator, stochastic rounding keyed by the iteration), so the trained weights and the
     losses are bit-exact too (float summation-order differences inside a gradient vanish in the rounding).
     """
-    if importlib.util.find_spec("neurorate.quantize") is None or importlib.util.find_spec("neurorate.profiles") is None:
-        pytest.skip("the hardware-profile quantizer (neurorate.quantize) is not available yet")
     spec = NetworkSpec.random(n_in=2, n_hidden=10, n_out=2, gain=1.2, seed=5)
     x = np.random.default_rng(3).normal(size=(110, 2, 2))
     ref = backend("torch").simulate([spec], x, profile="loihi2")

@@ -1,4 +1,4 @@
-"""Oracle tests of neurorate.flossing: gradients of the three modes, per-network Adam, the flossing effect."""
+"""Oracle tests of neurorate.analysis.flossing: gradients of the three modes, per-network Adam, the flossing effect."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from neurorate.analysis.flossing import EnsembleAdam, floss, flossing_loss
+from neurorate.analysis.lyapunov import max_lyapunov, orthonormal_frame, stack_specs
 from neurorate.errors import NeurorateError
-from neurorate.flossing import EnsembleAdam, floss, flossing_loss
-from neurorate.lyapunov import max_lyapunov, orthonormal_frame, stack_specs
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 from neurorate.tasks.romo import RomoTask
 
 torch.set_num_threads(1)
@@ -160,8 +160,8 @@ def test_relu_alpha_one_from_rest_has_finite_exponents_and_flossing_gradient():
     carry that dead frame into the measurement, and the local modes must not backpropagate through it (the QR
     backward of a rank-deficient frame is NaN, which silently skipped every flossing iteration)."""
     import neurorate as nr
-    from neurorate.flossing import flossing_loss
-    from neurorate.lyapunov import stack_specs
+    from neurorate.analysis.flossing import flossing_loss
+    from neurorate.analysis.lyapunov import stack_specs
 
     task = nr.make_task("2af", batch_size=4, seed=0)
     spec = nr.NetworkSpec.random(n_in=3, n_out=3, n_hidden=32, gain=0.25, seed=0, activation="relu",

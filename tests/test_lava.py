@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from neurorate.errors import MissingExtraError, NeurorateError
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 lava_missing = pytest.mark.skipif(not __import__("importlib.util").util.find_spec("lava"), reason="lava-nc missing")
 
@@ -39,7 +39,7 @@ def test_shim_is_sufficient_even_after_set_start_method():
     res = _python("""
         import multiprocessing, numpy as np
         multiprocessing.set_start_method("fork")
-        from neurorate.spec import NetworkSpec
+        from neurorate.model.spec import NetworkSpec
         from neurorate.backends.lava import LavaBackend
         spec = NetworkSpec(w_in=[[1.0]], w_rec=[[0.5]], w_out=[[2.0]], b=[0.0], b_out=[0.1], alpha=0.5,
                            activation="identity")
@@ -72,7 +72,7 @@ def test_spawn_start_method_is_refused_clearly():
 def test_import_neurorate_does_not_import_lava():
     res = _python("""
         import sys, neurorate, neurorate.backends.lava
-        from neurorate.backend import get_backend
+        from neurorate.backends.base import get_backend
         get_backend("lava")
         print(sorted(m for m in sys.modules if m == "lava" or m.startswith("lava.")))
     """)
@@ -135,9 +135,9 @@ def test_jacobian_vector_matches_torch(form):
 @lava_missing
 def test_lyapunov_from_lava_trajectory_equals_torch():
     """The shared Lyapunov module gives the same spectrum from a Lava recording as from a torch one."""
-    lyap = pytest.importorskip("neurorate.lyapunov")
+    lyap = pytest.importorskip("neurorate.analysis.lyapunov")
     if not hasattr(lyap, "lyapunov_from_trajectory"):
-        pytest.skip("neurorate.lyapunov.lyapunov_from_trajectory not available")
+        pytest.skip("neurorate.analysis.lyapunov.lyapunov_from_trajectory not available")
     from neurorate.backends.lava import LavaBackend
     from neurorate.backends.torch import TorchBackend
 

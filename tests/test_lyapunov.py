@@ -1,4 +1,4 @@
-"""Oracle tests of neurorate.lyapunov (float64, small networks)."""
+"""Oracle tests of neurorate.analysis.lyapunov (float64, small networks)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from neurorate.errors import NeurorateError
-from neurorate.lyapunov import (
+from neurorate.analysis.lyapunov import (
     LOG_FLOOR,
     lyapunov_from_trajectory,
     lyapunov_spectrum,
     max_lyapunov,
     orthonormal_frame,
 )
-from neurorate.spec import NetworkSpec
-from neurorate.task import Task
+from neurorate.errors import NeurorateError
+from neurorate.model.spec import NetworkSpec
+from neurorate.tasks.base import Task
 from neurorate.tasks.romo import RomoTask
 
 torch.set_num_threads(1)
@@ -108,7 +108,7 @@ def test_analytic_tangent_map_matches_dense_jacrev(form):
     x = torch.as_tensor(inputs(t, s=2))
     w, u, b, al = (torch.as_tensor(a, dtype=torch.float64) for a in (spec.w_rec, spec.w_in, spec.b, spec.alpha))
 
-    def step(state, x_t):  # written out independently of neurorate.dynamics
+    def step(state, x_t):  # written out independently of neurorate.model.dynamics
         if form == "A":
             return (1 - al) * state + al * (w @ torch.tanh(state) + u @ x_t + b)
         if form == "B":
@@ -263,7 +263,7 @@ def test_cli_lyapunov_writes_spectrum_plot_and_json(tmp_path):
     typer = pytest.importorskip("typer")
     from typer.testing import CliRunner
 
-    from neurorate.cli_lyapunov import register
+    from neurorate.cli.lyapunov import register
 
     app = typer.Typer()
     register(app)
@@ -289,8 +289,8 @@ def test_cli_lyapunov_writes_spectrum_plot_and_json(tmp_path):
 
 @pytest.mark.parametrize("form", ["A", "B", "C"])
 def test_batched_tangent_map_equals_dynamics_tangent_step(form):
-    from neurorate import dynamics
-    from neurorate.lyapunov import tangent
+    from neurorate.analysis.lyapunov import tangent
+    from neurorate.model import dynamics
 
     g = torch.Generator().manual_seed(0)
     q = torch.randn(3, 4, 6, 2, generator=g, dtype=torch.float64)

@@ -17,8 +17,8 @@ from neurorate.errors import FileFormatError
 nir = pytest.importorskip("nir")
 torch = pytest.importorskip("torch")
 pytest.importorskip("nirtorch")
-from neurorate import nir_io  # noqa: E402 (after the importorskips)
 from neurorate.backends.torch import TorchBackend  # noqa: E402
+from neurorate.io import nir as nir_io  # noqa: E402 (after the importorskips)
 
 torch.set_num_threads(1)
 T, B, N_IN, N, N_OUT = 25, 4, 3, 10, 2
@@ -167,7 +167,7 @@ def test_nirtorch_default_affine_map_drops_the_bias():
 
 
 def _cli(*args):
-    code = f"from neurorate.cli import main\nmain({list(args)!r})\n"
+    code = f"from neurorate.cli.app import main\nmain({list(args)!r})\n"
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ), check=False)
 

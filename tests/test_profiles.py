@@ -11,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from neurorate.errors import FileFormatError, NeurorateError
-from neurorate.profiles import HardwareProfile, available_profiles, load_profile, profile_text
-from neurorate.spec import NetworkSpec
+from neurorate.hardware.profiles import HardwareProfile, available_profiles, load_profile, profile_text
+from neurorate.model.spec import NetworkSpec
 
 REQUIRED = {"loihi2", "loihi1", "xylo", "spinnaker2", "fp32", "bf16", "fp16", "int8"}
 
@@ -154,7 +154,7 @@ def test_capacity_refusal_with_numbers():
 
 
 def _app():
-    from neurorate.cli_profiles import register
+    from neurorate.cli.profiles import register
 
     app = typer.Typer()
 
@@ -186,7 +186,7 @@ def test_cli_list_and_show():
 
 
 def test_main_cli_maps_errors_to_one_line(capsys):
-    from neurorate.cli import main
+    from neurorate.cli.app import main
 
     with pytest.raises(SystemExit) as info:
         main(["profiles", "show", "loihi9"])

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from neurorate.errors import NeurorateError
-from neurorate.profiles import NumberFormat, available_profiles, load_profile
-from neurorate.quantize import make_quantizer, mix32, quantize_value, stream_keys
+from neurorate.hardware.profiles import NumberFormat, available_profiles, load_profile
+from neurorate.hardware.quantize import make_quantizer, mix32, quantize_value, stream_keys
 
 NAMES = ("w_in", "w_rec", "w_out", "b", "b_out", "feedback")
 

@@ -14,7 +14,7 @@ import torch
 
 from neurorate.backends.torch import gradients as G
 from neurorate.backends.torch.ensemble import stack
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 N, N_IN, N_OUT, T, B, ALPHA = 12, 3, 2, 25, 4, 0.3
 DT = torch.float64

@@ -9,7 +9,7 @@ import pytest
 
 import neurorate as nr
 from neurorate.errors import FileFormatError, SpecError
-from neurorate.spec import effective_rank, low_rank, participation_ratio, scale_to_gain
+from neurorate.model.spec import effective_rank, low_rank, participation_ratio, scale_to_gain
 
 
 def test_gain_sets_recurrent_variance_and_gains_share_the_matrix():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import neurorate as nr
-from neurorate.spiking import LIFNetwork, simulate
-from neurorate.spiking_learning import autograd_gradients, online_gradients, train_lif
+from neurorate.model.spiking import LIFNetwork, simulate
+from neurorate.model.spiking_learning import autograd_gradients, online_gradients, train_lif
 
 torch.set_num_threads(1)
 T, B, N_IN, N, N_OUT = 30, 4, 3, 12, 2
@@ -100,7 +100,7 @@ def test_lif_step_equals_norse_lif_box_step_for_step():
 
 def test_lif_nir_round_trip(tmp_path):
     pytest.importorskip("nir")
-    from neurorate import nir_io
+    from neurorate.io import nir as nir_io
 
     net = _nets(gains=(1.5,))[0]
     back = nir_io.from_nir(nir_io.write_nir(net, tmp_path / "lif.nir"))
@@ -120,7 +120,7 @@ def test_lif_nir_round_trip(tmp_path):
 
 
 def test_lif_file_save_load_and_cli_export(tmp_path):
-    from neurorate.cli_nir import export_nir, load_network
+    from neurorate.cli.nir import export_nir, load_network
 
     net = _nets(gains=(1.5,))[0]
     net.save(tmp_path / "spec_final.npz")
@@ -128,7 +128,7 @@ def test_lif_file_save_load_and_cli_export(tmp_path):
     assert isinstance(back, LIFNetwork) and back.threshold == net.threshold
     np.testing.assert_array_equal(back.spec.w_rec, net.spec.w_rec)
     pytest.importorskip("nir")
-    from neurorate import nir_io
+    from neurorate.io import nir as nir_io
 
     assert isinstance(nir_io.from_nir(export_nir(tmp_path, tmp_path / "x.nir")), LIFNetwork)
 
@@ -146,7 +146,7 @@ def test_ensemble_training_equals_separate_training():
 
 def test_train_api_neuron_lif_groups_learning_rates_and_matches_train_lif(tmp_path):
     import neurorate as nr
-    from neurorate.spiking_learning import train_lif
+    from neurorate.model.spiking_learning import train_lif
 
     task = nr.make_task("romo", batch_size=4, seed=0)
     specs = [nr.NetworkSpec.random(n_hidden=8, gain=g, seed=s, alpha=0.2) for g, s in ((0.5, 0), (1.5, 1), (1.0, 2))]
@@ -228,7 +228,7 @@ def test_alif_save_load_and_nir_refusal(tmp_path):
     x = _data()[0].numpy()
     np.testing.assert_array_equal(simulate(back, x)["y"], simulate(net, x)["y"])
     pytest.importorskip("nir")
-    from neurorate import nir_io
+    from neurorate.io import nir as nir_io
 
     with pytest.raises(nr.NeurorateError, match="NIR has no adaptive-threshold"):
         nir_io.to_nir(net)

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from neurorate.errors import NeurorateError
-from neurorate.study_config import StudyConfig, embedded_configs, load_config
+from neurorate.studies.config import StudyConfig, embedded_configs, load_config
 
 torch.set_num_threads(1)
 
@@ -59,7 +59,7 @@ def test_config_toml_and_embedded(tmp_path):
 
 
 def test_embedded_hardware_config_validates():
-    from neurorate.study import plan
+    from neurorate.studies.runner import plan
 
     cfg = load_config("hardware")
     assert "hardware" in embedded_configs()
@@ -77,7 +77,7 @@ def _run(gain, lr, seed, loss, rule="eprop", flossing=False, task="romo", status
 
 
 def test_best_lr_by_mean_final_loss_with_divergence():
-    from neurorate.study_claims import best_lr
+    from neurorate.studies.claims import best_lr
 
     runs = [_run(0.5, 1e-3, 0, 0.010), _run(0.5, 1e-3, 1, 0.012),      # mean 0.011
             _run(0.5, 1e-2, 0, 0.002), _run(0.5, 1e-2, 1, 0.030),      # mean 0.016 (lower min, higher mean)
@@ -104,7 +104,7 @@ def _synthetic(effect: float, rng, seeds=6, gains=(0.25, 0.5, 1.0, 1.5)):
 
 
 def test_claims_hold_on_data_with_a_gain_effect():
-    from neurorate.study_claims import check_claims
+    from neurorate.studies.claims import check_claims
 
     claims = check_claims(_synthetic(1.0, np.random.default_rng(0)))
     verdicts = {(c["claim"], c["scope"]): c["verdict"] for c in claims}
@@ -116,7 +116,7 @@ def test_claims_hold_on_data_with_a_gain_effect():
 
 
 def test_claims_not_supported_without_effect_and_flagged_with_two_seeds():
-    from neurorate.study_claims import check_claims, gain_effect
+    from neurorate.studies.claims import check_claims, gain_effect
 
     rng = np.random.default_rng(1)
     flat = check_claims(_synthetic(0.0, rng))
@@ -134,8 +134,8 @@ def test_claims_and_report_table_name_each_backend_profile_slice(tmp_path):
     """With several (backend, profile) slices the claims are checked on each (scope ends in [backend/profile])
     and the report's table says which slice a row belongs to (before: claims on the first slice only, and rows
     of different slices were indistinguishable)."""
-    from neurorate.study_claims import best_runs, check_claims
-    from neurorate.study_report import _markdown
+    from neurorate.studies.claims import best_runs, check_claims
+    from neurorate.studies.report import _markdown
 
     effect = _synthetic(1.0, np.random.default_rng(0))
     flat = [{**r, "run_id": r["run_id"] + "lava", "backend": "lava", "profile": "loihi2"}
@@ -154,8 +154,8 @@ def test_claims_and_report_table_name_each_backend_profile_slice(tmp_path):
 
 # ---------------------------------------------------------------------- rich/lazy
 def test_richlazy_metrics_known_values():
-    from neurorate.richlazy import gram_alignment, last_decision_step, relative_weight_change
-    from neurorate.spec import NetworkSpec
+    from neurorate.analysis.richlazy import gram_alignment, last_decision_step, relative_weight_change
+    from neurorate.model.spec import NetworkSpec
 
     a = NetworkSpec.random(n_hidden=8, gain=1.0, seed=0)
     b = a.replace(w_rec=a.w_rec * 1.5)
@@ -173,7 +173,7 @@ def test_richlazy_metrics_known_values():
 KILLED = textwrap.dedent("""
     import json, sys, time, torch
     torch.set_num_threads(1)
-    import neurorate.study as st
+    import neurorate.studies.runner as st
     original = st._record
     def slow_record(out, manifest, job, rows, wall):
         original(out, manifest, job, rows, wall)
@@ -185,7 +185,7 @@ KILLED = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def resumed_study(tmp_path_factory):
-    from neurorate.study import plan
+    from neurorate.studies.runner import plan
 
     out = tmp_path_factory.mktemp("study")
     cfg = dict(TINY)
@@ -228,7 +228,7 @@ def test_sigkill_resume_loses_and_repeats_nothing(resumed_study):
 
 
 def test_report_from_resumed_study(resumed_study):
-    from neurorate.study_report import report
+    from neurorate.studies.report import report
 
     out = resumed_study[0]
     path = report(out)
@@ -244,9 +244,9 @@ def test_report_from_resumed_study(resumed_study):
 
 
 def test_diverged_rows_are_recorded():
-    from neurorate.results import TrainResult
-    from neurorate.spec import NetworkSpec
-    from neurorate.study import EnsembleJob, _rows
+    from neurorate.io.results import TrainResult
+    from neurorate.model.spec import NetworkSpec
+    from neurorate.studies.runner import EnsembleJob, _rows
 
     spec = NetworkSpec.random(n_hidden=4, seed=0)
     losses = np.array([1.0, 2.0, np.nan, np.nan])
@@ -274,7 +274,7 @@ def test_submitit_debug_executor_matches_local(tmp_path):
 
 def test_tangent_features_match_finite_differences_and_kernel_alignment_properties():
     import neurorate as nr
-    from neurorate.richlazy import kernel_alignment, tangent_features
+    from neurorate.analysis.richlazy import kernel_alignment, tangent_features
 
     spec = nr.NetworkSpec.random(n_hidden=6, gain=1.2, seed=3, activation="tanh", alpha=0.5)
     x = np.random.default_rng(0).standard_normal((9, 3, 1))
@@ -339,7 +339,7 @@ def neuron_study(tmp_path_factory):
 
 
 def test_study_with_rate_and_spiking_neurons_end_to_end(neuron_study):
-    from neurorate.spiking_learning import train_lif
+    from neurorate.model.spiking_learning import train_lif
 
     out, table = neuron_study
     runs = {}
@@ -367,7 +367,7 @@ def test_study_with_rate_and_spiking_neurons_end_to_end(neuron_study):
 
 
 def test_report_with_spiking_neurons_says_na(neuron_study):
-    from neurorate.study_report import report
+    from neurorate.studies.report import report
 
     out = neuron_study[0] / "s"
     text = report(out).read_text()

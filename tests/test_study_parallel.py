@@ -16,9 +16,9 @@ import pytest
 
 import neurorate as nr
 from neurorate.errors import NeurorateError
-from neurorate.study import plan
-from neurorate.study_config import load_config
-from neurorate.study_executor import default_workers
+from neurorate.studies.config import load_config
+from neurorate.studies.executor import default_workers
+from neurorate.studies.runner import plan
 
 TINY = {"name": "tiny", "tasks": ["romo"], "rules": ["bptt", "eprop"], "gains": [0.5, 1.5], "lrs": [1e-2],
         "seeds": [0, 1], "flossing": [False, True], "floss_iterations": 3, "iterations": 20, "hidden": 8, "batch": 4,
@@ -63,7 +63,7 @@ def test_default_workers(monkeypatch):
 
 KILLED = textwrap.dedent("""
     import json, sys, time
-    import neurorate.study as st
+    import neurorate.studies.runner as st
     original = st._record
     def slow_record(out, manifest, job, rows, wall):
         original(out, manifest, job, rows, wall)
@@ -112,7 +112,7 @@ def test_sigkill_leaves_no_orphans(tmp_path):
 
 
 SITE = textwrap.dedent("""
-    import neurorate.study as st
+    import neurorate.studies.runner as st
     from neurorate.errors import NeurorateError
     original = st.run_ensemble
     def failing(config, job, **kw):
@@ -140,7 +140,7 @@ def test_a_failing_ensemble_is_reported_with_its_log_and_the_rest_is_kept(tmp_pa
 
 
 def test_progress_counts_training_and_flossing_iterations():
-    from neurorate.study import progress_units, run_ensemble
+    from neurorate.studies.runner import progress_units, run_ensemble
 
     rate = load_config({**TINY, "rules": ["eprop"], "lyapunov": False})
     lif = load_config({**TINY, "neurons": ["lif"], "rules": ["eprop"], "flossing": [False], "lrs": [1e-2, 3e-2]})
@@ -155,7 +155,7 @@ def test_progress_counts_training_and_flossing_iterations():
 def test_report_flags_finite_blow_ups():
     import pyarrow as pa
 
-    from neurorate.study_report import exploded_runs
+    from neurorate.studies.report import exploded_runs
 
     table = pa.table({"run_id": ["ok", "ok", "blown", "blown", "nan", "nan"], "iteration": [10, 20, 10, 20, 10, 20],
                       "loss": [0.05, 0.01, 0.05, 80.0, 0.05, float("nan")]})

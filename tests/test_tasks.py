@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neurorate.errors import NeurorateError
-from neurorate.task import available_tasks, make_task
+from neurorate.tasks.base import available_tasks, make_task
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")

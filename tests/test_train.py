@@ -138,7 +138,7 @@ def test_stack_roundtrip_preserves_specs():
 
 
 def test_periodic_flossing_keeps_optimizer_state_and_matches_manual_chunks():
-    from neurorate.flossing import floss
+    from neurorate.analysis.flossing import floss
 
     spec = nr.NetworkSpec.random(n_hidden=12, gain=0.5, seed=0)
     task = nr.make_task("romo", batch_size=4, seed=0)

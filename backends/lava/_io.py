@@ -2,9 +2,9 @@
 
 Feeds pack one trial batch as ``(T, B, n_in + 2 n_out + 1)`` float64 rows
 ``[x | target | mask / normaliser | decision flag]`` so the RateRNN process needs no knowledge of the task:
-the normaliser (``sum(mask)``, see :mod:`neurorate.losses`) is folded into the per-entry weight, a
+the normaliser (``sum(mask)``, see :mod:`neurorate.model.losses`) is folded into the per-entry weight, a
 cross-entropy label becomes a one-hot target, and the decision flag marks the steps that count for
-accuracy (as :func:`neurorate.losses.accuracy` defines them).
+accuracy (as :func:`neurorate.model.losses.accuracy` defines them).
 
 The mailbox is a set of numpy arrays over one anonymous ``mmap`` (MAP_SHARED). Created before Lava forks
 its model processes, it is shared with them: the model writes losses, weights and recordings with a

@@ -1,6 +1,6 @@
 """The rate-RNN step, the e-prop traces and the output error in numpy, for the Lava process models.
 
-This re-expresses :mod:`neurorate.dynamics` and :func:`neurorate.losses.output_grad` for one network and a
+This re-expresses :mod:`neurorate.model.dynamics` and :func:`neurorate.model.losses.output_grad` for one network and a
 batch of B trials (no ensemble dimension): states ``(B, N)``, ``w_rec (N, N)``, ``w_in (N, n_in)``,
 ``w_out (n_out, N)``, ``feedback F (N, n_out)``. Step of each form (``drive = U x_t + b``)::
 

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.backend import OPTIMIZERS, RULES, BackendRun, SimResult
+from neurorate.backends.base import OPTIMIZERS, RULES, BackendRun, SimResult
 from neurorate.errors import NeurorateError
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 from ._compat import ensure_lava_importable
 from ._io import FixedFeed, Mailbox, TaskFeed
@@ -108,7 +108,7 @@ class _Graph:
 
 
 class LavaBackend:
-    """The :class:`neurorate.backend.Backend` protocol on Lava.
+    """The :class:`neurorate.backends.base.Backend` protocol on Lava.
 
     Parameters
     ----------
@@ -232,8 +232,8 @@ class LavaBackend:
         """One quantizer per network (the same one the torch backend builds) and the model tag."""
         if profile is None:
             return [None] * len(specs), "floating_pt"
-        from neurorate.profiles import load_profile
-        from neurorate.quantize import make_quantizer
+        from neurorate.hardware.profiles import load_profile
+        from neurorate.hardware.quantize import make_quantizer
 
         prof = load_profile(profile)
         for s in specs:

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurorate.backend import OPTIMIZERS, RULES, BackendRun, SimResult
+from neurorate.backends.base import OPTIMIZERS, RULES, BackendRun, SimResult
 from neurorate.errors import NeurorateError
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 from . import gradients as _grad
 from .ensemble import Ensemble, stack
@@ -64,7 +64,7 @@ def _batch_tensors(tasks, i: int, dtype, device):
 
 
 class TorchBackend:
-    """Dense, batched PyTorch implementation of the :class:`neurorate.backend.Backend` protocol.
+    """Dense, batched PyTorch implementation of the :class:`neurorate.backends.base.Backend` protocol.
 
     Parameters
     ----------
@@ -118,7 +118,7 @@ class TorchBackend:
         """Train all ``specs`` as one ensemble on ``task`` (one shared task, or a list with one per network).
 
         Batch ``start_iteration + i`` of the task is used at iteration i. Returns one
-        :class:`~neurorate.backend.BackendRun` per spec; a network whose loss becomes NaN/inf is frozen and
+        :class:`~neurorate.backends.base.BackendRun` per spec; a network whose loss becomes NaN/inf is frozen and
         reported as diverged while the others go on. ``BackendRun.extra["optimizer_state"]`` (on the first
         run) lets a later call continue with the same optimizer state.
         """
@@ -185,7 +185,7 @@ class TorchBackend:
 
     def jacobian_vector(self, spec: NetworkSpec, state: np.ndarray, q: np.ndarray) -> np.ndarray:
         """``D q`` of one autonomous step at ``state (N,)`` (form A: a_{t-1}; B/C: the state, zero input)."""
-        from neurorate import dynamics as dyn
+        from neurorate.model import dynamics as dyn
 
         ens = stack([spec], torch.float64, torch.device("cpu"))
         f, fp = dyn.activation(spec.activation)
@@ -200,8 +200,8 @@ class TorchBackend:
     def _quantizer(self, profile, training: bool, specs):
         if profile is None:
             return _grad.IDENTITY
-        from neurorate.profiles import load_profile
-        from neurorate.quantize import make_quantizer
+        from neurorate.hardware.profiles import load_profile
+        from neurorate.hardware.quantize import make_quantizer
 
         prof = load_profile(profile) if isinstance(profile, str) else profile
         for s in specs:

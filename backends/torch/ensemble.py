@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from neurorate.errors import NeurorateError
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
 

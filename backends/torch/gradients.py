@@ -1,9 +1,9 @@
 """Loss and (pseudo-)gradients of an ensemble for one batch, per learning rule.
 
 * ``bptt``, ``eprop``, ``eprop_random``, ``trunc1``: autograd through the time loop of
-  :func:`neurorate.dynamics.step` with the rule's detach (``eprop``: presynaptic rate in ``W r``; ``trunc1``:
+  :func:`neurorate.model.dynamics.step` with the rule's detach (``eprop``: presynaptic rate in ``W r``; ``trunc1``:
   the whole previous state) and, for ``eprop_random``, the random-feedback readout.
-* ``eprop_online``, ``rflo``: explicit forward eligibility traces (:func:`neurorate.dynamics.trace_step`),
+* ``eprop_online``, ``rflo``: explicit forward eligibility traces (:func:`neurorate.model.dynamics.trace_step`),
   no autograd, memory independent of T; symmetric (``W_out^T``) or random feedback respectively.
 
 Inputs: ``x (Mx, T, B, n_in)`` with ``Mx`` 1 (shared data) or M (one stream per network); targets and
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from neurorate import dynamics as dyn
-from neurorate import losses
-from neurorate.quantize import make_quantizer
+from neurorate.hardware.quantize import make_quantizer
+from neurorate.model import dynamics as dyn
+from neurorate.model import losses
 
 from .ensemble import Ensemble
 

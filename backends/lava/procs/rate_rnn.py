@@ -236,7 +236,7 @@ _LEARNED = ("w_in", "w_rec", "w_out", "b", "b_out")
 @requires(CPU)
 @tag("floating_pt")
 class PyRateRNNFloat(_RateRNNBase):
-    """float64 model: the equations of :mod:`neurorate.dynamics` exactly."""
+    """float64 model: the equations of :mod:`neurorate.model.dynamics` exactly."""
 
 
 @implements(proc=RateRNN, protocol=LoihiProtocol)

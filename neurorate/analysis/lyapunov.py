@@ -7,10 +7,11 @@ The tangent map of one step (science.md §4.1; inputs are not perturbed)::
     C   D_t = (1-alpha) I + alpha diag(f'(u_t)) W
 
 is applied analytically to an orthonormal frame ``Q (M, S, N, k)`` (M networks, S input streams; the map of
-:func:`neurorate.dynamics.tangent_step`, see :func:`tangent`); a dense Jacobian is never formed. Every ``t_ons`` steps
-``Z = D_t ... Q`` is re-orthonormalised, ``Q R = qr(Z)`` with the signs fixed so that ``diag(R) > 0``, and
-after ``warmup`` steps ``log R_ii`` is accumulated. The exponents are the accumulated sums divided by the
-number of accumulated *steps* (natural log, per step), averaged over the S streams and sorted descending.
+:func:`neurorate.model.dynamics.tangent_step`, see :func:`tangent`); a dense Jacobian is never formed.
+Every ``t_ons`` steps ``Z = D_t ... Q`` is re-orthonormalised, ``Q R = qr(Z)`` with the signs fixed so that
+``diag(R) > 0``, and after ``warmup`` steps ``log R_ii`` is accumulated. The exponents are the accumulated sums
+divided by the number of accumulated *steps* (natural log, per step), averaged over the S streams and sorted
+descending.
 
 Units: ``"step"`` (as computed), ``"tau"`` (``lambda / alpha``) and ``"second"`` (``lambda / dt``, dt in
 seconds from the spec or the task). ReLU units with ``f' = 0`` make ``D_t`` rank-deficient; the log of
@@ -27,9 +28,9 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from neurorate import dynamics
 from neurorate.errors import NeurorateError
-from neurorate.spec import NetworkSpec
+from neurorate.model import dynamics
+from neurorate.model.spec import NetworkSpec
 
 UNITS = ("step", "tau", "second")
 LOG_FLOOR = 1e-30  # R_ii below this (rank-deficient ReLU Jacobians) count as log(1e-30)
@@ -116,7 +117,7 @@ def orthonormalise(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def tangent(q: torch.Tensor, w_rec: torch.Tensor, alpha: torch.Tensor, form: str, fp: torch.Tensor) -> torch.Tensor:
     """``D_t Q`` for ``q (M, S, N, k)``, ``w_rec (M, N, N)``, ``alpha (M, 1, 1, 1)``, ``fp (M, S, N)``.
 
-    The same map as :func:`neurorate.dynamics.tangent_step` (``fp`` is ``f'(a_{t-1})`` in form A and
+    The same map as :func:`neurorate.model.dynamics.tangent_step` (``fp`` is ``f'(a_{t-1})`` in form A and
     ``f'(u_t)`` in B, C), written with an einsum over the stream axis: a broadcast ``matmul`` of
     ``(M, 1, N, N)`` with ``(M, S, N, k)`` copies W S times and was 4x slower on CPU.
     """

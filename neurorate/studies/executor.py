@@ -1,10 +1,10 @@
 """Running study ensembles beside each other: worker processes on this machine, or submitit jobs (SLURM).
 
-Each ensemble is one unit of work running :func:`neurorate.study.ensemble_job_main`, which writes the ensemble's
-parquet part itself; the submitting process records a job in the manifest only once its result has come back,
+Each ensemble is one unit of work running :func:`neurorate.studies.runner.ensemble_job_main`, which writes the
+ensemble's parquet part itself; the submitting process records a job in the manifest only once its result has come back,
 so a study killed while jobs are running resumes exactly as a sequential one does.
 
-* :func:`run_parallel` (the local executor with ``workers > 1``): one ``python -m neurorate.study_worker``
+* :func:`run_parallel` (the local executor with ``workers > 1``): one ``python -m neurorate.studies.worker``
   process per ensemble, up to ``workers`` at once, one torch thread each, the longest ensembles first. Every
   ensemble draws its own seeded weights and batches, so the results are identical to a sequential run. A worker
   whose parent has died (SIGKILL) exits within a second, so a killed study leaves no orphaned computation.
@@ -76,7 +76,7 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
                  record: Callable) -> None:
     """Run the ensembles of ``todo`` in up to ``workers`` worker processes, longest first; record each as it finishes.
 
-    Each ensemble runs in a fresh ``python -m neurorate.study_worker`` process (no re-import of the caller's
+    Each ensemble runs in a fresh ``python -m neurorate.studies.worker`` process (no re-import of the caller's
     ``__main__``, so a script without a ``__name__ == "__main__"`` guard is safe). Its stderr goes to
     ``out/logs/<part>.log``. ``record(job, rows, wall)`` runs in this process. An error in one ensemble stops
     the study: the finished ensembles stay recorded, the running ones are stopped (``resume`` reruns them) and
@@ -88,7 +88,7 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
 
     from tqdm.auto import tqdm
 
-    from neurorate.study import EnsembleJob, progress_units
+    from neurorate.studies.runner import EnsembleJob, progress_units
 
     order = sorted(todo, key=lambda j: -estimated_cost(cfg, j))
     logs = out / "logs"
@@ -118,7 +118,7 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
 
     def start(job) -> None:
         log = open(logs / f"{job.part_name[:-8]}.log", "w")  # noqa: SIM115 (closed when the worker exits)
-        cmd = [sys.executable, "-m", "neurorate.study_worker", str(out), json.dumps(dataclasses.asdict(job)),
+        cmd = [sys.executable, "-m", "neurorate.studies.worker", str(out), json.dumps(dataclasses.asdict(job)),
                "1" if run_dirs else "0", str(os.getpid())]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         running[job.key] = (proc, log)
@@ -160,14 +160,14 @@ def run_submitit(cfg, todo: list, out: Path, manifest: dict, cluster: str | None
     Parameters
     ----------
     cfg : the StudyConfig.
-    todo : the :class:`~neurorate.study.EnsembleJob` list still to run.
+    todo : the :class:`~neurorate.studies.runner.EnsembleJob` list still to run.
     cluster : None (submitit decides: SLURM if present, else local), "local", "debug" (in-process) or "slurm".
     record : ``record(job, rows, wall)`` called in the submitting process after each finished job.
     """
     submitit = require("submitit", "cluster", "executor='submitit'")
     from tqdm.auto import tqdm
 
-    from neurorate.study import EnsembleJob, ensemble_job_main
+    from neurorate.studies.runner import EnsembleJob, ensemble_job_main
 
     executor = submitit.AutoExecutor(folder=str(out / "submitit"), cluster=cluster)
     executor.update_parameters(timeout_min=max(10, cfg.iterations // 10), name=f"neurorate-{cfg.name}")

@@ -1,6 +1,6 @@
 """Spiking (LIF and adaptive ALIF) variant of the rate network, with e-prop (Bellec et al. 2020).
 
-Same arrays as a :class:`~neurorate.spec.NetworkSpec` (``W = w_rec``, ``U = w_in``, ``V = w_out``, biases,
+Same arrays as a :class:`~neurorate.model.spec.NetworkSpec` (``W = w_rec``, ``U = w_in``, ``V = w_out``, biases,
 feedback ``B``); ``alpha = dt / tau_m`` gives the membrane decay ``beta = 1 - alpha`` (explicit Euler, as NIR's
 LIF with ``r = tau/dt``). Shapes carry a leading ensemble dimension M: weights ``(M, N, N)``, states ``(M, B, N)``::
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from neurorate.errors import FileFormatError, NeurorateError
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 _LIF_KEYS = ("threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction")
 _PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
@@ -261,7 +261,7 @@ def lif_to_nir(net: LIFNetwork, dt: float | None = None):
     ``tau_out = dt/(1-kappa)``, ``r_out = 1/(1-kappa)``, i.e. ``y <- kappa y + V z + c``. NIR's LIF resets to
     ``v_reset``; neurorate resets by subtraction one step later (``neurorate.reset = "subtract"`` in metadata).
     """
-    from neurorate.nir_io import NOMINAL_DT, _nir, graph_metadata, input_nodes, rate_metadata
+    from neurorate.io.nir import NOMINAL_DT, _nir, graph_metadata, input_nodes, rate_metadata
 
     if net.adaptive:
         raise NeurorateError("NIR has no adaptive-threshold (ALIF) neuron; only LIF networks (beta_a = 0) export")
@@ -291,12 +291,12 @@ def lif_to_nir(net: LIFNetwork, dt: float | None = None):
 
 
 def lif_from_nir(parts: dict, dt: float | None = None, what: str = "NIR graph") -> LIFNetwork:
-    """A :class:`LIFNetwork` from a parsed LIF graph (see :func:`neurorate.nir_io.parse_recurrent_graph`).
+    """A :class:`LIFNetwork` from a parsed LIF graph (see :func:`neurorate.io.nir.parse_recurrent_graph`).
 
     ``r`` and ``v_leak`` are folded into the weights (``v <- beta v + alpha (r I + v_leak)``); the readout decay
     comes from ``neurorate.kappa`` or an LI node after the readout (none: ``kappa = 0``).
     """
-    from neurorate.nir_io import NOMINAL_DT, _meta_value, _uniform_alpha, _weights
+    from neurorate.io.nir import NOMINAL_DT, _meta_value, _uniform_alpha, _weights
 
     cell, meta = parts["nodes"][parts["neuron"]], parts["metadata"]
     if type(cell).__name__ != "LIF":

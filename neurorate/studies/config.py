@@ -2,7 +2,7 @@
 
 A study is the grid ``tasks x rules x flossing x ranks x backends x profiles`` (one *ensemble* each) times
 ``gains x lrs x seeds`` (the networks inside one ensemble, trained as one program on the torch backend).
-Embedded configs live in ``neurorate/configs/*.toml`` (``paper`` is the default, ``quick`` a < 5 min check).
+Embedded configs live in ``neurorate/studies/configs/*.toml`` (``paper`` is the default, ``quick`` a < 5 min check).
 
 TOML has no null: write ``0`` or ``"full"`` in ``ranks`` for a full-rank initialisation and ``"none"`` in
 ``profiles`` for full precision.
@@ -27,7 +27,7 @@ SPIKING_RULES = ("bptt", "eprop", "eprop_random")
 
 
 class SpikingConfig(BaseModel):
-    """Constants of the spiking networks of a study (:class:`neurorate.spiking.LIFNetwork`; docs/spiking.md).
+    """Constants of the spiking networks of a study (:class:`neurorate.model.spiking.LIFNetwork`; docs/spiking.md).
 
     ``beta_a``, ``rho`` and ``adaptive_fraction`` apply to ``"alif"`` networks only (``"lif"`` has ``beta_a = 0``);
     ``alpha`` (None: the task's ``dt / tau``) sets the membrane decay ``1 - alpha`` of both.
@@ -45,7 +45,7 @@ class SpikingConfig(BaseModel):
 
 
 class StudyConfig(BaseModel):
-    """One study. Every field has a default; ``neurorate/configs/paper.toml`` documents the paper's choices."""
+    """One study. Every field has a default; ``neurorate/studies/configs/paper.toml`` documents the paper's choices."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -90,7 +90,7 @@ class StudyConfig(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:
-        from neurorate.task import available_tasks
+        from neurorate.tasks.base import available_tasks
 
         known = available_tasks()
         for t in v:
@@ -101,7 +101,7 @@ class StudyConfig(BaseModel):
     @field_validator("rules", "floss_rules")
     @classmethod
     def _rules(cls, v: list[str]) -> list[str]:
-        from neurorate.backend import RULES
+        from neurorate.backends.base import RULES
 
         return _members(v, RULES, "rule")
 
@@ -214,7 +214,7 @@ class StudyConfig(BaseModel):
         return len(self.gains) * len(self.lrs) * len(self.seeds)
 
     def spiking(self, neuron: str) -> dict[str, float]:
-        """Keyword arguments of :class:`neurorate.spiking.LIFNetwork` for ``neuron`` ("lif" or "alif")."""
+        """Keyword arguments of :class:`neurorate.model.spiking.LIFNetwork` for ``neuron`` ("lif" or "alif")."""
         kw = self.lif.model_dump(exclude={"alpha"})
         if neuron == "lif":
             kw["beta_a"] = 0.0
@@ -255,8 +255,8 @@ def _unique(v: list, name: str) -> list:
 
 
 def embedded_configs() -> list[str]:
-    """Names of the configs shipped in ``neurorate/configs``."""
-    files = resources.files("neurorate").joinpath("configs").iterdir()
+    """Names of the configs shipped in ``neurorate/studies/configs``."""
+    files = resources.files("neurorate.studies").joinpath("configs").iterdir()
     return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
 
 
@@ -275,7 +275,7 @@ def load_config(config: StudyConfig | dict | str | Path | None = None) -> StudyC
     if isinstance(config, (str, Path)):
         path = Path(config)
         if not path.suffix and str(config) in embedded_configs():
-            text = resources.files("neurorate").joinpath("configs", f"{config}.toml").read_text()
+            text = resources.files("neurorate.studies").joinpath("configs", f"{config}.toml").read_text()
             source = f"embedded config {config!r}"
         else:
             try:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import FileFormatError, NeurorateError
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 
 @dataclasses.dataclass
@@ -37,7 +37,7 @@ class TrainResult:
     Attributes
     ----------
     losses, accuracy : ``(iterations,)`` training loss and decision accuracy per iteration (NaN after divergence).
-    spec, spec_initial : trained and initial :class:`~neurorate.spec.NetworkSpec`.
+    spec, spec_initial : trained and initial :class:`~neurorate.model.spec.NetworkSpec`.
     spec_flossed : the network after flossing pre-training (None without flossing).
     lambda_max_before, lambda_max_flossed, lambda_max_after : maximum Lyapunov exponent (``lyapunov_unit``).
     spectrum_before, spectrum_flossed, spectrum_after : top-k spectra (descending) or None.
@@ -175,7 +175,7 @@ def write_final(run: RunDirectory, result: TrainResult) -> None:
                                                          "spectrum_after")})
     s["run_dir"] = str(run.path)
     run.write_json("result.json", s)
-    from neurorate.plots import learning_curve
+    from neurorate.io.plots import learning_curve
 
     learning_curve([result], run.path / "learning_curve.png")
 

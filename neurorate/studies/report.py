@@ -1,6 +1,6 @@
 """``neurorate report DIR``: figures and a markdown report (claims C1-C6 with statistics) of a finished study.
 
-Figures (PNG, in ``DIR/figures``), all at each setting's best learning rate (see :mod:`neurorate.study_claims`):
+Figures (PNG, in ``DIR/figures``), all at each setting's best learning rate (see :mod:`neurorate.studies.claims`):
 
 * ``curves_<task>.png``: learning curves by gain, one panel per rule (and flossing), mean +- s.e.m. over seeds;
 * ``final_loss_vs_gain.png``: final loss vs gain per task and rule, mean +- s.e.m.;
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurorate.study_claims import best_runs, check_claims, run_summaries
+from neurorate.studies.claims import best_runs, check_claims, run_summaries
 
 
 def _sem(v) -> float:
@@ -165,7 +165,7 @@ def report(out: str | Path, criterion: str | None = None) -> Path:
     """Write ``DIR/figures/*.png`` and ``DIR/report.md`` for the study in ``DIR``; returns the report's path."""
     import json
 
-    from neurorate.study import load_results
+    from neurorate.studies.runner import load_results
 
     out = Path(out)
     table = load_results(out)

@@ -1,6 +1,6 @@
 """Gradients and training of LIF ensembles: BPTT, e-prop by autograd+detach, and e-prop by online traces.
 
-The equations are in :mod:`neurorate.spiking`. :func:`autograd_gradients` and :func:`online_gradients`
+The equations are in :mod:`neurorate.model.spiking`. :func:`autograd_gradients` and :func:`online_gradients`
 compute the same e-prop gradient in two ways (checked to 1e-10 in float64 by tests/test_spiking.py);
 :func:`train_lif` trains an ensemble (e.g. one network per initial gain) with Adam.
 """
@@ -13,11 +13,11 @@ import time
 import numpy as np
 import torch
 
-from neurorate import losses
-from neurorate.dynamics import readout_random_feedback
 from neurorate.errors import NeurorateError
-from neurorate.spec import NetworkSpec
-from neurorate.spiking import LIFNetwork, _adaptation, _constants, _tensors, forward, pseudo_derivative
+from neurorate.model import losses
+from neurorate.model.dynamics import readout_random_feedback
+from neurorate.model.spec import NetworkSpec
+from neurorate.model.spiking import LIFNetwork, _adaptation, _constants, _tensors, forward, pseudo_derivative
 
 LIF_RULES = ("bptt", "eprop", "eprop_random")
 _TRAINED = ("w_in", "w_rec", "b", "w_out", "b_out")
@@ -114,7 +114,7 @@ def online_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse",
 def as_lif(specs, threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3, **adaptation) -> list[LIFNetwork]:
     """Wrap ``NetworkSpec``s (or pass ``LIFNetwork``s through) as a list of LIF networks.
 
-    ``adaptation``: ``beta_a``, ``rho``, ``adaptive_fraction`` of :class:`~neurorate.spiking.LIFNetwork` (ALIF).
+    ``adaptation``: ``beta_a``, ``rho``, ``adaptive_fraction`` of :class:`~neurorate.model.spiking.LIFNetwork` (ALIF).
     """
     specs = [specs] if isinstance(specs, (NetworkSpec, LIFNetwork)) else list(specs)
     return [s if isinstance(s, LIFNetwork) else LIFNetwork(s, threshold, kappa, gamma, **adaptation) for s in specs]
@@ -129,13 +129,13 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
     Parameters
     ----------
     specs : ``NetworkSpec``s (their arrays and alpha; wrapped with the LIF constants) or ``LIFNetwork``s.
-    task : a :class:`neurorate.task.Task` (every network sees the same batches) or one task per network.
+    task : a :class:`neurorate.tasks.base.Task` (every network sees the same batches) or one task per network.
     rule : "eprop" (autograd with the presynaptic detach; equals the online traces), "eprop_random"
         (random feedback ``spec.feedback``) or "bptt" (surrogate-gradient BPTT).
     iterations, lr : Adam iterations and learning rate (Adam is element-wise, so the ensemble trains
         exactly as M separate networks would).
     threshold, kappa, gamma, beta_a, rho, adaptive_fraction : the constants of
-        :class:`~neurorate.spiking.LIFNetwork` for ``NetworkSpec`` inputs (``beta_a > 0``: ALIF units).
+        :class:`~neurorate.model.spiking.LIFNetwork` for ``NetworkSpec`` inputs (``beta_a > 0``: ALIF units).
     callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
 
     Returns

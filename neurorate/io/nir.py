@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import FileFormatError, NeurorateError, SpecError, require
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 NOMINAL_DT = 1e-3
 """Time step (seconds) used to turn ``alpha`` into ``tau = dt / alpha`` when the spec has no ``dt``."""
@@ -89,7 +89,7 @@ def to_nir(spec: NetworkSpec, dt: float | None = None):
     nir.NIRGraph with nodes ``input, w_in, li, w_rec, w_out, output``.
     """
     if not isinstance(spec, NetworkSpec):
-        from neurorate import spiking
+        from neurorate.model import spiking
 
         if isinstance(spec, spiking.LIFNetwork):
             return spiking.lif_to_nir(spec, dt=dt)
@@ -227,7 +227,7 @@ def from_nir(graph_or_path, dt: float | None = None):
         raise FileFormatError(f"{what}: {exc}") from None
     cell = parts["nodes"][parts["neuron"]]
     if type(cell).__name__ != "LI":
-        from neurorate import spiking
+        from neurorate.model import spiking
 
         return spiking.lif_from_nir(parts, dt=dt, what=what)
     meta = parts["metadata"]
@@ -271,7 +271,7 @@ def to_torch(graph, dtype: str = "float64"):
     torch = require("torch", "torch")
     nirtorch = require("nirtorch", "nir", "running NIR graphs in torch")
     nir = _nir()
-    from neurorate.dynamics import activation
+    from neurorate.model.dynamics import activation
 
     tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
     meta = {**dict(graph.metadata or {})}

@@ -16,7 +16,7 @@ from neurorate.errors import FileFormatError, NeurorateError
 def load_network(source: Path):
     """The network in ``source``: a run directory (its ``spec_final.npz``) or a spec ``.npz`` file.
 
-    Spiking networks saved by :func:`neurorate.spiking.LIFNetwork.save` are recognised by their header.
+    Spiking networks saved by :func:`neurorate.model.spiking.LIFNetwork.save` are recognised by their header.
     """
     source = Path(source)
     path = source / "spec_final.npz" if source.is_dir() else source
@@ -24,19 +24,19 @@ def load_network(source: Path):
         hint = " (a run directory must contain spec_final.npz)" if source.is_dir() else ""
         raise FileFormatError(f"{path}: no such spec file{hint}")
     try:
-        from neurorate import spiking
+        from neurorate.model import spiking
     except ImportError:  # pragma: no cover - spiking support not installed in this tree
         spiking = None
     if spiking is not None and spiking.is_lif_file(path):
         return spiking.LIFNetwork.load(path)
-    from neurorate.spec import NetworkSpec
+    from neurorate.model.spec import NetworkSpec
 
     return NetworkSpec.load(path)
 
 
 def export_nir(source: Path, out: Path, dt: float | None = None) -> Path:
     """Write the network of ``source`` (run directory or spec ``.npz``) to the NIR file ``out``."""
-    from neurorate.nir_io import write_nir
+    from neurorate.io.nir import write_nir
 
     if dt is not None and not dt > 0:
         raise NeurorateError(f"--dt must be positive (seconds), got {dt}")
@@ -45,7 +45,7 @@ def export_nir(source: Path, out: Path, dt: float | None = None) -> Path:
 
 def import_nir(source: Path, out: Path, dt: float | None = None) -> Path:
     """Read the NIR file ``source`` and save the network as a neurorate spec ``.npz`` at ``out``."""
-    from neurorate.nir_io import from_nir
+    from neurorate.io.nir import from_nir
 
     if dt is not None and not dt > 0:
         raise NeurorateError(f"--dt must be positive (seconds), got {dt}")

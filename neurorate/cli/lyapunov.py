@@ -56,9 +56,9 @@ def lyapunov_command(
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
 ) -> None:
     """Lyapunov spectrum (QR method) of a random network driven by a task: print, plot (PNG) and save (JSON)."""
-    from neurorate.lyapunov import UNITS, lyapunov_spectrum
-    from neurorate.spec import NetworkSpec
-    from neurorate.task import make_task
+    from neurorate.analysis.lyapunov import UNITS, lyapunov_spectrum
+    from neurorate.model.spec import NetworkSpec
+    from neurorate.tasks.base import make_task
 
     if hidden < 1:
         raise NeurorateError(f"--hidden must be >= 1, got {hidden}")

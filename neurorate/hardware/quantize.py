@@ -1,4 +1,4 @@
-"""The one quantizer: applies a :class:`~neurorate.profiles.HardwareProfile` identically on both backends.
+"""The one quantizer: applies a :class:`~neurorate.hardware.profiles.HardwareProfile` identically on both backends.
 
 Every method takes a torch tensor *or* a numpy array and computes the same float64 arithmetic with
 exact operations only (floor, compare, power-of-two scaling built from exponent bits, IEEE division), so
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.profiles import WEIGHT_NAMES, HardwareProfile, NumberFormat, load_profile
+from neurorate.hardware.profiles import WEIGHT_NAMES, HardwareProfile, NumberFormat, load_profile
 
 _M32 = 0xFFFFFFFF
 _STREAM = {name: i + 1 for i, name in enumerate(WEIGHT_NAMES)}  # update streams 1..6

@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.backend import OPTIMIZERS, RULES, get_backend
+from neurorate.backends.base import OPTIMIZERS, RULES, get_backend
 from neurorate.errors import NeurorateError
-from neurorate.results import RunDirectory, TrainResult, prepare_out_dir, write_final
-from neurorate.spec import NetworkSpec
-from neurorate.task import Task
+from neurorate.io.results import RunDirectory, TrainResult, prepare_out_dir, write_final
+from neurorate.model.spec import NetworkSpec
+from neurorate.tasks.base import Task
 
 FLOSS_MODES = ("state", "onestep", "full")
 LYAPUNOV_UNITS = ("step", "tau", "second")
@@ -64,14 +64,14 @@ def train(
     Parameters
     ----------
     spec : a :class:`NetworkSpec` or a list of them (sharing N, form and activation).
-    task : a :class:`~neurorate.task.Task` (shared data) or one per network.
-    rule : one of :data:`neurorate.backend.RULES` (``bptt``, ``eprop``, ``eprop_online``, ``eprop_random``,
+    task : a :class:`~neurorate.tasks.base.Task` (shared data) or one per network.
+    rule : one of :data:`neurorate.backends.base.RULES` (``bptt``, ``eprop``, ``eprop_online``, ``eprop_random``,
         ``rflo``, ``trunc1``).
     backend : "torch", "lava" or a plugin name.
     iterations : training iterations (one batch and one update each).
     lr : learning rate, or one per network.
     optimizer : "adam" or "sgd".
-    profile : hardware profile name or :class:`~neurorate.profiles.HardwareProfile` (None: full precision).
+    profile : hardware profile name or :class:`~neurorate.hardware.profiles.HardwareProfile` (None: full precision).
     floss_iterations : local gradient-flossing pre-training iterations (0: none; the paper uses 100).
     floss_mode : "state" (the paper's detach reading), "onestep" (strictly local in time) or "full".
     floss_k, floss_lr : exponents flossed and flossing learning rate.
@@ -162,7 +162,7 @@ def train(
     start_specs = specs
     floss_losses = None
     if floss_iterations > 0:
-        from neurorate.flossing import floss
+        from neurorate.analysis.flossing import floss
 
         start_specs, floss_losses = floss(specs, lyap_task, iterations=int(floss_iterations), mode=floss_mode,
                                           k=floss_k, lr=floss_lr, progress=floss_progress)
@@ -215,8 +215,8 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
                                   floss_progress, callback, be_opts, every, floss_iterations, floss_mode, floss_k,
                                   floss_lr):
     """Train in chunks of ``every`` iterations with a flossing phase between chunks (optimizer state kept)."""
-    from neurorate.backend import BackendRun
-    from neurorate.flossing import floss
+    from neurorate.analysis.flossing import floss
+    from neurorate.backends.base import BackendRun
 
     done, state, current, chunks = 0, None, list(specs), []
     while done < iterations:
@@ -248,9 +248,9 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
 
 def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, out_root,
                callback, neuron: str = "lif", constants: dict | None = None) -> list[TrainResult]:
-    """The spiking variant: :func:`neurorate.spiking_learning.train_lif`, one ensemble per distinct lr."""
+    """The spiking variant: :func:`neurorate.model.spiking_learning.train_lif`, one ensemble per distinct lr."""
+    from neurorate.model.spiking_learning import train_lif
     from neurorate.provenance import environment
-    from neurorate.spiking_learning import train_lif
 
     if backend != "torch" or optimizer != "adam" or profile is not None or floss_iterations:
         raise NeurorateError(f"neuron={neuron!r} trains on the torch backend with adam, without a profile or flossing")
@@ -307,7 +307,7 @@ def _first(spectrum):
 
 
 def _spectrum(specs, task, k, units):
-    from neurorate.lyapunov import lyapunov_spectrum
+    from neurorate.analysis.lyapunov import lyapunov_spectrum
 
     k = min(int(k), specs[0].n_hidden)
     return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units))

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from neurorate.spec import NetworkSpec, effective_rank
+from neurorate.model.spec import NetworkSpec, effective_rank
 
 
 def relative_weight_change(before: NetworkSpec, after: NetworkSpec) -> float:
@@ -56,7 +56,7 @@ def tangent_features(spec: NetworkSpec | Sequence[NetworkSpec], probe_inputs: np
     """
     import torch
 
-    from neurorate import dynamics as dyn
+    from neurorate.model import dynamics as dyn
 
     if kernel not in ("bptt", "eprop"):
         raise ValueError(f"kernel must be 'bptt' or 'eprop', got {kernel!r}")

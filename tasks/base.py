@@ -32,7 +32,7 @@ class Task:
     Attributes
     ----------
     name : registry name ("romo", "2af", ...).
-    loss_kind : "mse" or "ce" (see :mod:`neurorate.losses`).
+    loss_kind : "mse" or "ce" (see :mod:`neurorate.model.losses`).
     n_in, n_out : input and output channels.
     n_steps : steps T per batch.
     batch_size : trials B per batch.

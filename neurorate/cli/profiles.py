@@ -10,7 +10,7 @@ import json
 
 import typer
 
-from neurorate.profiles import HardwareProfile, NumberFormat, available_profiles, load_profile, profile_text
+from neurorate.hardware.profiles import HardwareProfile, NumberFormat, available_profiles, load_profile, profile_text
 
 
 def describe_format(fmt: NumberFormat) -> str:

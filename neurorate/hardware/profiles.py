@@ -9,7 +9,7 @@ Every number format (weights, neuron state, traces, messages) is a :class:`Numbe
 ``value = m * step`` with ``m`` a ``bits``-bit (signed or unsigned) integer, the step fixed
 (``scale = "none"``: ``step = 2**-frac_bits``) or chosen from the data (shared power-of-two exponent per
 matrix, per row, a float scale per tensor, or power-of-two values), or a float dtype. The one quantizer
-that applies a profile to both backends lives in :mod:`neurorate.quantize`; ``docs/hardware_profiles.md``
+that applies a profile to both backends lives in :mod:`neurorate.hardware.quantize`; ``docs/hardware_profiles.md``
 describes the schema and every shipped profile.
 """
 
@@ -234,7 +234,7 @@ class HardwareProfile(_Strict):
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
 
     def violations(self, spec: Any) -> list[str]:
-        """Why ``spec`` (a :class:`~neurorate.spec.NetworkSpec`) cannot run on this device (empty: it can)."""
+        """Why ``spec`` (a :class:`~neurorate.model.spec.NetworkSpec`) cannot run on this device (empty: it can)."""
         n, n_in, n_out = int(spec.n_hidden), int(spec.n_in), int(spec.n_out)
         cap, out = self.capacity, []
         if spec.activation not in self.activation.allowed:

@@ -137,15 +137,10 @@ def cite(methods: list[str] = typer.Argument(
     typer.echo(citation(*(methods or ())))
 
 
-# Commands contributed by other modules (each exposes register(app)).
-for _module in ("neurorate.cli_lyapunov", "neurorate.cli_profiles", "neurorate.cli_study", "neurorate.cli_nir"):
-    try:
-        _mod = importlib.import_module(_module)
-    except ModuleNotFoundError as _exc:
-        if _exc.name != _module:
-            raise
-        continue
-    _mod.register(app)
+# Commands contributed by the other modules of this package (each exposes register(app)); a module that fails
+# to import is a broken install and must say so, never silently drop its commands.
+for _module in ("neurorate.cli.lyapunov", "neurorate.cli.profiles", "neurorate.cli.study", "neurorate.cli.nir"):
+    importlib.import_module(_module).register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
-"""``neurorate study`` and ``neurorate report``: thin CLI wrappers over :func:`neurorate.study.study` and
-:func:`neurorate.study_report.report` (registered by ``neurorate.cli`` when this module exists)."""
+"""``neurorate study`` and ``neurorate report``: thin CLI wrappers over :func:`neurorate.studies.runner.study` and
+:func:`neurorate.studies.report.report` (registered by ``neurorate.cli.app`` when this module exists)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def register(app: typer.Typer) -> None:
         progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
     ):
         """Run the initial-gain study (ensemble-batched, resumable) and write its parquet table and report."""
-        from neurorate.study import study as run_study
-        from neurorate.study_config import load_config
-        from neurorate.study_report import report as write_report
+        from neurorate.studies.config import load_config
+        from neurorate.studies.report import report as write_report
+        from neurorate.studies.runner import study as run_study
 
         target = out
         try:
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
         except KeyboardInterrupt:
-            from neurorate.study import read_manifest
+            from neurorate.studies.runner import read_manifest
 
             if target is None:
                 typer.echo("interrupted", err=True)
@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def report(directory: Path = typer.Argument(..., help="a study directory (neurorate study --out)")):
         """Figures and a markdown report (claims C1-C6 with statistics) of a study directory."""
-        from neurorate.study_report import report as write_report
+        from neurorate.studies.report import report as write_report
 
         try:
             typer.echo(f"report: {write_report(directory)}")

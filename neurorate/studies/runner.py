@@ -25,9 +25,7 @@ import dataclasses
 import json
 import math
 import os
-import sys
 import time
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.study_config import StudyConfig, load_config
+from neurorate.studies.config import StudyConfig, load_config
 
 EXECUTORS = ("local", "submitit", "submitit:local", "submitit:debug", "submitit:slurm")
 
@@ -111,7 +109,7 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
         return _run_spiking(config, job, grid, tasks, specs, progress)
     backend = job.backend
     if job.backend == "torch" and os.environ.get("NEURORATE_THREADS"):  # a worker process: its own thread budget
-        from neurorate.backend import get_backend
+        from neurorate.backends.base import get_backend
 
         backend = get_backend("torch", device=config.device, dtype=config.dtype,
                               threads=int(os.environ["NEURORATE_THREADS"]))
@@ -127,7 +125,7 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
     wall = time.perf_counter() - start
     metrics = [{} for _ in grid]
     if config.richlazy:
-        from neurorate.richlazy import richlazy_metrics
+        from neurorate.analysis.richlazy import richlazy_metrics
 
         probe = nr.make_task(job.task, batch_size=config.probe_batch, seed=10_000_019, **kw)
         x, _, mask = probe.batch(0)
@@ -136,12 +134,12 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
 
 
 def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, progress):
-    """A LIF/ALIF ensemble: :func:`neurorate.spiking_learning.train_lif`, one call per learning rate (Adam has
+    """A LIF/ALIF ensemble: :func:`neurorate.model.spiking_learning.train_lif`, one call per learning rate (Adam has
     one lr per call), every network on its own task stream. No Lyapunov spectra or flossing (n/a for spiking
     networks); the rich/lazy columns keep the weight-only metrics (weight change, effective rank)."""
-    from neurorate.results import TrainResult
-    from neurorate.richlazy import effective_rank, relative_weight_change
-    from neurorate.spiking_learning import train_lif
+    from neurorate.analysis.richlazy import effective_rank, relative_weight_change
+    from neurorate.io.results import TrainResult
+    from neurorate.model.spiking_learning import train_lif
 
     if config.lif.alpha is not None:
         specs = [s.replace(alpha=config.lif.alpha) for s in specs]
@@ -295,7 +293,7 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
 
     Parameters
     ----------
-    config : a :class:`~neurorate.study_config.StudyConfig`, a dict of its fields, a TOML path, an embedded
+    config : a :class:`~neurorate.studies.config.StudyConfig`, a dict of its fields, a TOML path, an embedded
         config name ("paper", "quick") or None (the ``paper`` config).
     out : the study directory (see the module docstring).
     resume : skip the ensembles recorded in ``out/manifest.json``; without it, a non-empty study directory is
@@ -305,7 +303,7 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     run_dirs : also write a run directory per network under ``out/runs/`` (slow: a plot per network).
     workers : local executor: ensembles run beside each other in this many worker processes (one torch thread
         each; default ``NEURORATE_WORKERS`` or the usable CPU cores, at most the number of ensembles; a small study
-        runs in-process, see :func:`neurorate.study_executor.default_workers`). 1 runs them one after another
+        runs in-process, see :func:`neurorate.studies.executor.default_workers`). 1 runs them one after another
         in this process. The results do not depend on it.
 
     Returns
@@ -323,7 +321,7 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     if workers is not None:  # checked before the study directory is created
         if executor != "local":
             raise NeurorateError(f"workers applies to the local executor; {executor} schedules its own jobs")
-        from neurorate.study_executor import check_workers
+        from neurorate.studies.executor import check_workers
 
         check_workers(workers, 1)
     out = Path(out)
@@ -334,7 +332,7 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     started, clock = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
     n_workers = 1
     if executor == "local":
-        from neurorate.study_executor import check_workers, default_workers, run_parallel
+        from neurorate.studies.executor import check_workers, default_workers, run_parallel
 
         n_workers = default_workers(cfg, len(todo)) if workers is None else check_workers(workers, len(todo))
         if n_workers > 1:
@@ -343,7 +341,7 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
         else:
             _run_local(cfg, todo, out, manifest, progress, run_dirs)
     else:
-        from neurorate.study_executor import run_submitit
+        from neurorate.studies.executor import run_submitit
 
         run_submitit(cfg, todo, out, manifest, executor.partition(":")[2] or None, progress,
                      lambda job, rows, wall: _record(out, manifest, job, rows, wall))
@@ -360,7 +358,7 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
 
 
 def _prepare(out: Path, cfg: StudyConfig, resume: bool) -> None:
-    from neurorate.results import prepare_out_dir
+    from neurorate.io.results import prepare_out_dir
 
     prepare_out_dir(out)
     (out / "results").mkdir(exist_ok=True)
@@ -408,13 +406,3 @@ def _run_local(cfg: StudyConfig, todo: list[EnsembleJob], out: Path, manifest: d
     finally:
         bar.close()
 
-
-class _CallableModule(types.ModuleType):
-    """``neurorate.study`` is both this module and the function: once ``import neurorate.study`` has run, the
-    package attribute is the module (it shadows the lazy function), so calling the module calls :func:`study`."""
-
-    def __call__(self, *args, **kwargs):
-        return study(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from neurorate.analysis.lyapunov import as_spec_list, benettin, orthonormal_frame, simulate_fprimes, stack_specs
 from neurorate.errors import NeurorateError
-from neurorate.lyapunov import as_spec_list, benettin, orthonormal_frame, simulate_fprimes, stack_specs
-from neurorate.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec
 
 FLOSS_MODES = ("full", "state", "onestep")
 FLOSSED = ("w_rec", "w_in", "b")
@@ -48,7 +48,7 @@ def flossing_loss(ens: dict[str, torch.Tensor], form: str, activation: str, x: t
     Parameters
     ----------
     ens : ensemble tensors ``w_rec (M,N,N)``, ``w_in (M,N,n_in)``, ``b (M,1,N)``, ``alpha (M,)``
-        (see :func:`neurorate.lyapunov.stack_specs`); gradients flow to whichever require grad.
+        (see :func:`neurorate.analysis.lyapunov.stack_specs`); gradients flow to whichever require grad.
     x : inputs ``(T, S, n_in)``, S streams shared by all networks.
     mode : "full", "state" or "onestep" (module docstring).
     warmup : steps not accumulated (default 10% of T).

@@ -1,0 +1,1 @@
+"""Learning rules as values (see :mod:`neurorate.rules.registry`)."""

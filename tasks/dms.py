@@ -28,15 +28,11 @@ so ``alpha = dt / tau = 1`` (no leak) unless ``tau`` or ``dt`` is changed.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any
 
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.tasks.base import Task
-
-from .perceptual import check_common, concatenate_trials, period_bounds, resolve_timing
+from neurorate.tasks.ring import RingTask
 
 PERIODS = ("fixation", "sample", "delay", "test", "decision")
 TIMINGS = {
@@ -47,7 +43,7 @@ MATCH, NON_MATCH = 1, 2
 
 
 @dataclasses.dataclass(repr=False)
-class DelayMatchSampleTask(Task):
+class DelayMatchSampleTask(RingTask):
     """Delayed match-to-sample task (neurogym ``DelayMatchSample-v0``).
 
     Parameters
@@ -78,19 +74,8 @@ class DelayMatchSampleTask(Task):
     fixate: bool = True
 
     name = "dms"
-    loss_kind = "ce"
-    time_unit = "ms"
-    n_in = 3
-    n_out = 3
-
-    def __post_init__(self):
-        Task.__init__(self, self.batch_size, self.seed, self.dt, self.tau)
-        check_common("dms", self.seq_len, self.sigma)
-        self.durations = resolve_timing("dms", self.timing, TIMINGS, PERIODS)
-        self.periods, self.trial_steps = period_bounds(self.durations, PERIODS, self.dt)
-        if self.periods["decision"][1] <= self.periods["decision"][0]:
-            raise NeurorateError(f"dms: the decision period is shorter than dt={self.dt} ms")
-        self.n_steps = self.trial_steps if self.seq_len is None else int(self.seq_len)
+    PERIODS = PERIODS
+    TIMINGS = TIMINGS
 
     def trials(self, ground_truth, sample, rng: np.random.Generator | None = None):
         """Trials with given answers and sample directions: ``x (L, n, 3)``, ``labels (L, n)``, ``mask (L, n)``.
@@ -113,35 +98,17 @@ class DelayMatchSampleTask(Task):
             "test": np.cos(theta[None, :] - test_theta[:, None]) * 0.5 + 0.5,
         }  # (n, 2) each
 
-        n = gt.size
-        x = np.zeros((self.trial_steps, n, 3), dtype=np.float32)
+        x = np.zeros((self.trial_steps, gt.size, 3), dtype=np.float32)
         x[:, :, 0] = 1.0
         d0, d1 = self.periods["decision"]
         x[d0:d1, :, 0] = 0.0
         for period, stim in ring.items():
-            s0, s1 = self.periods[period]
-            x[s0:s1, :, 1:] = stim.astype(np.float32)
-            if rng is not None and s1 > s0:
-                noise = rng.standard_normal((s1 - s0, n, 2)) * (self.sigma / math.sqrt(self.dt))
-                x[s0:s1, :, 1:] = x[s0:s1, :, 1:] + noise  # float32 + float64 noise, stored as float32
-        labels = np.zeros((self.trial_steps, n), dtype=np.int64)
-        labels[d0:d1] = gt
-        mask = (
-            np.ones((self.trial_steps, n), dtype=np.float32)
-            if self.fixate
-            else (labels > 0).astype(np.float32)
-        )
+            self.stimulate(x, period, stim, rng)
+        labels, mask = self.labels_and_mask(gt)
         return x, labels, mask
 
-    def _generate(self, rng: np.random.Generator, batch_size: int):
-        per_column = 1 if self.seq_len is None else -(-self.seq_len // self.trial_steps)
-        n = per_column * batch_size
+    def draw(self, rng: np.random.Generator, n: int) -> tuple:
+        """Answers ``gt ~ U{MATCH, NON_MATCH}`` and sample directions ``~ U{0, 1}`` of ``n`` trials."""
         gt = rng.integers(MATCH, NON_MATCH + 1, n)
         sample = rng.integers(0, 2, n)
-        x, labels, mask = self.trials(gt, sample, rng if self.sigma > 0 else None)
-        return tuple(concatenate_trials([x, labels, mask], batch_size, self.seq_len))
-
-    def _extra_config(self) -> dict[str, Any]:
-        out = super()._extra_config()
-        out.update(durations=self.durations, periods=dict(self.periods), trial_steps=self.trial_steps)
-        return out
+        return gt, sample

@@ -33,13 +33,12 @@ a plain (non-leaky) RNN. Pass e.g. ``tau=200`` or ``dt=20`` for a leaky network.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.tasks.base import Task
+from neurorate.tasks.ring import RingTask
 
 PERIODS = ("fixation", "stimulus", "delay", "decision")
 TIMINGS = {
@@ -48,69 +47,8 @@ TIMINGS = {
 }
 
 
-def resolve_timing(task: str, timing: str | dict, presets: dict[str, dict], periods: tuple[str, ...]) -> dict:
-    """Durations (ms) of every period: a preset name, or a dict overriding the "default" preset.
-
-    Raises :class:`NeurorateError` on an unknown preset or period, or a negative or non-numeric duration.
-    """
-    if isinstance(timing, str):
-        if timing not in presets:
-            raise NeurorateError(
-                f"{task}: unknown timing {timing!r}; choose one of {', '.join(presets)} or a dict"
-            )
-        return dict(presets[timing])
-    if not isinstance(timing, dict):
-        raise NeurorateError(f"{task}: timing must be a preset name or a dict of durations in ms")
-    unknown = set(timing) - set(periods)
-    if unknown:
-        raise NeurorateError(f"{task}: unknown period(s) {sorted(unknown)} in timing; periods are {periods}")
-    out = dict(presets["default"])
-    for period, value in timing.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise NeurorateError(f"{task}: duration of {period!r} must be a number >= 0 (ms), got {value!r}")
-        out[period] = float(value)
-    return out
-
-
-def period_bounds(durations: dict[str, float], periods: tuple[str, ...], dt: float) -> tuple[dict, int]:
-    """Step ranges ``{period: (start, end)}`` and the trial length, with neurogym's rounding.
-
-    Each duration is floored to a multiple of ``dt``; periods follow one another; a period covers steps
-    ``int(start / dt)`` to ``int(end / dt)`` (exclusive) and the trial has ``int(t_end / dt)`` steps.
-    """
-    bounds, t = {}, 0.0
-    for period in periods:
-        duration = (durations[period] // dt) * dt
-        bounds[period] = (int(t / dt), int((t + duration) / dt))
-        t = t + duration
-    return bounds, int(t / dt)
-
-
-def concatenate_trials(arrays: list[np.ndarray], batch_size: int, seq_len: int | None) -> list[np.ndarray]:
-    """Lay ``n * batch_size`` trials ``(L, n * B, ...)`` out as ``n`` consecutive trials per column, cut at seq_len.
-
-    Trial ``j * B + b`` is the ``j``-th trial of column ``b``. Without ``seq_len`` the arrays are returned as they are.
-    """
-    if seq_len is None:
-        return arrays
-    out = []
-    for a in arrays:
-        length, n = a.shape[0], a.shape[1] // batch_size
-        a = a.reshape(length, n, batch_size, *a.shape[2:]).swapaxes(0, 1)
-        out.append(np.ascontiguousarray(a.reshape(n * length, batch_size, *a.shape[3:])[:seq_len]))
-    return out
-
-
-def check_common(name: str, seq_len: int | None, sigma: float) -> None:
-    """Validate the options the neurogym-style tasks share."""
-    if seq_len is not None and (isinstance(seq_len, bool) or int(seq_len) != seq_len or seq_len < 1):
-        raise NeurorateError(f"{name}: seq_len must be a positive integer or None, got {seq_len!r}")
-    if not sigma >= 0:
-        raise NeurorateError(f"{name}: sigma must be >= 0, got {sigma}")
-
-
 @dataclasses.dataclass(repr=False)
-class PerceptualDecisionTask(Task):
+class PerceptualDecisionTask(RingTask):
     """Two-alternative perceptual decision task (neurogym ``PerceptualDecisionMaking-v0``).
 
     Parameters
@@ -143,24 +81,13 @@ class PerceptualDecisionTask(Task):
     fixate: bool = True
 
     name = "2af"
-    loss_kind = "ce"
-    time_unit = "ms"
-    n_in = 3
-    n_out = 3
+    PERIODS = PERIODS
+    TIMINGS = TIMINGS
 
-    def __post_init__(self):
-        Task.__init__(self, self.batch_size, self.seed, self.dt, self.tau)
-        check_common("2af", self.seq_len, self.sigma)
+    def check_options(self) -> None:
         self.cohs = tuple(float(c) for c in self.cohs)
         if not self.cohs or any(not (0 <= c <= 100) for c in self.cohs):
-            raise NeurorateError(
-                f"2af: cohs must be a non-empty list of coherences in [0, 100], got {self.cohs}"
-            )
-        self.durations = resolve_timing("2af", self.timing, TIMINGS, PERIODS)
-        self.periods, self.trial_steps = period_bounds(self.durations, PERIODS, self.dt)
-        if self.periods["decision"][1] <= self.periods["decision"][0]:
-            raise NeurorateError(f"2af: the decision period is shorter than dt={self.dt} ms")
-        self.n_steps = self.trial_steps if self.seq_len is None else int(self.seq_len)
+            raise NeurorateError(f"2af: cohs must be a non-empty list of coherences in [0, 100], got {self.cohs}")
 
     def trials(self, ground_truth, coh, rng: np.random.Generator | None = None):
         """Trials with given choices and coherences: ``x (L, n, 3)``, ``labels (L, n)``, ``mask (L, n)``.
@@ -175,44 +102,22 @@ class PerceptualDecisionTask(Task):
         coh = np.broadcast_to(np.asarray(coh, dtype=np.float64), gt.shape)
         if gt.size and not np.isin(gt, (0, 1)).all():
             raise NeurorateError("2af: ground_truth must be 0 or 1")
-        n, (f0, f1), (s0, s1), (d0, d1) = (
-            gt.size,
-            *(self.periods[p] for p in ("fixation", "stimulus", "decision")),
-        )
+        f0, f1 = self.periods["fixation"]
         theta = np.array([0.0, np.pi])
         stim = np.cos(theta[None, :] - theta[gt][:, None]) * (coh / 200)[:, None] + 0.5  # (n, 2)
-        x = np.zeros((self.trial_steps, n, 3), dtype=np.float32)
+        x = np.zeros((self.trial_steps, gt.size, 3), dtype=np.float32)
         x[f0:f1, :, 0] = 1.0
-        x[s0:s1, :, 1:] = stim.astype(np.float32)
-        if rng is not None and s1 > s0:
-            noise = rng.standard_normal((s1 - s0, n, 2)) * (self.sigma / math.sqrt(self.dt))
-            x[s0:s1, :, 1:] = (
-                x[s0:s1, :, 1:] + noise
-            )  # float32 + float64 noise, stored as float32 (as neurogym)
-        labels = np.zeros((self.trial_steps, n), dtype=np.int64)
-        labels[d0:d1] = gt + 1
-        mask = (
-            np.ones((self.trial_steps, n), dtype=np.float32)
-            if self.fixate
-            else (labels > 0).astype(np.float32)
-        )
+        self.stimulate(x, "stimulus", stim, rng)
+        labels, mask = self.labels_and_mask(gt + 1)
         return x, labels, mask
 
-    def _generate(self, rng: np.random.Generator, batch_size: int):
-        per_column = 1 if self.seq_len is None else -(-self.seq_len // self.trial_steps)
-        n = per_column * batch_size
+    def draw(self, rng: np.random.Generator, n: int) -> tuple:
+        """Choices ``gt ~ U{0, 1}`` and coherences ``coh ~ U(cohs)`` of ``n`` trials."""
         gt = rng.integers(0, 2, n)
         coh = np.asarray(self.cohs)[rng.integers(0, len(self.cohs), n)]
-        x, labels, mask = self.trials(gt, coh, rng if self.sigma > 0 else None)
-        x, labels, mask = concatenate_trials([x, labels, mask], batch_size, self.seq_len)
-        return x, labels, mask
+        return gt, coh
 
     def _extra_config(self) -> dict[str, Any]:
         out = super()._extra_config()
-        out.update(
-            cohs=list(self.cohs),
-            durations=self.durations,
-            periods=dict(self.periods),
-            trial_steps=self.trial_steps,
-        )
+        out["cohs"] = list(self.cohs)
         return out

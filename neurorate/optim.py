@@ -1,8 +1,11 @@
-"""Element-wise optimizers for an ensemble: every network has its own learning rate and its own state.
+"""The one optimizer of neurorate: element-wise Adam and SGD for an ensemble, every network with its own
+learning rate and its own state.
 
 Adam (Kingma & Ba; PyTorch's defaults beta = (0.9, 0.999), eps = 1e-8) and plain SGD, applied to
 ``(M, ...)`` tensors with ``lr (M,)``. Being element-wise, one ensemble step equals M separate optimizers.
-A frozen network (``active[m] = False``, e.g. after divergence) is not updated.
+A frozen network (``active[m] = False``, e.g. after divergence or a non-finite gradient) is not updated and
+its moments decay as if its gradient were 0. Used by the torch backend's training, by
+:func:`neurorate.floss` and by the spiking networks' training.
 """
 
 from __future__ import annotations

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from neurorate.analysis.flossing import EnsembleAdam, floss, flossing_loss
+from neurorate.analysis.flossing import floss, flossing_loss
 from neurorate.analysis.lyapunov import max_lyapunov, orthonormal_frame, stack_specs
 from neurorate.errors import NeurorateError
 from neurorate.model.spec import NetworkSpec
+from neurorate.optim import EnsembleOptimizer
 from neurorate.tasks.romo import RomoTask
 
 torch.set_num_threads(1)
@@ -99,18 +100,22 @@ def test_state_mode_equals_full_without_recurrence_and_differs_with_it():
     assert np.allclose(grads(spec, x, "state", 3)[2], grads(spec, x, "full", 3)[2], atol=1e-14)
 
 
-def test_ensemble_adam_matches_torch_adam():
+def test_flossing_optimizer_leaves_a_network_with_a_nan_gradient_untouched():
+    """flossing freezes a network whose loss or gradient is not finite; the other one still follows torch's Adam."""
     rng = np.random.default_rng(0)
-    p0 = rng.standard_normal((1, 4, 3))
-    ours = torch.tensor(p0, dtype=F64)
-    ref = torch.tensor(p0[0], dtype=F64, requires_grad=True)
-    opt, torch_opt = EnsembleAdam([ours], 1e-2), torch.optim.Adam([ref], lr=1e-2)
+    p0 = torch.tensor(rng.standard_normal((2, 4, 3)), dtype=F64)
+    ours = {"w_rec": p0.clone()}
+    ref = torch.nn.Parameter(p0[0].clone())
+    opt, torch_opt = EnsembleOptimizer("adam", torch.tensor([1e-2, 1e-2], dtype=F64)), torch.optim.Adam([ref], lr=1e-2)
     for _ in range(20):
-        g = torch.tensor(rng.standard_normal((1, 4, 3)), dtype=F64)
-        opt.step([g])
+        g = torch.tensor(rng.standard_normal((2, 4, 3)), dtype=F64)
+        g[1, 0, 0] = float("nan")
+        opt.step(ours, {"w_rec": g}, torch.isfinite(g.reshape(2, -1)).all(dim=1))
         ref.grad = g[0].clone()
         torch_opt.step()
-    assert torch.allclose(ours[0], ref.detach(), rtol=0, atol=1e-14)
+    assert torch.allclose(ours["w_rec"][0], ref.detach(), rtol=0, atol=1e-14)
+    assert torch.equal(ours["w_rec"][1], p0[1])
+    assert torch.isfinite(opt.m1["w_rec"]).all() and torch.isfinite(opt.m2["w_rec"]).all()
 
 
 def test_ensemble_flossing_equals_separate_runs_with_own_learning_rates():

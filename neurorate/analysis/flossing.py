@@ -19,14 +19,14 @@ flossed, never the readout. Three modes say which paths the gradient may take:
   is the three-factor product ``d log||v|| / dW_ij = alpha v_i f'(a_{t-1,j}) q_j / ||v||^2`` (form A).
   ``W_in`` and ``b`` enter ``D_t`` only through ``f'``, so in this mode they get no gradient.
 
-Every network has its own Adam state and learning rate (a tiny elementwise Adam, so a per-network list
-of learning rates works and networks never share moment estimates).
+Every network has its own Adam state and learning rate (the element-wise ensemble Adam of
+:mod:`neurorate.optim`, so a per-network list of learning rates works and networks never share moment estimates).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ import torch
 from neurorate.analysis.lyapunov import as_spec_list, benettin, orthonormal_frame, simulate_fprimes, stack_specs
 from neurorate.errors import NeurorateError
 from neurorate.model.spec import NetworkSpec
+from neurorate.optim import EnsembleOptimizer
 
 FLOSS_MODES = ("full", "state", "onestep")
 FLOSSED = ("w_rec", "w_in", "b")
@@ -66,35 +67,6 @@ def flossing_loss(ens: dict[str, torch.Tensor], form: str, activation: str, x: t
                               detach_q=mode == "onestep", detach_warmup=mode != "full")
     lambdas = (log_sum / count).mean(dim=1)
     return ((lambdas - lambda_target) ** 2).sum(-1), lambdas
-
-
-class EnsembleAdam:
-    """Adam with independent moments and learning rate per network (leading dim M of every tensor)."""
-
-    def __init__(self, params: Sequence[torch.Tensor], lr, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.params = list(params)
-        m = self.params[0].shape[0]
-        self.lr = torch.as_tensor(np.broadcast_to(np.asarray(lr, dtype=np.float64), (m,)).copy(),
-                                  dtype=self.params[0].dtype, device=self.params[0].device)
-        self.b1, self.b2, self.eps, self.t = betas[0], betas[1], eps, 0
-        self.m = [torch.zeros_like(p) for p in self.params]
-        self.v = [torch.zeros_like(p) for p in self.params]
-
-    @torch.no_grad()
-    def step(self, grads: Sequence[torch.Tensor | None], active: torch.Tensor | None = None) -> None:
-        """Update every parameter; networks where ``active`` (M,) is False are left untouched."""
-        self.t += 1
-        c1, c2 = 1 - self.b1**self.t, 1 - self.b2**self.t
-        for p, g, mom, var in zip(self.params, grads, self.m, self.v):
-            if g is None:
-                continue
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            keep = torch.ones_like(self.lr) if active is None else active.to(p.dtype)
-            g = torch.nan_to_num(g) * keep.reshape(shape)
-            mom.mul_(self.b1).add_((1 - self.b1) * g)
-            var.mul_(self.b2).add_((1 - self.b2) * g * g)
-            upd = (mom / c1) / ((var / c2).sqrt() + self.eps)
-            p.sub_(self.lr.reshape(shape) * keep.reshape(shape) * upd)
 
 
 def _stream(task_or_inputs, it: int, steps: int | None, n_streams: int, seed: int) -> np.ndarray:
@@ -153,7 +125,7 @@ def floss(specs, task_or_inputs, iterations: int = 100, mode: str = "state", k: 
 
     ens = stack_specs(spec_list, device, dtype)
     params = [ens[name].requires_grad_(True) for name in FLOSSED]
-    opt = EnsembleAdam(params, lrs)
+    opt = EnsembleOptimizer("adam", torch.as_tensor(np.broadcast_to(lrs, (m,)).copy(), dtype=dtype, device=device))
     losses = np.full((m, int(iterations)), np.nan)
     bar = None
     if progress is True:
@@ -172,7 +144,7 @@ def floss(specs, task_or_inputs, iterations: int = 100, mode: str = "state", k: 
         for g in grads:
             if g is not None:
                 finite &= torch.isfinite(g.reshape(m, -1)).all(dim=1)
-        opt.step(grads, active=finite)
+        opt.step(dict(zip(FLOSSED, params)), {n: g for n, g in zip(FLOSSED, grads) if g is not None}, finite)
         losses[:, it] = loss.detach().cpu().numpy()
         if bar is not None:
             bar.update(1)

@@ -46,32 +46,9 @@ MATCH, NON_MATCH = 1, 2
 class DelayMatchSampleTask(RingTask):
     """Delayed match-to-sample task (neurogym ``DelayMatchSample-v0``).
 
-    Parameters
-    ----------
-    batch_size : trials (columns) per batch.
-    seed : seed of the batch stream.
-    dt : time step in ms (neurogym default 100).
-    tau : network time constant in ms; the default 100 gives ``alpha = 1`` (no leak).
-    timing : "default", "short" (R5: sample 100, delay 500, test 100, decision 100, no fixation) or a dict
-        of durations (ms) overriding the default ones.
-    sigma : input noise, standard deviation ``sigma / sqrt(dt)`` per step (neurogym's convention, dt in ms).
-    seq_len : None for one trial per column; else the steps per column, filled with consecutive trials.
-    fixate : mask the fixate labels too (True, as neurogym) or only the decision steps (False).
-
-    Attributes
-    ----------
-    periods : ``{period: (first step, end step)}`` of one trial.
-    trial_steps : steps of one trial.
+    The fields of :class:`~neurorate.tasks.ring.RingTask` (batch_size, seed, dt, tau, timing, sigma, seq_len,
+    fixate).
     """
-
-    batch_size: int = 16
-    seed: int = 0
-    dt: float = 100.0
-    tau: float = 100.0
-    timing: str | dict = "default"
-    sigma: float = 1.0
-    seq_len: int | None = None
-    fixate: bool = True
 
     name = "dms"
     PERIODS = PERIODS

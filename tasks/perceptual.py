@@ -51,34 +51,15 @@ TIMINGS = {
 class PerceptualDecisionTask(RingTask):
     """Two-alternative perceptual decision task (neurogym ``PerceptualDecisionMaking-v0``).
 
+    The fields of :class:`~neurorate.tasks.ring.RingTask` (batch_size, seed, dt, tau, timing, sigma, seq_len,
+    fixate), and
+
     Parameters
     ----------
-    batch_size : trials (columns) per batch.
-    seed : seed of the batch stream.
-    dt : time step in ms (neurogym default 100).
-    tau : network time constant in ms; the default 100 gives ``alpha = 1`` (no leak).
-    timing : "default", "short" (R5: stimulus 700, decision 100, no fixation) or a dict of durations (ms)
-        overriding the default ones.
     cohs : coherences, drawn uniformly per trial.
-    sigma : input noise, standard deviation ``sigma / sqrt(dt)`` per step (neurogym's convention, dt in ms).
-    seq_len : None for one trial per column; else the steps per column, filled with consecutive trials.
-    fixate : mask the fixate labels too (True, as neurogym) or only the decision steps (False).
-
-    Attributes
-    ----------
-    periods : ``{period: (first step, end step)}`` of one trial.
-    trial_steps : steps of one trial.
     """
 
-    batch_size: int = 16
-    seed: int = 0
-    dt: float = 100.0
-    tau: float = 100.0
-    timing: str | dict = "default"
     cohs: tuple = (0.0, 6.4, 12.8, 25.6, 51.2)
-    sigma: float = 1.0
-    seq_len: int | None = None
-    fixate: bool = True
 
     name = "2af"
     PERIODS = PERIODS

@@ -15,6 +15,7 @@ trials). Everything else (validation, periods, batch layout, noise, labels, mask
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -85,8 +86,37 @@ def check_common(name: str, seq_len: int | None, sigma: float) -> None:
         raise NeurorateError(f"{name}: sigma must be >= 0, got {sigma}")
 
 
+@dataclasses.dataclass(repr=False)
 class RingTask(Task):
-    """Base of the neurogym-style ring tasks (see the module docstring); subclasses are dataclasses."""
+    """Base of the neurogym-style ring tasks (see the module docstring); subclasses are dataclasses.
+
+    Parameters
+    ----------
+    batch_size : trials (columns) per batch.
+    seed : seed of the batch stream.
+    dt : time step in ms (neurogym default 100).
+    tau : network time constant in ms; the default 100 gives ``alpha = 1`` (no leak).
+    timing : a preset name of the subclass's ``TIMINGS`` ("default", "short") or a dict of durations (ms)
+        overriding the default ones.
+    sigma : input noise, standard deviation ``sigma / sqrt(dt)`` per step (neurogym's convention, dt in ms).
+    seq_len : None for one trial per column; else the steps per column, filled with consecutive trials.
+    fixate : mask the fixate labels too (True, as neurogym) or only the decision steps (False).
+
+    Attributes
+    ----------
+    periods : ``{period: (first step, end step)}`` of one trial.
+    trial_steps : steps of one trial.
+    durations : ``{period: duration in ms}`` before flooring to ``dt``.
+    """
+
+    batch_size: int = 16
+    seed: int = 0
+    dt: float = 100.0
+    tau: float = 100.0
+    timing: str | dict = "default"
+    sigma: float = 1.0
+    seq_len: int | None = None
+    fixate: bool = True
 
     PERIODS: ClassVar[tuple[str, ...]]
     TIMINGS: ClassVar[dict[str, dict[str, float]]]

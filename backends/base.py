@@ -74,7 +74,7 @@ class Backend(Protocol):
         """Train the networks on ``task`` and return one :class:`BackendRun` per spec."""
 
     def jacobian_vector(self, spec: Any, state: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """The tangent map ``D(state) q`` of one step (science.md §4.1)."""
+        """The tangent map ``D(state) q`` of one step (docs/theory.md §4.1)."""
 
 
 def available_backends() -> list[str]:

@@ -1,12 +1,12 @@
-"""Ensemble training speed of the torch backend against a naive per-step loop (issue 2, design.md §8).
+"""Ensemble training speed of the torch backend against a naive per-step loop (targets: docs/benchmarks.md).
 
 Reference ("naive"): the paper's style, one network at a time: an ``nn.Module`` CTRNN with ``nn.Linear``
 layers stepped in a Python loop, ``torch.optim.Adam``, e-prop by the presynaptic ``detach``.
 neurorate: M networks (Romo, B = 32) trained as one program by ``TorchBackend.train``.
 Also measured: the plain batched-matmul throughput (GFLOP/s of ``torch.bmm`` at the forward's shapes),
-and the fraction of it the ensemble reaches (counting 2 FLOPs per multiply-add, science.md §8).
+and the fraction of it the ensemble reaches (counting 2 FLOPs per multiply-add, docs/theory.md §8).
 
-Writes a section "## Ensemble training (issue 2)" into docs/benchmarks.md (replacing an older one).
+Writes a section "## Ensemble training" into docs/benchmarks.md (replacing an older one).
 Usage: ``python benchmarks/bench_ensemble.py [--quick]``.
 """
 
@@ -75,7 +75,7 @@ def ensemble_ms_per_iteration(n, m, iterations, rule="eprop"):
 
 
 def eprop_flops(n, m, b=32, t=56, n_in=1, n_out=2):
-    """Multiply-adds x 2 of one e-prop iteration (forward + factorised gradient), science.md §8."""
+    """Multiply-adds x 2 of one e-prop iteration (forward + factorised gradient), docs/theory.md §8."""
     forward = 2 * (n * n + n * n_in + n * n_out)
     gradient = 2 * n * n + 2 * n * n_in + 4 * n * n_out
     return m * b * t * (forward + gradient)
@@ -106,7 +106,7 @@ def machine():
 def write_section(lines):
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the script it names.\n"
-    head = "## Ensemble training (issue 2)"
+    head = "## Ensemble training"
     parts = text.split("\n## ")
     kept = [p for p in parts if not p.startswith(head[3:])]
     text = "\n## ".join(kept).rstrip() + "\n\n" + "\n".join(lines) + "\n"
@@ -114,22 +114,22 @@ def write_section(lines):
 
 
 def reading(rows) -> str:
-    """The verdict against the issue-2 target, from the measured rows ``(n, m, naive, t, per_net, sp, gf, frac)``."""
+    """The verdict against the ensemble target, from the measured rows ``(n, m, naive, t, per_net, sp, gf, frac)``."""
     big = [r for r in rows if r[0] == 64 and r[1] >= 64]
     if not big:
         return "Reading: no M >= 64 row at N = 64 was measured."
     best = max(big, key=lambda r: r[5])
     met = best[5] >= 25 and best[7] >= 0.5
-    return (f"Reading: the issue-2 target (>= 25x per network-iteration at M >= 64 and >= 50 % of bmm) is "
+    return (f"Reading: the target (>= 25x per network-iteration at M >= 64 and >= 50 % of bmm) is "
             f"**{'met' if met else 'not met'}**: at N = 64 the best M >= 64 ensemble (M = {best[1]}) reaches "
             f"{best[5]:.1f}x over the naive loop at {100 * best[7]:.0f} % of the single-thread bmm rate. "
-            "Why not more on this CPU: the naive loop here takes 6-7 ms/iteration, not the 13 ms of the design "
-            "reference, and one e-prop iteration of 64 networks is ~2 GFLOP of small batched matmuls (N = 64, "
-            "B = 32) whose per-step element-wise work is memory-bound (a vectorised-over-time variant was 2.3x "
-            "slower: its trajectories fall out of cache, so the backend uses a fused per-step kernel that also "
-            "computes the input drive per step). At N = 256 the naive loop itself is BLAS-bound, which caps any "
-            "batching gain near 2-3x on 2 cores. A GPU run (none was lent to this task) is where the ensemble "
-            "dimension pays.")
+            "Why not more on this CPU: the naive loop here takes 6-7 ms/iteration, not the 13 ms of the naive "
+            "estimate in the Study section, and one e-prop iteration of 64 networks is ~2 GFLOP of small batched "
+            "matmuls (N = 64, B = 32) whose per-step element-wise work is memory-bound (a vectorised-over-time "
+            "variant was 2.3x slower: its trajectories fall out of cache, so the backend uses a fused per-step "
+            "kernel that also computes the input drive per step). At N = 256 the naive loop itself is BLAS-bound, "
+            "which caps any batching gain near 2-3x on 2 cores. A GPU run (not measured here) is where the "
+            "ensemble dimension pays.")
 
 
 def main():
@@ -158,13 +158,13 @@ def main():
                   flush=True)
     if args.quick:
         return
-    lines = ["## Ensemble training (issue 2)", "",
+    lines = ["## Ensemble training", "",
              f"`python benchmarks/bench_ensemble.py` on {datetime.date.today()}: {machine()}; naive loop and bmm "
              f"reference on 1 thread, ensemble on the backend's thread choice ({THREADS or 'auto'}: 1 thread when "
              "M B N^2 < 2^20, else 2).",
              "Romo, B = 32, T = 56, e-prop (form A, tanh), float32, CPU. Naive = one network at a time in the paper's "
              "style (nn.Linear, per-step loop, torch.optim.Adam, detach). Speed-up is per network-iteration. "
-             "%bmm = achieved GFLOP/s (e-prop FLOPs, science.md §8) over plain `torch.bmm` GFLOP/s at "
+             "%bmm = achieved GFLOP/s (e-prop FLOPs, docs/theory.md §8) over plain `torch.bmm` GFLOP/s at "
              "(M=64, B, N) x (N, N).",
              "", "| N | M | naive ms/it | ensemble ms/it | ms per network-it | speed-up | GFLOP/s | % of bmm |",
              "|---|---|---|---|---|---|---|---|"]

@@ -98,7 +98,7 @@ def main() -> None:
     if args.markdown:
         import importlib.metadata as md
 
-        print("\n## Lava backend (issue 4)\n")
+        print("\n## Lava backend\n")
         print(f"Machine: {machine()}; {datetime.date.today()}; Python {platform.python_version()}, "
               f"lava-nc {md.version('lava-nc')}, numpy {np.__version__}; OPENBLAS_NUM_THREADS=1.")
         print(f"Romo (T = 56), e-prop + SGD inside Lava, one RateRNN process + one trial source; "

@@ -1,7 +1,7 @@
-"""Benchmark: Lyapunov spectra of an ensemble in one batched program vs a per-network loop (issue 3).
+"""Benchmark: Lyapunov spectra of an ensemble in one batched program vs a per-network loop.
 
-Main configuration (design.md §8): the full spectrum (k = N = 256) over T = 1000 steps of Romo input for
-32 networks, float64, one torch thread. The loop calls the same ``lyapunov_spectrum`` once per network; when
+Main configuration (the target in docs/benchmarks.md): the full spectrum (k = N = 256) over T = 1000 steps of Romo
+input for 32 networks, float64, one torch thread. The loop calls the same ``lyapunov_spectrum`` once per network; when
 ``--loop-networks`` is smaller than M it times that many networks and extrapolates linearly (said so in the
 row). Extra rows show the regimes of everyday use (top-8 and lambda_max with several streams).
 
@@ -28,7 +28,7 @@ from neurorate.analysis.lyapunov import lyapunov_spectrum
 from neurorate.model.spec import NetworkSpec
 from neurorate.tasks.romo import RomoTask
 
-SECTION = "## Lyapunov spectrum (issue 3)"
+SECTION = "## Lyapunov spectrum"
 HEADER = ("| date | machine | torch | config (M networks, N, k, T steps, S streams, t_ons) | batched (s) | "
           "per-network loop (s) | speed-up | batched == loop (max abs diff) |\n"
           "|---|---|---|---|---|---|---|---|\n")

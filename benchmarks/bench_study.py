@@ -1,11 +1,11 @@
-"""Wall time of a whole study against the naive estimate (issue 5, design.md §8).
+"""Wall time of a whole study against the naive estimate (targets: docs/benchmarks.md).
 
 Naive estimate: every network trained alone by a per-step loop in the paper's style, measured on this machine at
-about 13 ms per iteration (Romo, N = 64, B = 32, 1 thread; science.md §8), plus nothing for Lyapunov spectra,
+about 13 ms per iteration (Romo, N = 64, B = 32, 1 thread; docs/theory.md §8), plus nothing for Lyapunov spectra,
 flossing or rich/lazy metrics (so the estimate flatters the naive loop). neurorate: the same study run by
 ``neurorate.studies.runner`` (all gains x lrs x seeds of an ensemble as one program), everything included.
 
-Writes (replaces) the section "## Study (issue 5)" of docs/benchmarks.md.
+Writes (replaces) the section "## Study" of docs/benchmarks.md.
 Usage: ``python benchmarks/bench_study.py [--config paper,quick,lif] [--existing DIR]`` (``--existing`` reads the wall
 time of an already finished study from its manifest instead of running it).
 """
@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NAIVE_MS_PER_ITERATION = 13.0
-HEAD = "## Study (issue 5)"
+HEAD = "## Study"
 
 
 def naive_seconds(cfg) -> float:
@@ -46,7 +46,7 @@ def write_section(lines: list[str]) -> None:
     path.write_text("\n## ".join(kept).rstrip() + "\n\n" + "\n".join(lines) + "\n")
 
 
-TARGETS = {"paper": 600.0, "quick": 300.0}  # seconds on 2 CPU cores (design.md §8)
+TARGETS = {"paper": 600.0, "quick": 300.0}  # seconds on 2 CPU cores (docs/benchmarks.md, Targets)
 
 
 def measure(name: str, existing: str | None) -> dict:
@@ -132,8 +132,8 @@ def main() -> None:
               f"torch {torch.__version__}; every ensemble on one torch thread in its own worker process. A run keeps "
               "the rows of the studies it did not measure."), "",
              COLUMNS, "|---" * COLUMNS[1:].count("|") + "|", *rows.values(), "",
-             "Targets on 2 CPU cores (design.md §8): " + "; ".join(verdicts) + ". The H100 target (< 1 min) needs a "
-             "lent GPU (`device` tool); none was lent to this task. History: before the worker processes (ensembles "
+             "Targets on 2 CPU cores (see Targets above): " + "; ".join(verdicts) + ". The GPU target (< 1 min) "
+             "is not measured here. History: before the worker processes (ensembles "
              "one after another, 2 threads each), the paper study without RFLO took 990 s (2026-11-23).", "",
              ("The measured time includes flossing, Lyapunov spectra before/after and rich/lazy metrics; the naive "
               "estimate counts training iterations only, at N = 64 (smaller N is not faster for the naive loop, whose "

@@ -138,7 +138,7 @@ def test_ensemble_flossing_equals_separate_runs_with_own_learning_rates():
 
 
 def test_flossing_moves_lambda_max_of_a_small_gain_network_to_zero():
-    """science.md §5.3: state-mode flossing, 100 iterations, Romo, N = 64, tanh, form A, alpha 0.5, g = 0.5."""
+    """docs/theory.md §5.3: state-mode flossing, 100 iterations, Romo, N = 64, tanh, form A, alpha 0.5, g = 0.5."""
     task = RomoTask()
     spec = NetworkSpec.random(n_in=1, n_hidden=64, n_out=2, gain=0.5, seed=0, alpha=0.5)
     before = max_lyapunov(spec, task)

@@ -1,4 +1,4 @@
-"""Learning rules against oracles (science.md §3.5), float64.
+"""Learning rules against oracles (docs/theory.md §3.5), float64.
 
 T1 on-line traces == autograd with the presynaptic detach, every parameter, every form (1e-10);
 T2 BPTT == central finite differences; T3 g = 0: e-prop == BPTT; T4 detach changes no values;

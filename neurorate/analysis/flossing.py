@@ -1,6 +1,6 @@
 """Gradient flossing (Engelken 2023) and its local variants, batched over an ensemble of networks.
 
-The flossing loss of one network drives its top-k Lyapunov exponents to a target (science.md §5)::
+The flossing loss of one network drives its top-k Lyapunov exponents to a target (docs/theory.md §5)::
 
     L_floss = sum_{i=1..k} (lambda_i - lambda_target)^2,   lambda_i = (1/T') sum_t log R_t,ii   (per step)
 

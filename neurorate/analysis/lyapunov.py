@@ -1,6 +1,6 @@
 """Lyapunov spectra of driven rate RNNs by the QR (Benettin) method, batched over networks and input streams.
 
-The tangent map of one step (science.md §4.1; inputs are not perturbed)::
+The tangent map of one step (docs/theory.md §4.1; inputs are not perturbed)::
 
     A   D_t = (1-alpha) I + alpha W diag(f'(a_{t-1}))
     B   D_t = diag(f'(u_t)) ((1-alpha) I + alpha W)

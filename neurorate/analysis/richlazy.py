@@ -1,4 +1,4 @@
-"""Rich/lazy learning metrics of a trained network (science.md §7; Liu et al. 2024).
+"""Rich/lazy learning metrics of a trained network (docs/theory.md §7; Liu et al. 2024).
 
 * relative weight change ``||W_rec(T) - W_rec(0)||_F / ||W_rec(0)||_F``;
 * effective rank (Roy & Vetterli 2007) of ``W_rec`` before and after training;

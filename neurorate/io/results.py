@@ -1,6 +1,6 @@
 """Training results and run directories.
 
-A run directory holds everything needed to trust and reuse a run (design.md §7)::
+A run directory holds everything needed to trust and reuse a run (docs/cli.md, "The run directory")::
 
     config.json        resolved configuration (task, network, rule, optimizer, lr, seed, backend, profile)
     environment.json   package versions, git revision, Python, machine

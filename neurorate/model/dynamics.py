@@ -12,7 +12,7 @@ Step of each form (state s; ``drive_t = U x_t + b``; ``pre = rate(s_{t-1})`` is 
     B   u_t = (1-alpha) h_{t-1} + alpha (W h_{t-1} + drive_t),  h_t = f(u_t)          psi_t = f'(u_t)
     C   u_t = W h_{t-1} + drive_t,  h_t = (1-alpha) h_{t-1} + alpha f(u_t)           psi_t = f'(u_t)
 
-e-prop / RFLO (science.md §3.2): the eligibility trace keeps only the neuron-internal dependence, the
+e-prop / RFLO (docs/theory.md §3.2): the eligibility trace keeps only the neuron-internal dependence, the
 learning signal is ``L_t = F dl_t/dy_t`` (``F = W_out^T`` symmetric, or a fixed random B)::
 
     A   rbar_t = (1-alpha) rbar_{t-1} + alpha r_{t-1};  xbar_t = (1-alpha) xbar_{t-1} + alpha x_t
@@ -20,7 +20,7 @@ learning signal is ``L_t = F dl_t/dy_t`` (``F = W_out^T`` symmetric, or a fixed 
     B   P_t = psi_t * ((1-alpha) P_{t-1} + alpha pre_t)                  dW += L_t * P_t   (N x N trace)
     C   P_t = (1-alpha) P_{t-1} + alpha psi_t * pre_t                     dW += L_t * P_t   (N x N trace)
 
-Tangent map for Lyapunov exponents (science.md §4.1), applied to Q (..., N, k) without forming D::
+Tangent map for Lyapunov exponents (docs/theory.md §4.1), applied to Q (..., N, k) without forming D::
 
     A   D_t Q = (1-alpha) Q + alpha W (f'(a_{t-1}) * Q)
     B   D_t Q = f'(u_t) * ((1-alpha) Q + alpha W Q)

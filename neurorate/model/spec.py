@@ -1,6 +1,6 @@
 """NetworkSpec: everything that defines a rate RNN and nothing about how it runs.
 
-The network (science.md §1.2; N hidden units, weights ``W = w_rec (N, N)``, ``U = w_in (N, n_in)``,
+The network (docs/theory.md §1.2; N hidden units, weights ``W = w_rec (N, N)``, ``U = w_in (N, n_in)``,
 ``V = w_out (n_out, N)``, biases ``b (N,)``, ``c = b_out (n_out,)``, leak ``alpha = dt / tau``)::
 
     form A  a_t = (1-alpha) a_{t-1} + alpha (W f(a_{t-1}) + U x_t + b),   y_t = V f(a_t) + c     (state a)

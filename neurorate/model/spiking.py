@@ -13,7 +13,7 @@ LIF with ``r = tau/dt``). Shapes carry a leading ensemble dimension M: weights `
 ``beta_a`` is a vector: ``beta_a`` on the first ``round(adaptive_fraction N)`` units (ALIF), 0 on the rest (LIF);
 ``beta_a = 0`` everywhere is the plain LIF network, bit for bit.
 
-e-prop (science.md §3 for the rate case): the eligibility trace keeps only the leak path ``dv_t/dv_{t-1} = beta``
+e-prop (docs/theory.md §3 for the rate case): the eligibility trace keeps only the leak path ``dv_t/dv_{t-1} = beta``
 (the recurrent *and* reset inputs of ``z_{t-1}`` are treated as presynaptic constants)::
 
     zbar_t = beta zbar_{t-1} + z_{t-1};   xbar_t = beta xbar_{t-1} + x_t;   bbar_t = beta bbar_{t-1} + 1

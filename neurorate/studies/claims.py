@@ -1,4 +1,4 @@
-"""Run summaries, best-learning-rate selection and the statistical checks of claims C1-C6 (science.md §6).
+"""Run summaries, best-learning-rate selection and the statistical checks of claims C1-C6 (docs/theory.md §6).
 
 Every function works on plain run dicts (one per network: the run-level columns of the study table), so the
 statistics can be tested on constructed data with known answers.

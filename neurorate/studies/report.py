@@ -240,7 +240,7 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, explo
              f"input bias {cfg['input_bias']}. Diverged runs (NaN/inf): {n_div}.{blow_text}"), "",
              (f"Best learning rate per (task, rule, flossing, gain): lowest mean over seeds of `{criterion}` "
              f"(mean loss over the last {cfg['final_fraction']:.0%} of iterations for final_loss)."), "",
-             "## Claims (science.md §6)", "", claims_markdown(claims), "",
+             "## Claims (docs/theory.md §6)", "", claims_markdown(claims), "",
              "Tests are one-sided at alpha = 0.05 on the best-lr runs"
              + (" of each [backend/profile] slice. " if multi else ". ")
              + ("With fewer than 3 seeds per gain, every p-value is indicative only." if seeds < 3 else ""), "",

@@ -19,17 +19,16 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from neurorate.errors import NeurorateError
+from neurorate.rules.registry import BUILTIN_RULES
 
 _BUILTIN_BACKENDS = {
     "torch": "neurorate.backends.torch:TorchBackend",
     "lava": "neurorate.backends.lava:LavaBackend",
 }
 
-RULES = ("bptt", "eprop", "eprop_online", "eprop_random", "rflo", "trunc1")
-"""Learning rules: ``bptt`` exact gradient; ``eprop`` e-prop by the presynaptic detach (symmetric feedback
-``W_out^T``); ``eprop_online`` the same gradient from explicit forward traces; ``eprop_random`` e-prop with a
-fixed random feedback matrix; ``rflo`` random-feedback on-line traces (Murray 2019; equal to
-``eprop_random`` in this model); ``trunc1`` detaches the whole previous state (no trace; a control)."""
+RULES = tuple(r.name for r in BUILTIN_RULES)
+"""Names of the built-in learning rules (derived from :data:`neurorate.rules.BUILTIN_RULES`; their properties
+and the rules of plugins: :func:`neurorate.rules.rules`, docs/rules.md)."""
 
 OPTIMIZERS = ("adam", "sgd")
 

@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.backends.base import OPTIMIZERS, RULES, get_backend
+from neurorate.backends.base import OPTIMIZERS, get_backend
 from neurorate.errors import NeurorateError
 from neurorate.io.results import RunDirectory, TrainResult, prepare_out_dir, write_final
 from neurorate.model.spec import NetworkSpec
+from neurorate.rules.registry import get_rule, rule_names
 from neurorate.tasks.base import Task
 
 FLOSS_MODES = ("state", "onestep", "full")
@@ -102,8 +103,7 @@ def train(
     tasks = list(task) if isinstance(task, (list, tuple)) else [task]
     if not all(isinstance(t, Task) for t in tasks):
         raise NeurorateError("task must be a neurorate Task (see neurorate.make_task) or a list of them")
-    if rule not in RULES:
-        raise NeurorateError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    get_rule(rule)  # unknown -> one-line error listing the rules (built-ins and plugins)
     if optimizer not in OPTIMIZERS:
         raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     _check_positive("iterations", iterations, integer=True, allow_zero=True)
@@ -254,8 +254,9 @@ def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile,
 
     if backend != "torch" or optimizer != "adam" or profile is not None or floss_iterations:
         raise NeurorateError(f"neuron={neuron!r} trains on the torch backend with adam, without a profile or flossing")
-    if rule not in ("eprop", "eprop_random", "bptt"):
-        raise NeurorateError(f"neuron={neuron!r} supports the rules eprop, eprop_random and bptt, not {rule!r}")
+    if rule not in rule_names(neuron=neuron):
+        raise NeurorateError(f"neuron={neuron!r} supports the rules {', '.join(rule_names(neuron=neuron))}, "
+                             f"not {rule!r}")
     if len(tasks) != 1:
         raise NeurorateError(f"neuron={neuron!r} trains every network on one shared task")
     constants = dict(constants or {})

@@ -14,43 +14,42 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.backends.base import OPTIMIZERS, RULES, BackendRun, SimResult
+from neurorate.backends.base import OPTIMIZERS, BackendRun, SimResult
 from neurorate.errors import NeurorateError
 from neurorate.model.spec import NetworkSpec
+from neurorate.rules.feedback import feedback_matrix
+from neurorate.rules.registry import BUILTIN_RULES, Rule, get_rule, rule_names
 
 from ._compat import ensure_lava_importable
 from ._io import FixedFeed, Mailbox, TaskFeed
 
-FEEDBACK = {"eprop": "symmetric", "eprop_online": "symmetric", "eprop_random": "random", "rflo": "random"}
-"""Rules that run on-line inside Lava, and the feedback matrix of their learning signal."""
+FEEDBACK = {r.name: r.feedback for r in BUILTIN_RULES if "lava" in r.backends}
+"""Built-in rules that run on-line inside Lava, and the feedback kind of their learning signal (derived from
+the registry, :mod:`neurorate.rules.registry`)."""
 
 _WEIGHTS = ("w_in", "w_rec", "w_out", "b", "b_out")
 
 
-def feedback_matrix(spec: NetworkSpec) -> np.ndarray:
-    """The spec's fixed feedback B ``(N, n_out)``, drawn from its seed as the torch backend does if absent."""
-    if spec.feedback is not None:
-        return spec.feedback
-    rng = np.random.default_rng(np.random.SeedSequence(int(spec.init.get("seed", 0))).spawn(4)[3])
-    k = 1.0 / np.sqrt(spec.n_hidden)
-    return rng.uniform(-k, k, (spec.n_hidden, spec.n_out))
+def check_rule(rule: str | Rule, optimizer: str) -> str:
+    """The feedback kind ("symmetric" / "random") of ``rule`` on Lava, or a one-line error for what Lava cannot run.
 
-
-def check_rule(rule: str, optimizer: str) -> str:
-    """The feedback kind of ``rule`` on Lava, or a one-line error for what Lava cannot run."""
-    if rule == "bptt":
-        raise NeurorateError("rule 'bptt' cannot run on the Lava backend: it needs the whole trajectory "
-                             "backwards in time; use an on-line rule (eprop, eprop_online, eprop_random, rflo) "
+    The Lava process runs the e-prop forward traces with either feedback, so it runs any rule that declares
+    the ``lava`` backend and detaches the presynaptic rates.
+    """
+    r = get_rule(rule)
+    if r.detach == "nothing":
+        raise NeurorateError(f"rule {r.name!r} cannot run on the Lava backend: it needs the whole trajectory "
+                             f"backwards in time; use an on-line rule ({', '.join(rule_names(backend='lava'))}) "
                              "or --backend torch")
-    if rule not in FEEDBACK:
-        raise NeurorateError(f"rule {rule!r} is not available on the Lava backend; choose one of "
-                             f"{', '.join(FEEDBACK)} (all rules: {', '.join(RULES)})")
+    if "lava" not in r.backends or not r.detach_pre:
+        raise NeurorateError(f"rule {r.name!r} is not available on the Lava backend; choose one of "
+                             f"{', '.join(rule_names(backend='lava'))} (all rules: {', '.join(rule_names())})")
     if optimizer not in OPTIMIZERS:
         raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     if optimizer == "adam":
         raise NeurorateError("optimizer 'adam' is not local and is not run on the Lava backend; use "
                              "--optimizer sgd (updates applied inside Lava) or --backend torch")
-    return FEEDBACK[rule]
+    return r.feedback
 
 
 class _Graph:

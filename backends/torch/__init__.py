@@ -14,9 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurorate.backends.base import OPTIMIZERS, RULES, BackendRun, SimResult
+from neurorate.backends.base import OPTIMIZERS, BackendRun, SimResult
 from neurorate.errors import NeurorateError
+from neurorate.model.dynamics import on_grid
 from neurorate.model.spec import NetworkSpec
+from neurorate.rules.registry import check_rule
 
 from . import gradients as _grad
 from .ensemble import Ensemble, stack
@@ -105,7 +107,7 @@ class TorchBackend:
             ens.alpha = quant.decay(ens.alpha)
         with torch.no_grad():
             states, rates, pre = _grad.forward(ens, x.unsqueeze(0), quant)
-            w = _grad._weights(ens.params, quant)
+            w = on_grid(ens.params, quant)
             m, t, b, n = rates.shape
             y = (rates.reshape(m, t * b, n) @ w["w_out"].transpose(-1, -2) + w["b_out"]).reshape(m, t, b, -1)
         to_np = lambda a: a.cpu().double().numpy()  # noqa: E731
@@ -125,8 +127,9 @@ class TorchBackend:
         if options:
             raise NeurorateError(f"torch backend: unknown option(s) {', '.join(sorted(options))}")
         specs = list(specs)
-        if rule not in RULES:
-            raise NeurorateError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+        if not specs:
+            raise NeurorateError("no networks given")
+        the_rule = check_rule(rule, backend="torch", form=specs[0].form)
         if optimizer not in OPTIMIZERS:
             raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         tasks = list(task) if isinstance(task, (list, tuple)) else [task]
@@ -148,12 +151,12 @@ class TorchBackend:
         acc_hist = np.full((m, iterations), np.nan)
         diverged_at: list[int | None] = [None] * m
         t0 = time.perf_counter()
-        bar = _progress(iterations, progress, f"torch {rule} x{m}")
+        bar = _progress(iterations, progress, f"torch {the_rule.name} x{m}")
         try:
             for i in range(iterations):
                 x, target, mask = _batch_tensors(tasks, start_iteration + i, self.dtype, self.device)
                 it = start_iteration + i
-                loss, acc, grads = _grad.gradients(ens, rule, kind, x, target, mask, quant,
+                loss, acc, grads = _grad.gradients(ens, the_rule, kind, x, target, mask, quant,
                                                    step0=it * x.shape[1])
                 finite = torch.isfinite(loss)
                 for j in torch.nonzero(active & ~finite).flatten().tolist():

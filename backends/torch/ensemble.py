@@ -14,6 +14,7 @@ import torch
 
 from neurorate.errors import NeurorateError
 from neurorate.model.spec import NetworkSpec
+from neurorate.rules.feedback import feedback_matrix
 
 PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
 
@@ -72,16 +73,6 @@ def check_compatible(specs: list[NetworkSpec]) -> None:
                 raise NeurorateError(
                     f"networks of one ensemble must share {attr}: network 0 has {getattr(first, attr)!r}, "
                     f"network {i} has {getattr(s, attr)!r}; train them in separate calls")
-
-
-def feedback_matrix(spec: NetworkSpec) -> np.ndarray:
-    """The spec's fixed random feedback B (N, n_out), drawn from its seed if the spec has none."""
-    if spec.feedback is not None:
-        return spec.feedback
-    seed = int(spec.init.get("seed", 0))
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(4)[3])
-    k = 1.0 / np.sqrt(spec.n_hidden)
-    return rng.uniform(-k, k, (spec.n_hidden, spec.n_out))
 
 
 def stack(specs: list[NetworkSpec], dtype: torch.dtype, device: torch.device) -> Ensemble:

@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from neurorate.errors import NeurorateError
+from neurorate.rules.registry import rule_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="neurorate: initial connectivity and biologically plausible learning in rate RNNs "
@@ -37,7 +38,7 @@ def _fail(message: str) -> None:
 def run(
     backend: str = typer.Option("torch", help="torch | lava (or an installed plugin)"),
     task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
-    rule: str = typer.Option(RUN_DEFAULTS["rule"], help="bptt | eprop | eprop_online | eprop_random | rflo | trunc1"),
+    rule: str = typer.Option(RUN_DEFAULTS["rule"], help=" | ".join(rule_names())),
     gain: float = typer.Option(RUN_DEFAULTS["gain"], help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
     lr: Optional[float] = typer.Option(None, help="learning rate (default: 3e-3 with adam, 0.05 with sgd)"),
     iterations: int = typer.Option(RUN_DEFAULTS["iterations"], help="training iterations"),

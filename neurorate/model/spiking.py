@@ -39,6 +39,7 @@ import torch
 
 from neurorate.errors import FileFormatError, NeurorateError
 from neurorate.model.spec import NetworkSpec
+from neurorate.rules.feedback import feedback_matrix
 
 _LIF_KEYS = ("threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction")
 _PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
@@ -201,7 +202,7 @@ def alif_step(v, z, a, drive_t, w_rec, beta, threshold, gamma, rho, beta_a, deta
 def _tensors(nets: list[LIFNetwork], dtype=torch.float64) -> dict[str, torch.Tensor]:
     out = {k: torch.as_tensor(np.stack([getattr(n.spec, k) for n in nets]), dtype=dtype) for k in _PARAMS}
     out["b"], out["b_out"] = out["b"].unsqueeze(1), out["b_out"].unsqueeze(1)
-    fb = [n.spec.feedback if n.spec.feedback is not None else n.spec.w_out.T for n in nets]
+    fb = [feedback_matrix(n.spec) for n in nets]  # the one recipe of every backend (docs/rules.md)
     out["feedback"] = torch.as_tensor(np.stack(fb), dtype=dtype)
     return out
 

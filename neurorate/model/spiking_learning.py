@@ -18,23 +18,31 @@ from neurorate.model import losses
 from neurorate.model.dynamics import readout_random_feedback
 from neurorate.model.spec import NetworkSpec
 from neurorate.model.spiking import LIFNetwork, _adaptation, _constants, _tensors, forward, pseudo_derivative
+from neurorate.rules.registry import BUILTIN_RULES, Rule, check_rule, get_rule
 
-LIF_RULES = ("bptt", "eprop", "eprop_random")
+LIF_RULES = tuple(r.name for r in BUILTIN_RULES if "lif" in r.neurons)
+"""Built-in rules that train LIF networks (derived from the registry, :mod:`neurorate.rules.registry`)."""
 _TRAINED = ("w_in", "w_rec", "b", "w_out", "b_out")
 
 
-def _check_rule(rule: str) -> None:
-    if rule not in LIF_RULES:
-        raise NeurorateError(f"unknown rule {rule!r} for LIF networks; choose one of {', '.join(LIF_RULES)}")
+def _check_rule(rule: str | Rule, nets: list[LIFNetwork] | None = None) -> Rule:
+    """The :class:`Rule` of ``rule`` if it trains these (LIF or, with adaptation, ALIF) networks."""
+    neuron = "alif" if nets and any(n.adaptive for n in nets) else "lif"
+    r = check_rule(rule, neuron=neuron)
+    if r.detach_state:  # the spiking step cuts z_{t-1} (detach_pre) or nothing
+        raise NeurorateError(f"rule {r.name!r}: spiking networks implement detach 'nothing' or 'presynaptic "
+                             f"rates', not {r.detach!r}")
+    return r
 
 
 def _loss(nets, params, x, target, mask, kind: str, rule: str):
     """Per-network loss ``(M,)`` with the gradient paths of ``rule`` (detach / random feedback)."""
+    r = get_rule(rule)
     kappa = _constants(nets)[2]
-    _, z, _ = forward(nets, params, x, detach_pre=rule != "bptt")
+    _, z, _ = forward(nets, params, x, detach_pre=r.detach_pre)
     m, t, b, n = z.shape
     flat = z.reshape(m, t * b, n)
-    if rule == "eprop_random":
+    if r.random_feedback:
         step_out = readout_random_feedback(flat, params["w_out"], params["b_out"], params["feedback"])
     else:
         step_out = torch.matmul(flat, params["w_out"].transpose(-1, -2)) + params["b_out"]
@@ -49,7 +57,7 @@ def _loss(nets, params, x, target, mask, kind: str, rule: str):
 
 def autograd_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse", rule: str = "eprop"):
     """Gradients ``{name: (M, ...)}`` of the summed loss by autograd; ``rule="eprop"`` detaches ``z_{t-1}``."""
-    _check_rule(rule)
+    rule = _check_rule(rule, nets)
     params = _tensors(nets)
     for k in _TRAINED:
         params[k].requires_grad_(True)
@@ -67,12 +75,13 @@ def online_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse",
     ``eps_t = psi_{t-1} zbar_{t-1} + (rho - psi_{t-1} beta_a) eps_{t-1}`` (Bellec et al. 2020); with
     ``beta_a = 0`` it is the LIF trace ``psi_t zbar_t``.
     """
-    if rule not in ("eprop", "eprop_random"):
-        raise NeurorateError(f"online traces implement e-prop only, not {rule!r}")
+    r = _check_rule(rule, nets)
+    if not r.detach_pre:
+        raise NeurorateError(f"online traces implement e-prop only (detach 'presynaptic rates'), not {r.name!r}")
     beta, theta, kappa, gamma = _constants(nets)
     rho, beta_a = _adaptation(nets, x)
     p = _tensors(nets)
-    feedback = p["w_out"].transpose(-1, -2) if rule == "eprop" else p["feedback"]
+    feedback = p["feedback"] if r.random_feedback else p["w_out"].transpose(-1, -2)
     norm = losses.normalizer(kind, target, mask)
     m, n, n_in = p["w_in"].shape
     bsz = x.shape[1]
@@ -143,10 +152,11 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
     dict with ``losses`` and ``accuracy`` ``(iterations, M)``, ``rate`` (mean spikes per unit and step,
     ``(iterations, M)``), ``networks`` (trained ``LIFNetwork``s) and ``wall_time`` seconds.
     """
-    _check_rule(rule)
+    rule = _check_rule(rule)
     if iterations <= 0 or not lr > 0:
         raise NeurorateError(f"iterations must be > 0 and lr > 0, got {iterations} and {lr}")
     nets = as_lif(specs, threshold, kappa, gamma, beta_a=beta_a, rho=rho, adaptive_fraction=adaptive_fraction)
+    rule = _check_rule(rule, nets)
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = _tensors(nets, tdtype)
     leaves = [params[k].requires_grad_(True) for k in _TRAINED]

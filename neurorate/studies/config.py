@@ -20,10 +20,11 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neurorate.errors import NeurorateError
+from neurorate.rules.registry import BUILTIN_RULES, rule_names
 
 BEST_LR_CRITERIA = ("final_loss", "auc")
 NEURONS = ("rate", "lif", "alif")
-SPIKING_RULES = ("bptt", "eprop", "eprop_random")
+SPIKING_RULES = tuple(r.name for r in BUILTIN_RULES if "lif" in r.neurons)  # built-in rules for LIF/ALIF
 
 
 class SpikingConfig(BaseModel):
@@ -101,9 +102,7 @@ class StudyConfig(BaseModel):
     @field_validator("rules", "floss_rules")
     @classmethod
     def _rules(cls, v: list[str]) -> list[str]:
-        from neurorate.backends.base import RULES
-
-        return _members(v, RULES, "rule")
+        return _members(v, rule_names(), "rule")
 
     @field_validator("neurons")
     @classmethod
@@ -179,10 +178,10 @@ class StudyConfig(BaseModel):
             raise ValueError(f"device: choose cpu, cuda or auto, got {self.device!r}")
         spiking = [n for n in self.neurons if n != "rate"]
         if spiking:
-            bad = [r for r in self.rules if r not in SPIKING_RULES]
+            bad = [r for r in self.rules if any(r not in rule_names(neuron=n) for n in spiking)]
             if bad:
                 raise ValueError(f"rules: {', '.join(bad)} cannot train {spiking[0]} networks; spiking networks "
-                                 f"support {', '.join(SPIKING_RULES)}")
+                                 f"support {', '.join(rule_names(neuron=spiking[0]))}")
             if True in self.flossing:
                 raise ValueError(f"flossing: gradient flossing is not defined for {spiking[0]} networks; "
                                  "use flossing = [false]")

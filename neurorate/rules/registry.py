@@ -1,0 +1,184 @@
+"""Learning rules as values: one :class:`Rule` per rule and one registry (docs/rules.md).
+
+A rule is described by what its gradient keeps, not by code: what it *detaches* from the exact gradient
+(``"nothing"`` = BPTT, ``"presynaptic rates"`` = the e-prop truncation, ``"whole previous state"`` = a
+one-step truncation), which matrix carries the output error to the units (``"symmetric"`` = ``W_out^T``,
+``"random"`` = the fixed random feedback of :func:`neurorate.rules.feedback.feedback_matrix`) and whether it
+runs on explicit forward eligibility traces. The backends compute a rule's gradient from these properties
+(the torch backend's autograd path implements any "detach X + feedback Y"), so a new combination needs no
+backend change.
+
+Third-party rules: an entry point of the group ``neurorate.rules`` naming a module attribute that is a
+:class:`Rule`, e.g. in the plugin's ``pyproject.toml``::
+
+    [project.entry-points."neurorate.rules"]
+    toy = "my_rules:TOY"
+
+This module imports neither torch nor any backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from importlib import metadata
+
+from neurorate.errors import NeurorateError
+
+DETACHES = ("nothing", "presynaptic rates", "whole previous state")
+"""What a rule cuts from the exact gradient of the step (:func:`neurorate.model.dynamics.step`)."""
+FEEDBACKS = ("symmetric", "random")
+"""The matrix of the learning signal ``L = F dl/dy``: ``F = W_out^T`` or a fixed random ``B``."""
+NEURONS = ("rate", "lif", "alif")
+FORMS = ("A", "B", "C")
+ENTRY_POINT_GROUP = "neurorate.rules"
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """One learning rule.
+
+    Parameters
+    ----------
+    name : the value of ``rule=`` (``nr.train``, the CLI's ``--rule``, a study's ``rules``).
+    summary : one line for listings and docs.
+    detach : one of :data:`DETACHES`.
+    feedback : one of :data:`FEEDBACKS`.
+    online : True if the torch backend computes it from explicit forward eligibility traces
+        (memory independent of T); needs ``detach="presynaptic rates"`` (the traces are that truncation).
+    neurons : the neuron models it trains (:data:`NEURONS`).
+    backends : the backends that run it.
+    forms : the rate-network forms it supports (:data:`FORMS`).
+    citation : a key of :data:`neurorate.provenance.CITATIONS` (``""``: none).
+    """
+
+    name: str
+    summary: str
+    detach: str
+    feedback: str
+    online: bool = False
+    neurons: tuple[str, ...] = ("rate",)
+    backends: tuple[str, ...] = ("torch",)
+    forms: tuple[str, ...] = FORMS
+    citation: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise NeurorateError(f"rule name must be an identifier, got {self.name!r}")
+        if self.detach not in DETACHES:
+            raise NeurorateError(f"rule {self.name!r}: detach must be one of {', '.join(map(repr, DETACHES))}, "
+                                 f"got {self.detach!r}")
+        if self.feedback not in FEEDBACKS:
+            raise NeurorateError(f"rule {self.name!r}: feedback must be one of {', '.join(FEEDBACKS)}, "
+                                 f"got {self.feedback!r}")
+        if self.online and self.detach != "presynaptic rates":
+            raise NeurorateError(f"rule {self.name!r}: forward traces compute the 'presynaptic rates' truncation "
+                                 f"only, not detach={self.detach!r}")
+        for field, allowed in (("neurons", NEURONS), ("forms", FORMS)):
+            values = tuple(getattr(self, field))
+            bad = [v for v in values if v not in allowed]
+            if bad or not values:
+                raise NeurorateError(f"rule {self.name!r}: {field} must be a non-empty subset of "
+                                     f"{', '.join(allowed)}, got {values!r}")
+            object.__setattr__(self, field, values)
+        object.__setattr__(self, "backends", tuple(self.backends))
+        if not self.backends:
+            raise NeurorateError(f"rule {self.name!r}: backends must not be empty")
+
+    @property
+    def detach_pre(self) -> bool:
+        """Cut the gradient through the presynaptic rate in ``W r`` (:func:`neurorate.model.dynamics.step`)."""
+        return self.detach == "presynaptic rates"
+
+    @property
+    def detach_state(self) -> bool:
+        """Cut the gradient through the whole previous state (leak path included)."""
+        return self.detach == "whole previous state"
+
+    @property
+    def random_feedback(self) -> bool:
+        """True if the learning signal uses the fixed random feedback matrix instead of ``W_out^T``."""
+        return self.feedback == "random"
+
+    def as_dict(self) -> dict:
+        """The rule's properties as plain values (for listings and JSON)."""
+        return dataclasses.asdict(self)
+
+
+BUILTIN_RULES: tuple[Rule, ...] = (
+    Rule("bptt", "exact gradient (backpropagation through time)", "nothing", "symmetric",
+         neurons=("rate", "lif", "alif"), backends=("torch",)),
+    Rule("eprop", "e-prop: presynaptic rates detached, symmetric feedback W_out^T", "presynaptic rates",
+         "symmetric", neurons=("rate", "lif", "alif"), backends=("torch", "lava"), citation="eprop"),
+    Rule("eprop_online", "e-prop from explicit forward eligibility traces (same gradient as eprop)",
+         "presynaptic rates", "symmetric", online=True, backends=("torch", "lava"), citation="eprop"),
+    Rule("eprop_random", "e-prop with a fixed random feedback matrix B", "presynaptic rates", "random",
+         neurons=("rate", "lif", "alif"), backends=("torch", "lava"), citation="eprop"),
+    Rule("rflo", "random-feedback local online learning (equals eprop_random in this model)",
+         "presynaptic rates", "random", online=True, backends=("torch", "lava"), citation="rflo"),
+    Rule("trunc1", "one-step truncation: the whole previous state detached (no trace; a control)",
+         "whole previous state", "symmetric"),
+)
+
+_BUILTIN = {r.name: r for r in BUILTIN_RULES}
+
+
+def _plugin_rules() -> dict[str, Rule]:
+    """Rules of the ``neurorate.rules`` entry points (a plugin may not redefine a built-in rule)."""
+    out: dict[str, Rule] = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        module, _, attr = ep.value.partition(":")
+        try:
+            obj = importlib.import_module(module)
+            for part in attr.split(".") if attr else ():
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError) as exc:
+            raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} cannot be loaded: {exc}") from exc
+        if not isinstance(obj, Rule):
+            raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} is not a neurorate.rules.Rule")
+        if obj.name != ep.name:
+            raise NeurorateError(f"rule entry point {ep.name!r} names a Rule called {obj.name!r}")
+        if ep.name in _BUILTIN:
+            if obj == _BUILTIN[ep.name]:
+                continue
+            raise NeurorateError(f"rule entry point {ep.name!r} redefines the built-in rule {ep.name!r}")
+        out[ep.name] = obj
+    return out
+
+
+def rules() -> dict[str, Rule]:
+    """Every known rule by name (built-ins, then entry points of ``neurorate.rules``), sorted by name."""
+    found = {**_BUILTIN, **_plugin_rules()}
+    return {name: found[name] for name in sorted(found)}
+
+
+def rule_names(neuron: str | None = None, backend: str | None = None) -> tuple[str, ...]:
+    """Names of the rules that train ``neuron`` networks on ``backend`` (all rules when both are None)."""
+    return tuple(name for name, r in rules().items()
+                 if (neuron is None or neuron in r.neurons) and (backend is None or backend in r.backends))
+
+
+def get_rule(rule: str | Rule) -> Rule:
+    """The :class:`Rule` called ``rule`` (a Rule is returned as is); unknown -> :class:`NeurorateError`."""
+    if isinstance(rule, Rule):
+        return rule
+    known = rules()
+    if rule not in known:
+        raise NeurorateError(f"unknown rule {rule!r}; choose one of {', '.join(known)}")
+    return known[rule]
+
+
+def check_rule(rule: str | Rule, *, neuron: str = "rate", backend: str | None = None,
+               form: str | None = None) -> Rule:
+    """:func:`get_rule`, and a one-line error unless the rule trains ``neuron`` networks of ``form`` on ``backend``."""
+    r = get_rule(rule)
+    if neuron not in r.neurons:
+        raise NeurorateError(f"rule {r.name!r} does not train {neuron} networks; for {neuron} choose one of "
+                             f"{', '.join(rule_names(neuron=neuron)) or 'none'}")
+    if backend is not None and backend not in r.backends:
+        raise NeurorateError(f"rule {r.name!r} is not available on the {backend} backend (it runs on "
+                             f"{', '.join(r.backends)}); on {backend} choose one of "
+                             f"{', '.join(rule_names(neuron=neuron, backend=backend)) or 'none'}")
+    if form is not None and form not in r.forms:
+        raise NeurorateError(f"rule {r.name!r} supports the forms {', '.join(r.forms)}, not form {form!r}")
+    return r

@@ -18,11 +18,11 @@ from neurorate.backends.base import OPTIMIZERS, BackendRun, SimResult
 from neurorate.errors import NeurorateError
 from neurorate.model.dynamics import on_grid
 from neurorate.model.spec import NetworkSpec
+from neurorate.optim import EnsembleOptimizer
 from neurorate.rules.registry import check_rule
 
 from . import gradients as _grad
 from .ensemble import Ensemble, stack
-from .optim import EnsembleOptimizer
 
 __all__ = ["TorchBackend", "Ensemble", "stack", "resolve_device", "resolve_dtype"]
 

@@ -2,7 +2,8 @@
 
 A study is the grid ``tasks x rules x flossing x ranks x backends x profiles`` (one *ensemble* each) times
 ``gains x lrs x seeds`` (the networks inside one ensemble, trained as one program on the torch backend).
-Embedded configs live in ``neurorate/studies/configs/*.toml`` (``paper`` is the default, ``quick`` a < 5 min check).
+Embedded configs live in ``neurorate/studies/configs/*.toml`` (``paper`` is the default, ``quick`` a 30 s check,
+docs/benchmarks.md).
 
 TOML has no null: write ``0`` or ``"full"`` in ``ranks`` for a full-rank initialisation and ``"none"`` in
 ``profiles`` for full precision.
@@ -88,6 +89,11 @@ class StudyConfig(BaseModel):
     lif: SpikingConfig = Field(default_factory=SpikingConfig)
 
     # ------------------------------------------------------------------ field checks
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_study_name(v)
+
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:
@@ -253,10 +259,41 @@ def _unique(v: list, name: str) -> list:
     return seen
 
 
+def check_study_name(name: str) -> str:
+    """``name`` if it is a plain name: the default study directory is ``results/<name>``, so a name must not be
+    empty, contain a path separator or a control character, be ``.``/``..`` or start with ``~`` (a ValueError
+    otherwise)."""
+    if not name.strip():
+        raise ValueError("must be a plain name (the study directory is results/<name>), got an empty name")
+    if any(sep in name for sep in ("/", "\\")) or name in (".", "..") or name.startswith("~") \
+            or any(ord(c) < 32 for c in name):
+        raise ValueError(f"must be a plain name without path separators or '..' (the study directory is "
+                         f"results/<name>), got {name!r}")
+    return name
+
+
 def embedded_configs() -> list[str]:
     """Names of the configs shipped in ``neurorate/studies/configs``."""
     files = resources.files("neurorate.studies").joinpath("configs").iterdir()
     return sorted(p.name[:-5] for p in files if p.name.endswith(".toml"))
+
+
+def _study_table(data: dict, source: str) -> dict:
+    """The ``[study]`` table of a parsed TOML config: a file without one (an empty file included), with an empty
+    one or with other top-level keys is an error, never a silent default study."""
+    if "study" not in data:
+        found = f" (found {', '.join(repr(k) for k in data)})" if data else " (the file is empty)"
+        raise NeurorateError(f"{source}: no [study] table{found}; a study config puts its fields under [study], "
+                             f"see the embedded configs ({', '.join(embedded_configs())}) and docs/study.md")
+    study = data["study"]
+    if not isinstance(study, dict):
+        raise NeurorateError(f"{source}: 'study' must be a table ([study]), got {type(study).__name__}")
+    others = [k for k in data if k != "study"]
+    if others:
+        raise NeurorateError(f"{source}: unknown top-level key {others[0]!r}; every field goes under [study]")
+    if not study:
+        raise NeurorateError(f"{source}: the [study] table is empty; set at least a name (see docs/study.md)")
+    return study
 
 
 def load_config(config: StudyConfig | dict | str | Path | None = None) -> StudyConfig:
@@ -287,7 +324,7 @@ def load_config(config: StudyConfig | dict | str | Path | None = None) -> StudyC
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise NeurorateError(f"{source}: malformed TOML ({exc})") from None
-        data = data.get("study", data)
+        data = _study_table(data, source)
     elif isinstance(config, dict):
         data, source = config, "study config"
     else:

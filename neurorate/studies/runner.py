@@ -9,6 +9,7 @@ the gain) and the same batches at every gain and learning rate.
 Results directory ``DIR``::
 
     config.json       the resolved StudyConfig (a resumed study must match it)
+    .lock             held (``fcntl.flock``) while a study runs in DIR: pid, host and start time of the holder
     results/          one parquet part per finished ensemble (written to a temporary name, then renamed)
     manifest.json     finished ensemble keys -> part file, rewritten atomically after each part; ``sessions``:
                       start, wall-clock time, ensembles run and workers of each (resumed) run
@@ -16,7 +17,9 @@ Results directory ``DIR``::
     results.parquet   all parts concatenated (written at the end; ``load_results`` reads the parts)
 
 A study killed at any point (SIGKILL included) resumes with ``resume=True``: finished ensembles (those in the
-manifest) are skipped, an unfinished one is run again from scratch and its part replaced.
+manifest) are skipped, an unfinished one is run again from scratch and its part replaced. Everything the study
+is asked to do (config, backends, profiles, the rules each backend can run) is checked before DIR is created;
+a directory in which no ensemble finished holds nothing to keep, so a corrected rerun starts afresh in it.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import dataclasses
 import json
 import math
 import os
+import socket
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -232,12 +237,18 @@ def _columns() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- results store
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write ``path`` through a uniquely named temporary file in the same directory, then rename it (two
+    writers never share a temporary name; a reader sees the old or the new file, never a half-written one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _write_part(out: Path, job: EnsembleJob, table) -> Path:
@@ -257,9 +268,39 @@ def read_manifest(out: str | Path) -> dict:
     if not path.exists():
         return {"finished": {}}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise NeurorateError(f"{path}: malformed manifest ({exc})") from None
+    except OSError as exc:
+        raise NeurorateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("finished"), dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("part"), str) and isinstance(e.get("index"), int)
+            for e in manifest["finished"].values()):
+        raise NeurorateError(f"{path}: malformed manifest (expected 'finished': {{ensemble: {{part, index, ...}}}})")
+    return manifest
+
+
+def read_study_config(out: str | Path) -> dict:
+    """The ``config`` stored in ``DIR/config.json`` (a dict of :class:`StudyConfig` fields); one line naming the
+    file when it is missing or corrupt."""
+    path = Path(out) / "config.json"
+    try:
+        stored = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NeurorateError(f"{path}: no such file ({Path(out)} is not a study directory)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise NeurorateError(f"{path}: malformed study config ({exc})") from None
+    except OSError as exc:
+        raise NeurorateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        raise NeurorateError(f"{path}: malformed study config (expected {{'digest': ..., 'config': {{...}}}})")
+    try:
+        return StudyConfig.model_validate(stored["config"]).model_dump(mode="json")
+    except ValueError as exc:
+        first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
+        field = ".".join(str(p) for p in first["loc"]) or "config"
+        raise NeurorateError(f"{path}: malformed study config (field {field!r}: "
+                             f"{str(first['msg']).removeprefix('Value error, ')})") from None
 
 
 def _record(out: Path, manifest: dict, job: EnsembleJob, rows: int, wall: float) -> None:
@@ -281,8 +322,58 @@ def load_results(out: str | Path):
     entries = sorted(manifest["finished"].values(), key=lambda e: e["index"])
     if not entries:
         raise NeurorateError(f"{out}: no finished ensembles (not a study directory, or nothing finished yet)")
+    parts = []
+    for e in entries:
+        path = out / "results" / e["part"]
+        try:
+            parts.append(pq.read_table(path))
+        except FileNotFoundError:
+            raise NeurorateError(f"{path}: part of a finished ensemble is missing; rerun the study with --resume "
+                                 "after removing its entry from the manifest, or rerun it in a new directory") from None
+        except (pa.ArrowException, OSError) as exc:
+            raise NeurorateError(f"{path}: corrupt parquet part ({str(exc).splitlines()[0]})") from None
     # parts written by older versions may lack newer metric columns: those read as null
-    return pa.concat_tables([pq.read_table(out / "results" / e["part"]) for e in entries], promote_options="default")
+    try:
+        return pa.concat_tables(parts, promote_options="default")
+    except pa.ArrowException as exc:
+        raise NeurorateError(f"{out / 'results'}: parts do not form one table ({str(exc).splitlines()[0]})") from None
+
+
+def _same_table(a, b) -> bool:
+    """Same columns and values (NaN equal to NaN, unlike ``pyarrow.Table.equals``)."""
+    if a.column_names != b.column_names or a.num_rows != b.num_rows:
+        return False
+    for name in a.column_names:
+        x, y = (t.column(name).to_numpy(zero_copy_only=False) for t in (a, b))
+        nan_ok = x.dtype.kind == "f" and y.dtype.kind == "f"
+        if not np.array_equal(x, y, equal_nan=nan_ok):
+            return False
+    return True
+
+
+def ensure_results_table(out: str | Path, table=None) -> str | None:
+    """Rewrite ``DIR/results.parquet`` from the parts when it is missing, unreadable or does not hold exactly
+    the parts' rows; returns why it was rebuilt (None: it was already right). ``table``: the parts' table if
+    already loaded (:func:`load_results`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out)
+    table = load_results(out) if table is None else table
+    path = out / "results.parquet"
+    if not path.exists():
+        reason = "missing"
+    else:
+        try:
+            reason = None if _same_table(pq.read_table(path), table) else "out of date"
+        except (pa.ArrowException, OSError):
+            reason = "corrupt"
+    if reason is None:
+        return None
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    _atomic_write(path, sink.getvalue().to_pybytes())
+    return f"{path} was {reason}: rebuilt from {len(read_manifest(out)['finished'])} parts"
 
 
 # ---------------------------------------------------------------------- the study
@@ -324,7 +415,15 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
         from neurorate.studies.executor import check_workers
 
         check_workers(workers, 1)
+    if out is None or str(out).strip() == "":
+        raise NeurorateError("out must name a study directory, got an empty path")
+    preflight(cfg)
     out = Path(out)
+    with StudyLock(out):
+        return _study(cfg, out, resume, progress, executor, run_dirs, workers)
+
+
+def _study(cfg: StudyConfig, out: Path, resume: bool, progress, executor: str, run_dirs: bool, workers):
     _prepare(out, cfg, resume)
     manifest = read_manifest(out)
     manifest["config_digest"] = cfg.digest()
@@ -351,20 +450,97 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
                                                     "ensembles": len(todo), "workers": parallel})
         _save_manifest(out, manifest)
     table = load_results(out)
-    import pyarrow.parquet as pq
-
-    pq.write_table(table, out / "results.parquet")
+    ensure_results_table(out, table)
     return table
 
 
-def _prepare(out: Path, cfg: StudyConfig, resume: bool) -> None:
-    from neurorate.io.results import prepare_out_dir
+def preflight(cfg: StudyConfig) -> None:
+    """Check what the study will ask of each backend and profile before anything is written: every backend is
+    known and importable, every profile loads and accepts the study's networks, and each (backend, rule,
+    optimizer) can run (e.g. Lava runs neither BPTT nor Adam). One line (:class:`NeurorateError`) otherwise."""
+    from neurorate.backends.base import available_backends, get_backend
+    from neurorate.hardware.profiles import load_profile
 
-    prepare_out_dir(out)
+    for name in cfg.backends:
+        if name not in available_backends():
+            raise NeurorateError(f"unknown backend {name!r}; choose one of {', '.join(available_backends())}")
+    profiles = {p: load_profile(p) for p in cfg.profiles if p is not None}
+    if profiles:
+        import neurorate as nr
+
+        for task in cfg.tasks:
+            t = nr.make_task(task, batch_size=1, seed=0, **cfg.task_kwargs(task))
+            spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=cfg.hidden, n_out=t.n_out, gain=1.0, seed=0,
+                                         form=cfg.form, activation=cfg.activation_for(task, t.loss_kind),
+                                         alpha=t.alpha, dt=t.dt_seconds, input_bias=cfg.input_bias,
+                                         recurrent_bias=cfg.recurrent_bias)
+            for profile in profiles.values():
+                profile.check(spec)
+    for name in cfg.backends:
+        if name == "lava":  # the Lava backend's own capability check (no BPTT, no Adam), then its install
+            from neurorate.backends.lava._compat import ensure_lava_importable
+            from neurorate.backends.lava.backend import check_rule
+
+            for rule in cfg.rules:
+                check_rule(rule, cfg.optimizer)
+            ensure_lava_importable()
+        elif name != "torch":
+            get_backend(name)  # a plugin: importable and constructible
+
+
+class StudyLock:
+    """An exclusive, non-blocking ``fcntl.flock`` on ``DIR/.lock`` while a study runs in ``DIR``.
+
+    The lock file holds the holder's pid, host and start time; a second study (or a ``--resume``) of the same
+    directory fails at once with one line naming them. The kernel releases the lock when the holder exits,
+    however it exits (SIGKILL included), so a stale lock file never blocks a resume. Creates ``DIR`` (a one-line
+    error when it cannot be written to).
+    """
+
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / ".lock"
+        self._fh = None
+
+    def __enter__(self) -> StudyLock:
+        import fcntl
+
+        from neurorate.io.results import prepare_out_dir
+
+        prepare_out_dir(self.path.parent)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise NeurorateError(f"{self.path.parent} is in use by another study ({holder}); wait for it to end "
+                                 "or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+        fh.flush()
+        self._fh = fh
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fh is not None:
+            self._fh.close()  # closing the descriptor releases the flock
+            self._fh = None
+
+
+def _prepare(out: Path, cfg: StudyConfig, resume: bool) -> None:
     (out / "results").mkdir(exist_ok=True)
     cfg_path = out / "config.json"
+    if cfg_path.exists() and not read_manifest(out)["finished"]:
+        cfg_path.unlink()  # nothing finished here (e.g. a failed start): nothing to keep, start afresh
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
+        try:
+            old = json.loads(cfg_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise NeurorateError(f"{cfg_path}: malformed study config ({exc})") from None
+        if not isinstance(old, dict):
+            raise NeurorateError(f"{cfg_path}: malformed study config (expected a JSON object)")
         if not resume:
             raise NeurorateError(f"{out} already holds a study; pass resume=True (--resume) or choose another --out")
         if old.get("digest") != cfg.digest():

@@ -5,8 +5,11 @@ statistics can be tested on constructed data with known answers.
 
 Best learning rate: for each (task, rule, flossing, rank, backend, profile, gain), the lr with the lowest mean
 over seeds of the run's ``final_loss`` (mean training loss over the last 10% of iterations; ``best_lr="auc"``
-uses the mean over all iterations). A diverged run counts as +inf, so an lr at which any seed diverged loses
-to every lr at which none did.
+uses the mean over all iterations). Diverged runs (``status == "diverged"``) are left out of that mean; the lrs
+are ranked first by how many seeds diverged, so an lr at which any seed diverged loses to every lr at which fewer
+did, and among lrs with as many divergences the lowest mean over the other seeds wins (an lr at which every seed
+diverged is chosen only when every lr is so). The claims are checked on the best-lr runs that did not diverge;
+:func:`diverged_by_setting` counts the others.
 """
 
 from __future__ import annotations
@@ -38,6 +41,21 @@ def run_summaries(table) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
+def diverged(run: dict) -> bool:
+    """Whether a run diverged (its ``status``; excluded from means, counted per setting)."""
+    return run.get("status") == "diverged"
+
+
+def diverged_by_setting(runs: Iterable[dict]) -> dict[tuple, int]:
+    """``{(task, rule, flossing, rank, backend, profile, gain, lr[, neuron]): diverged runs}`` (settings with at
+    least one; the neuron is appended for spiking networks only)."""
+    out: dict[tuple, int] = defaultdict(int)
+    for r in runs:
+        if diverged(r):
+            out[_setting_key(r)[:7] + (r["lr"],) + _setting_key(r)[7:]] += 1
+    return dict(out)
+
+
 def _score(run: dict, criterion: str) -> float:
     v = run.get(criterion)
     return math.inf if run.get("status") == "diverged" or v is None or not math.isfinite(v) else float(v)
@@ -46,10 +64,15 @@ def _score(run: dict, criterion: str) -> float:
 def best_lr(runs: Iterable[dict], criterion: str = "final_loss") -> dict[tuple, float]:
     """``{(task, rule, flossing, rank, backend, profile, gain[, neuron]): best lr}`` by the mean over seeds of
     ``criterion`` (the neuron is appended for spiking networks only, so rate keys keep their original form)."""
-    groups: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    groups: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in runs:
-        groups[_setting_key(r)][r["lr"]].append(_score(r, criterion))
-    return {key: min(sorted(by_lr), key=lambda lr: float(np.mean(by_lr[lr]))) for key, by_lr in groups.items()}
+        groups[_setting_key(r)][r["lr"]].append(r)
+
+    def rank(rs: list[dict]) -> tuple[int, float]:
+        kept = [_score(r, criterion) for r in rs if not diverged(r)]
+        return len(rs) - len(kept), float(np.mean(kept)) if kept else math.inf
+
+    return {key: min(sorted(by_lr), key=lambda lr: rank(by_lr[lr])) for key, by_lr in groups.items()}
 
 
 def best_runs(runs: list[dict], criterion: str = "final_loss") -> list[dict]:
@@ -129,7 +152,7 @@ def check_claims(runs: list[dict], criterion: str = "final_loss") -> list[dict[s
     no flossing) get C1, C2, C3 and C6 only."""
     if not runs:
         return []
-    best = best_runs(runs, criterion)
+    best = [r for r in best_runs(runs, criterion) if not diverged(r)]
     slices = list(dict.fromkeys((r["rank"], r["backend"], r["profile"]) for r in runs))
     claims = []
     for rank, backend, profile in slices:

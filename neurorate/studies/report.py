@@ -8,6 +8,11 @@ Figures (PNG, in ``DIR/figures``), all at each setting's best learning rate (see
 * ``flossing_vs_gain.png``: final loss with and without flossing by gain (rules with flossing only);
 * ``richlazy_vs_gain.png``: relative weight change and representation alignment vs gain;
 * ``accuracy_by_profile.png``: final accuracy per backend/hardware profile (only when those axes vary).
+
+Diverged runs (``status == "diverged"``) are left out of every mean, figure and claim and counted per setting in
+the report's header (:func:`neurorate.studies.claims.diverged_by_setting`). The header also says which ensembles
+of the config have not finished (an interrupted study) and whether ``results.parquet`` had to be rebuilt from
+the parts. A corrupt part, ``config.json`` or ``manifest.json`` is a one-line error naming the file.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neurorate.studies.claims import best_runs, check_claims, run_summaries
+from neurorate.studies.claims import best_runs, check_claims, diverged, diverged_by_setting, run_summaries
 
 
 def _sem(v) -> float:
@@ -161,19 +166,36 @@ def claims_markdown(claims: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(out: str | Path, criterion: str | None = None) -> Path:
-    """Write ``DIR/figures/*.png`` and ``DIR/report.md`` for the study in ``DIR``; returns the report's path."""
+def report(out: str | Path, criterion: str | None = None, notes: list[str] | None = None) -> Path:
+    """Write ``DIR/figures/*.png`` and ``DIR/report.md`` for the study in ``DIR``; returns the report's path.
+
+    ``notes``: a list to which what the header warns of is appended as one-line strings (``results.parquet``
+    rebuilt from the parts; ensembles of the config that have not finished), for a caller to print.
+    """
     import json
 
-    from neurorate.studies.runner import load_results
+    from neurorate.studies.config import StudyConfig
+    from neurorate.studies.runner import ensure_results_table, load_results, plan, read_manifest, read_study_config
 
     out = Path(out)
+    cfg = read_study_config(out)
     table = load_results(out)
-    cfg = json.loads((out / "config.json").read_text())["config"]
+    rebuilt = ensure_results_table(out, table)
+    finished = read_manifest(out)["finished"]
+    missing = [j.key for j in plan(StudyConfig.model_validate(cfg)) if j.key not in finished]
+    if notes is not None:
+        notes += ([rebuilt] if rebuilt else []) + ([f"incomplete study: {len(missing)} ensembles have not finished "
+                                                    f"({', '.join(missing)})"] if missing else [])
     criterion = criterion or cfg.get("best_lr", "final_loss")
-    runs = run_summaries(table)
-    best = best_runs(runs, criterion)
-    main = {k: runs[0][k] for k in ("rank", "backend", "profile")}
+    all_runs = run_summaries(table)
+    runs = [r for r in all_runs if not diverged(r)]
+    best = [r for r in best_runs(all_runs, criterion) if not diverged(r)]
+    if not runs:  # every run diverged: the header says so, there is nothing to plot or test
+        text = _markdown(cfg, all_runs, [], [], [], out, criterion, missing=missing, rebuilt=rebuilt)
+        (out / "report.md").write_text(text)
+        (out / "claims.json").write_text("[]")
+        return out / "report.md"
+    main = {k: all_runs[0][k] for k in ("rank", "backend", "profile")}
     best_main = [r for r in best if all(r[k] == v for k, v in main.items())]
     figs = out / "figures"
     figs.mkdir(exist_ok=True)
@@ -190,9 +212,9 @@ def report(out: str | Path, criterion: str | None = None) -> Path:
                              figs / "richlazy_vs_gain.png", "relative weight change"))
     if len({(r["backend"], r["profile"]) for r in runs}) > 1:
         made.append(_by_profile(best, figs / "accuracy_by_profile.png"))
-    claims = check_claims(runs, criterion)
+    claims = check_claims(all_runs, criterion)
     exploded = exploded_runs(table, runs)
-    text = _markdown(cfg, runs, best, claims, made, out, criterion, exploded)
+    text = _markdown(cfg, all_runs, best, claims, made, out, criterion, exploded, missing=missing, rebuilt=rebuilt)
     (out / "report.md").write_text(text)
     (out / "claims.json").write_text(json.dumps(claims, indent=1, default=float))
     return out / "report.md"
@@ -218,8 +240,28 @@ def exploded_runs(table, runs: list[dict]) -> list[dict]:
     return out
 
 
-def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, exploded: list[dict] = ()) -> str:
-    n_div = sum(r["status"] == "diverged" for r in runs)
+def _divergence_text(runs: list[dict]) -> str:
+    """``Diverged runs (...): n`` and, when there are any, the count per setting and learning rate."""
+    counts = diverged_by_setting(runs)
+    text = (f"Diverged runs (status diverged: a non-finite loss, or see docs/study.md; left out of every mean and "
+            f"claim): {sum(counts.values())}")
+    if not counts:
+        return text + "."
+    per = []
+    for key, k in sorted(counts.items(), key=lambda kv: str(kv[0])):
+        task, rule, floss, rank, backend, profile, gain, lr = key[:8]
+        neuron = key[8] if len(key) > 8 else "rate"
+        of = sum(1 for r in runs if (r["task"], r["rule"], r["flossing"], r["rank"], r["backend"], r["profile"],
+                                     r["gain"], r["lr"], r.get("neuron") or "rate")
+                 == (task, rule, floss, rank, backend, profile, gain, lr, neuron))
+        where = "" if (rank, backend, profile) == (None, "torch", "none") else \
+            f" [{backend}/{profile}{'' if rank is None else f', rank {rank}'}]"
+        per.append(f"{task} {_label(rule, floss, neuron)} g={gain:g} lr={lr:g}{where} ({k}/{of})")
+    return text + ", per setting: " + ", ".join(per) + "."
+
+
+def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, exploded: list[dict] = (),
+              missing: list[str] = (), rebuilt: str | None = None) -> str:
     groups: dict[tuple, int] = {}
     for r in exploded:
         key = (r["task"], r["rule"], r["flossing"], r["gain"], r["lr"])
@@ -232,12 +274,18 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, explo
     seeds = len(cfg["seeds"])
     # several (rank, backend, profile) slices: the table names each row's slice (one slice keeps the old columns)
     multi = len({(r["rank"], r["backend"], r["profile"]) for r in runs}) > 1
-    lines = [f"# Study report: {cfg['name']}", "",
-             (f"{len(runs)} runs: tasks {cfg['tasks']}, rules {cfg['rules']}, gains {cfg['gains']}, lrs {cfg['lrs']}, "
+    lines = [f"# Study report: {cfg['name']}", ""]
+    if missing:
+        lines += [f"**Incomplete study**: {len(missing)} of the config's ensembles have not finished "
+                  f"({', '.join(missing)}); the numbers below cover the finished ones only. Resume with "
+                  "`neurorate study --config ... --out DIR --resume`.", ""]
+    if rebuilt:
+        lines += [f"Note: {rebuilt}.", ""]
+    lines += [(f"{len(runs)} runs: tasks {cfg['tasks']}, rules {cfg['rules']}, gains {cfg['gains']}, lrs {cfg['lrs']}, "
              f"{seeds} seeds, flossing {cfg['flossing']} ({cfg['floss_iterations']} it., mode {cfg['floss_mode']}), "
              f"ranks {cfg['ranks']}, neurons {cfg.get('neurons', ['rate'])}, N={cfg['hidden']}, B={cfg['batch']}, "
              f"{cfg['iterations']} iterations, "
-             f"input bias {cfg['input_bias']}. Diverged runs (NaN/inf): {n_div}.{blow_text}"), "",
+             f"input bias {cfg['input_bias']}. {_divergence_text(runs)}{blow_text}"), "",
              (f"Best learning rate per (task, rule, flossing, gain): lowest mean over seeds of `{criterion}` "
              f"(mean loss over the last {cfg['final_fraction']:.0%} of iterations for final_loss)."), "",
              "## Claims (docs/theory.md §6)", "", claims_markdown(claims), "",

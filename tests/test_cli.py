@@ -124,7 +124,7 @@ def test_study_cli_runs_reports_and_overrides_neurons(tmp_path):
     p = cli("study", "--config", str(config), "--out", str(out), "--neurons", "rate,lif", "--workers", "1",
             "--no-progress")
     assert p.returncode == 0, p.stderr
-    assert "study tiny: 24 rows" in p.stdout and "report:" in p.stdout
+    assert "study tiny: 8 runs in 2 ensembles (24 logged rows)" in p.stdout and "report:" in p.stdout
     import pyarrow.parquet as pq
 
     table = pq.read_table(out / "results.parquet")

@@ -9,6 +9,15 @@ from typing import Optional
 import typer
 
 from neurorate.errors import NeurorateError
+from neurorate.studies.config import embedded_configs
+
+
+def summary(name: str, table, path: Path) -> str:
+    """The line ``neurorate study`` prints at the end: runs (networks) and ensembles, then the table's rows."""
+    runs = len(set(table.column("run_id").to_pylist()))
+    ensembles = len(set(table.column("ensemble").to_pylist()))
+    return (f"study {name}: {runs} runs in {ensembles} ensemble{'s' if ensembles != 1 else ''} "
+            f"({table.num_rows} logged rows) in {path}")
 
 
 def register(app: typer.Typer) -> None:
@@ -16,7 +25,8 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def study(
-        config: str = typer.Option("paper", help="embedded config (paper | quick) or a TOML file"),
+        config: str = typer.Option("paper", help=f"embedded config ({' | '.join(embedded_configs())}) or a TOML "
+                                                 "file (fields under its study table)"),
         out: Optional[Path] = typer.Option(None, help="study directory (default: results/<config name>)"),
         resume: bool = typer.Option(False, "--resume", help="skip the ensembles already finished in --out"),
         executor: str = typer.Option("local", help="local | submitit | submitit:local | submitit:debug | "
@@ -53,7 +63,7 @@ def register(app: typer.Typer) -> None:
             target = out or Path("results") / cfg.name
             table = run_study(cfg, out=target, resume=resume, progress=progress, executor=executor,
                               workers=workers)
-            typer.echo(f"study {cfg.name}: {table.num_rows} rows in {target / 'results.parquet'}")
+            typer.echo(summary(cfg.name, table, target / "results.parquet"))
             if report:
                 typer.echo(f"report: {write_report(target)}")
         except NeurorateError as exc:
@@ -76,7 +86,11 @@ def register(app: typer.Typer) -> None:
         from neurorate.studies.report import report as write_report
 
         try:
-            typer.echo(f"report: {write_report(directory)}")
+            notes: list[str] = []
+            path = write_report(directory, notes=notes)
+            for note in notes:
+                typer.echo(note)
+            typer.echo(f"report: {path}")
         except NeurorateError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None

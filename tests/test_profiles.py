@@ -193,3 +193,54 @@ def test_main_cli_maps_errors_to_one_line(capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: unknown hardware profile 'loihi9'") and "\n" not in err
+
+
+@pytest.mark.parametrize("old,new,name,expected", [
+    ("frac_bits = 16         # choice: 8", "frac_bits = 30  #", "loihi2",
+     "loihi2.toml: state: frac_bits = 30 must be <= 23 for a 24-bit signed format"),
+    ("frac_bits = 7          # traces", "frac_bits = 8  #", "loihi2",
+     "loihi2.toml: traces: frac_bits = 8 must be <= 7 for a 8-bit signed format"),
+    ("bits = 8               # 8-bit", "bits = 1  #", "loihi2",
+     "loihi2.toml: weights: bits = 1: a signed format needs bits >= 2"),
+    ("exponent_bits = 4 ", "exponent_bits = 12 ", "loihi2",
+     "loihi2.toml: weights: exponent_bits = 12 must be <= 11"),
+    ("accumulator_frac_bits = 7 ", "accumulator_frac_bits = 16 ", "loihi2",
+     "loihi2.toml: learning: accumulator_frac_bits = 16 must be <= accumulator_bits - 1 = 15"),
+    ('rounding = "nearest"   # host', 'rounding = "nearest"\n[weights.overrides]\nw_rec = { frac_bits = 9, '
+     'scale = "none" }\n#', "loihi2", "loihi2.toml: weights: overrides.w_rec: frac_bits = 9 must be <= 7"),
+    ('dtype = "float16"', 'dtype = "float16"\nexponent_bits = 8', "fp16",
+     "fp16.toml: weights: exponent_bits = 8 does not match dtype float16 (5 exponent bits)"),
+    ('dtype = "float16"', 'dtype = "float16"\nbits = 32', "fp16",
+     "fp16.toml: weights: bits = 32 does not match dtype float16 (16 bits)"),
+    ('scale = "per_tensor"', 'scale = "per_tensor"\nexponent_bits = 4', "int8",
+     "int8.toml: weights: exponent_bits only applies to the scales shared_exponent, per_row and pow2"),
+])
+def test_cross_field_checks_name_file_and_field(tmp_path, old, new, name, expected):
+    with pytest.raises(FileFormatError) as info:
+        load_profile(_broken(tmp_path, old, new, name=name))
+    msg = str(info.value)
+    assert msg.startswith(expected) and "\n" not in msg
+
+
+def test_cross_field_limits_accept_the_edges(tmp_path):
+    # every bit fractional is fine unsigned (loihi1's messages: a 4-bit count / 16) and sign + 23 bits signed
+    assert load_profile("loihi1").messages.frac_bits == load_profile("loihi1").messages.bits == 4
+    p = load_profile(_broken(tmp_path, "frac_bits = 16         # choice: 8", "frac_bits = 23  #"))
+    assert p.state.frac_bits == 23
+    path = _broken(tmp_path, "bits = 8               # 8-bit", "bits = 2  #")
+    assert load_profile(path).weights.bits == 2
+    from neurorate.hardware.profiles import NumberFormat
+
+    assert NumberFormat(format="int", bits=1, signed=False).bits == 1  # a binary spike
+    with pytest.raises(ValueError, match="signed format needs bits >= 2"):
+        NumberFormat(format="int", bits=1, signed=True)
+    with pytest.raises(ValueError, match="frac_bits = 2 must be <= 1 for a 1-bit unsigned"):
+        NumberFormat(format="int", bits=1, signed=False, frac_bits=2)
+
+
+def test_cli_show_prints_the_header_once():
+    for name in available_profiles():
+        header = profile_text(name)[1].splitlines()[0]
+        res = CliRunner().invoke(_app(), ["profiles", "show", name])
+        assert res.exit_code == 0 and res.output.count(header) == 1, name
+        assert res.output.rstrip("\n") == profile_text(name)[1].rstrip("\n")

@@ -62,6 +62,12 @@ class NumberFormat(_Strict):
     - ``"pow2"``: every value is 0 or a signed power of two, within ``2**(bits-1) - 1`` exponents below the top.
 
     ``format = "float"``: values are rounded to ``dtype`` (round to nearest even).
+
+    Cross-field checks (each a one-line error naming the field): a signed integer needs ``bits >= 2`` (a sign
+    and at least one magnitude bit) and ``frac_bits <= bits - 1``, an unsigned one ``frac_bits <= bits`` (every bit
+    may be fractional: ``[0, 1)``); ``pow2`` needs ``bits >= 2``; ``exponent_bits`` applies only to the scales with an
+    exponent (``shared_exponent``, ``per_row``, ``pow2``, at most 11 bits: a float64 exponent) and, on a float
+    format, must equal its dtype's exponent width (as ``bits`` must equal its total width).
     """
 
     format: Literal["int", "fixed", "float"] = "float"
@@ -81,6 +87,12 @@ class NumberFormat(_Strict):
                 raise ValueError("format 'float' needs a dtype (float64, float32, bfloat16 or float16)")
             if self.rounding != "nearest":
                 raise ValueError("float formats round to nearest (the dtype cast); set rounding = 'nearest'")
+            exp, width = _FLOAT_BITS[self.dtype]
+            if self.exponent_bits is not None and self.exponent_bits != exp:
+                raise ValueError(f"exponent_bits = {self.exponent_bits} does not match dtype {self.dtype} "
+                                 f"({exp} exponent bits)")
+            if self.bits is not None and self.bits != width:
+                raise ValueError(f"bits = {self.bits} does not match dtype {self.dtype} ({width} bits)")
         else:
             if self.bits is None:
                 raise ValueError(f"format {self.format!r} needs 'bits'")
@@ -90,12 +102,41 @@ class NumberFormat(_Strict):
                 raise ValueError(f"dtype only applies to format 'float', not {self.format!r}")
             if self.scale != "none" and self.frac_bits is not None:
                 raise ValueError(f"frac_bits only applies to scale 'none' (a fixed grid), not {self.scale!r}")
+            _check_int_widths(self)
         return self
 
     @property
     def quantizes(self) -> bool:
         """False for float64, which changes nothing in a float64 computation."""
         return not (self.format == "float" and self.dtype == "float64")
+
+
+_FLOAT_BITS = {"float64": (11, 64), "float32": (8, 32), "bfloat16": (8, 16), "float16": (5, 16)}
+
+
+def _check_int_widths(fmt: NumberFormat) -> None:
+    """The cross-field checks of an ``int``/``fixed`` format (see :class:`NumberFormat`); a ValueError naming
+    the field."""
+    if fmt.signed and fmt.bits < 2:
+        raise ValueError(f"bits = {fmt.bits}: a signed format needs bits >= 2 (a sign and a magnitude bit); "
+                         "use signed = false for a 1-bit format")
+    if fmt.scale == "pow2" and fmt.bits < 2:
+        raise ValueError(f"bits = {fmt.bits}: scale 'pow2' needs bits >= 2 (a sign and an exponent range)")
+    if fmt.frac_bits is not None:
+        top = fmt.bits - 1 if fmt.signed else fmt.bits
+        if fmt.frac_bits > top:
+            raise ValueError(f"frac_bits = {fmt.frac_bits} must be <= {top} for a {fmt.bits}-bit "
+                             f"{'signed' if fmt.signed else 'unsigned'} format (fractional bits < bits"
+                             f"{', the sign excluded' if fmt.signed else ''})")
+        if fmt.frac_bits < -1000:
+            raise ValueError(f"frac_bits = {fmt.frac_bits} is out of range (the step 2**-frac_bits must be a "
+                             "float64)")
+    if fmt.exponent_bits is not None:
+        if fmt.scale in ("none", "per_tensor"):
+            raise ValueError(f"exponent_bits only applies to the scales shared_exponent, per_row and pow2, "
+                             f"not {fmt.scale!r}")
+        if fmt.exponent_bits > 11:
+            raise ValueError(f"exponent_bits = {fmt.exponent_bits} must be <= 11 (a float64 exponent)")
 
 
 class WeightOverride(_Strict):
@@ -116,6 +157,18 @@ class WeightFormat(NumberFormat):
     """Synaptic weights (W_in, W_rec, W_out, biases, feedback) with optional per-matrix overrides."""
 
     overrides: dict[WeightName, WeightOverride] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _overrides_valid(self):
+        for name in self.overrides:  # each merged format must pass the same checks as the base one
+            try:
+                self.for_matrix(name)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"])
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                raise ValueError(f"overrides.{name}{'.' + where if where else ''}: {msg}") from None
+        return self
 
     def for_matrix(self, name: str) -> NumberFormat:
         """The effective format of matrix ``name`` (one of ``w_in, w_rec, w_out, b, b_out, feedback``)."""
@@ -197,6 +250,18 @@ class LearningSpec(_Strict):
     accumulator_bits: PositiveInt | None = None
     accumulator_frac_bits: int | None = Field(default=None, ge=0)
     rounding: Rounding = "nearest"
+
+    @model_validator(mode="after")
+    def _accumulator(self):
+        if self.accumulator_frac_bits is not None:
+            if self.accumulator_bits is None:
+                raise ValueError("accumulator_frac_bits needs accumulator_bits")
+            if self.accumulator_frac_bits > self.accumulator_bits - 1:
+                raise ValueError(f"accumulator_frac_bits = {self.accumulator_frac_bits} must be <= "
+                                 f"accumulator_bits - 1 = {self.accumulator_bits - 1} (a signed accumulator)")
+        if self.accumulator_bits is not None and self.accumulator_bits < 2:
+            raise ValueError(f"accumulator_bits = {self.accumulator_bits}: a signed accumulator needs >= 2 bits")
+        return self
 
 
 class TimeSpec(_Strict):

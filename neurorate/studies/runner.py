@@ -387,8 +387,8 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
     config : a :class:`~neurorate.studies.config.StudyConfig`, a dict of its fields, a TOML path, an embedded
         config name ("paper", "quick") or None (the ``paper`` config).
     out : the study directory (see the module docstring).
-    resume : skip the ensembles recorded in ``out/manifest.json``; without it, a non-empty study directory is
-        an error.
+    resume : skip the ensembles recorded in ``out/manifest.json``; without it, a directory in which an ensemble
+        finished is an error (one in which none did starts afresh).
     progress : a progress bar with ETA over network-iterations (None: only on a terminal).
     executor : "local" (in-process), or "submitit[:local|:debug|:slurm]" (each ensemble as a submitit job).
     run_dirs : also write a run directory per network under ``out/runs/`` (slow: a plot per network).
@@ -405,6 +405,12 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
         iterations ending there), run-level ``final_loss`` (mean of the last ``final_fraction`` of iterations),
         ``auc``, ``lambda_max_before/flossed/after`` (per step), rich/lazy metrics, ``wall_time``, ``status``
         ("ok" or "diverged"). The same table is in ``out/results.parquet``.
+
+    Raises
+    ------
+    NeurorateError
+        One line, before ``out`` is created, for a bad config, executor, worker count, backend or profile
+        (:func:`preflight`); at once when another study holds ``out`` (:class:`StudyLock`).
     """
     cfg = load_config(config)
     if executor not in EXECUTORS:

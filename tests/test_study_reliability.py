@@ -366,3 +366,23 @@ def test_study_summary_counts_runs_not_rows(tmp_path):
     assert p.returncode == 0, p.stderr
     # 2 ensembles x (2 gains x 1 lr x 2 seeds) networks; 12 iterations logged every 4: 3 rows per run
     assert f"study small: 8 runs in 2 ensembles (24 logged rows) in {out / 'results.parquet'}" in p.stdout
+
+
+def test_an_empty_out_is_refused(tmp_path):
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL_TOML)
+    p = cli("study", "--config", str(config), "--out", "", cwd=tmp_path)
+    assert "--out must name a study directory, got an empty path" in one_error_line(p)
+    assert sorted(os.listdir(tmp_path)) == ["small.toml"]
+    with pytest.raises(NeurorateError, match="out must name a study directory"):
+        nr.study(SMALL, out="", progress=False)
+
+
+def test_resume_with_a_corrupt_config_json_names_the_file(finished, tmp_path):
+    out = _copy(finished, tmp_path)
+    (out / "config.json").write_text("{not json")
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL_TOML)
+    p = cli("study", "--config", str(config), "--out", str(out), "--resume")
+    line = one_error_line(p)
+    assert f"{out / 'config.json'}: malformed study config" in line

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     def study(
         config: str = typer.Option("paper", help=f"embedded config ({' | '.join(embedded_configs())}) or a TOML "
                                                  "file (fields under its study table)"),
-        out: Optional[Path] = typer.Option(None, help="study directory (default: results/<config name>)"),
+        out: Optional[str] = typer.Option(None, help="study directory (default: results/<config name>)"),
         resume: bool = typer.Option(False, "--resume", help="skip the ensembles already finished in --out"),
         executor: str = typer.Option("local", help="local | submitit | submitit:local | submitit:debug | "
                                                    "submitit:slurm"),
@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from neurorate.studies.report import report as write_report
         from neurorate.studies.runner import study as run_study
 
-        target = out
+        target = None
         try:
             cfg = load_config(config)
             overrides = {}
@@ -60,7 +60,9 @@ def register(app: typer.Typer) -> None:
                 overrides["iterations"] = iterations
             if overrides:
                 cfg = load_config({**cfg.model_dump(), **overrides})
-            target = out or Path("results") / cfg.name
+            if out is not None and not out.strip():
+                raise NeurorateError("--out must name a study directory, got an empty path")
+            target = Path(out) if out is not None else Path("results") / cfg.name
             table = run_study(cfg, out=target, resume=resume, progress=progress, executor=executor,
                               workers=workers)
             typer.echo(summary(cfg.name, table, target / "results.parquet"))

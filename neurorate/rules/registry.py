@@ -105,20 +105,20 @@ class Rule:
         return dataclasses.asdict(self)
 
 
-BUILTIN_RULES: tuple[Rule, ...] = (
-    Rule("bptt", "exact gradient (backpropagation through time)", "nothing", "symmetric",
-         neurons=("rate", "lif", "alif"), backends=("torch",)),
-    Rule("eprop", "e-prop: presynaptic rates detached, symmetric feedback W_out^T", "presynaptic rates",
-         "symmetric", neurons=("rate", "lif", "alif"), backends=("torch", "lava"), citation="eprop"),
-    Rule("eprop_online", "e-prop from explicit forward eligibility traces (same gradient as eprop)",
-         "presynaptic rates", "symmetric", online=True, backends=("torch", "lava"), citation="eprop"),
-    Rule("eprop_random", "e-prop with a fixed random feedback matrix B", "presynaptic rates", "random",
-         neurons=("rate", "lif", "alif"), backends=("torch", "lava"), citation="eprop"),
-    Rule("rflo", "random-feedback local online learning (equals eprop_random in this model)",
-         "presynaptic rates", "random", online=True, backends=("torch", "lava"), citation="rflo"),
-    Rule("trunc1", "one-step truncation: the whole previous state detached (no trace; a control)",
-         "whole previous state", "symmetric"),
-)
+BPTT = Rule("bptt", "exact gradient (backpropagation through time)", "nothing", "symmetric",
+            neurons=("rate", "lif", "alif"), backends=("torch",))
+EPROP = Rule("eprop", "e-prop: presynaptic rates detached, symmetric feedback W_out^T", "presynaptic rates",
+             "symmetric", neurons=("rate", "lif", "alif"), backends=("torch", "lava"), citation="eprop")
+EPROP_ONLINE = Rule("eprop_online", "e-prop from explicit forward eligibility traces (same gradient as eprop)",
+                    "presynaptic rates", "symmetric", online=True, backends=("torch", "lava"), citation="eprop")
+EPROP_RANDOM = Rule("eprop_random", "e-prop with a fixed random feedback matrix B", "presynaptic rates", "random",
+                    neurons=("rate", "lif", "alif"), backends=("torch", "lava"), citation="eprop")
+RFLO = Rule("rflo", "random-feedback local online learning (equals eprop_random in this model)",
+            "presynaptic rates", "random", online=True, backends=("torch", "lava"), citation="rflo")
+TRUNC1 = Rule("trunc1", "one-step truncation: the whole previous state detached (no trace; a control)",
+              "whole previous state", "symmetric")
+BUILTIN_RULES: tuple[Rule, ...] = (BPTT, EPROP, EPROP_ONLINE, EPROP_RANDOM, RFLO, TRUNC1)
+"""The built-in rules (also declared as entry points of ``neurorate.rules`` in neurorate's ``pyproject.toml``)."""
 
 _BUILTIN = {r.name: r for r in BUILTIN_RULES}
 
@@ -182,3 +182,14 @@ def check_rule(rule: str | Rule, *, neuron: str = "rate", backend: str | None = 
     if form is not None and form not in r.forms:
         raise NeurorateError(f"rule {r.name!r} supports the forms {', '.join(r.forms)}, not form {form!r}")
     return r
+
+
+def rules_table(table: dict[str, Rule] | None = None) -> str:
+    """The Markdown table of the rules and their properties (the table of docs/rules.md; a test keeps them equal)."""
+    rows = ["| rule | what it is | detaches | feedback | forward traces | neurons | backends | forms | citation |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for r in (table if table is not None else rules()).values():
+        rows.append(f"| `{r.name}` | {r.summary} | {r.detach} | {r.feedback} | {'yes' if r.online else 'no'} | "
+                    f"{', '.join(r.neurons)} | {', '.join(r.backends)} | {', '.join(r.forms)} | "
+                    f"{f'`{r.citation}`' if r.citation else '-'} |")
+    return "\n".join(rows) + "\n"

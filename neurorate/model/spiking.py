@@ -40,9 +40,12 @@ import torch
 from neurorate.errors import FileFormatError, NeurorateError
 from neurorate.model.spec import NetworkSpec
 from neurorate.rules.feedback import feedback_matrix
+from neurorate.rules.registry import Rule, check_rule
 
 _LIF_KEYS = ("threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction")
 _PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
+TRAINED = ("w_in", "w_rec", "b", "w_out", "b_out")
+"""The trained arrays of a LIF network, in the order of the gradient dicts."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -197,6 +200,17 @@ def alif_step(v, z, a, drive_t, w_rec, beta, threshold, gamma, rho, beta_a, deta
     v = beta * v + torch.matmul(pre, w_rec.transpose(-1, -2)) + drive_t - threshold * pre
     a = rho * a + z
     return v, spike(v - beta_a * a, threshold, gamma), a
+
+
+def lif_rule(rule: str | Rule, nets: list[LIFNetwork] | None = None) -> Rule:
+    """The :class:`~neurorate.rules.registry.Rule` of ``rule`` if it trains these networks (LIF, or ALIF when any
+    unit adapts), else a one-line :class:`NeurorateError`."""
+    neuron = "alif" if nets and any(n.adaptive for n in nets) else "lif"
+    r = check_rule(rule, neuron=neuron)
+    if r.detach_state:  # the spiking step cuts z_{t-1} (detach_pre) or nothing
+        raise NeurorateError(f"rule {r.name!r}: spiking networks implement detach 'nothing' or 'presynaptic "
+                             f"rates', not {r.detach!r}")
+    return r
 
 
 def _tensors(nets: list[LIFNetwork], dtype=torch.float64) -> dict[str, torch.Tensor]:

@@ -1,6 +1,7 @@
 """Gradients and training of LIF ensembles: BPTT, e-prop by autograd+detach, and e-prop by online traces.
 
 The equations are in :mod:`neurorate.model.spiking`. :func:`autograd_gradients` and :func:`online_gradients`
+(the forward traces, :func:`neurorate.rules.eprop.lif_online_gradients`, beside the rate e-prop)
 compute the same e-prop gradient in two ways (checked to 1e-10 in float64 by tests/test_spiking.py);
 :func:`train_lif` trains an ensemble (e.g. one network per initial gain) with Adam.
 """
@@ -17,22 +18,14 @@ from neurorate.errors import NeurorateError
 from neurorate.model import losses
 from neurorate.model.dynamics import readout_random_feedback
 from neurorate.model.spec import NetworkSpec
-from neurorate.model.spiking import LIFNetwork, _adaptation, _constants, _tensors, forward, pseudo_derivative
-from neurorate.rules.registry import BUILTIN_RULES, Rule, check_rule, get_rule
+from neurorate.model.spiking import TRAINED, LIFNetwork, _constants, _tensors, forward, lif_rule
+from neurorate.rules.eprop import lif_online_gradients as online_gradients
+from neurorate.rules.registry import BUILTIN_RULES, get_rule
 
 LIF_RULES = tuple(r.name for r in BUILTIN_RULES if "lif" in r.neurons)
 """Built-in rules that train LIF networks (derived from the registry, :mod:`neurorate.rules.registry`)."""
-_TRAINED = ("w_in", "w_rec", "b", "w_out", "b_out")
 
-
-def _check_rule(rule: str | Rule, nets: list[LIFNetwork] | None = None) -> Rule:
-    """The :class:`Rule` of ``rule`` if it trains these (LIF or, with adaptation, ALIF) networks."""
-    neuron = "alif" if nets and any(n.adaptive for n in nets) else "lif"
-    r = check_rule(rule, neuron=neuron)
-    if r.detach_state:  # the spiking step cuts z_{t-1} (detach_pre) or nothing
-        raise NeurorateError(f"rule {r.name!r}: spiking networks implement detach 'nothing' or 'presynaptic "
-                             f"rates', not {r.detach!r}")
-    return r
+__all__ = ["LIF_RULES", "as_lif", "autograd_gradients", "online_gradients", "train_lif"]
 
 
 def _loss(nets, params, x, target, mask, kind: str, rule: str):
@@ -57,67 +50,15 @@ def _loss(nets, params, x, target, mask, kind: str, rule: str):
 
 def autograd_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse", rule: str = "eprop"):
     """Gradients ``{name: (M, ...)}`` of the summed loss by autograd; ``rule="eprop"`` detaches ``z_{t-1}``."""
-    rule = _check_rule(rule, nets)
+    rule = lif_rule(rule, nets)
     params = _tensors(nets)
-    for k in _TRAINED:
+    for k in TRAINED:
         params[k].requires_grad_(True)
     loss, _, _ = _loss(nets, params, x, target, mask, kind, rule)
-    grads = torch.autograd.grad(loss.sum(), [params[k] for k in _TRAINED])
-    out = dict(zip(_TRAINED, grads))
+    grads = torch.autograd.grad(loss.sum(), [params[k] for k in TRAINED])
+    out = dict(zip(TRAINED, grads))
     out["b"], out["b_out"] = out["b"].squeeze(1), out["b_out"].squeeze(1)
     return out
-
-
-def online_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse", rule: str = "eprop"):
-    """The e-prop gradient from explicit eligibility traces run forward in time (no backward pass).
-
-    For ALIF units the eligibility ``e_t = psi_t (zbar_t - beta_a eps_t)`` carries the adaptation trace
-    ``eps_t = psi_{t-1} zbar_{t-1} + (rho - psi_{t-1} beta_a) eps_{t-1}`` (Bellec et al. 2020); with
-    ``beta_a = 0`` it is the LIF trace ``psi_t zbar_t``.
-    """
-    r = _check_rule(rule, nets)
-    if not r.detach_pre:
-        raise NeurorateError(f"online traces implement e-prop only (detach 'presynaptic rates'), not {r.name!r}")
-    beta, theta, kappa, gamma = _constants(nets)
-    rho, beta_a = _adaptation(nets, x)
-    p = _tensors(nets)
-    feedback = p["feedback"] if r.random_feedback else p["w_out"].transpose(-1, -2)
-    norm = losses.normalizer(kind, target, mask)
-    m, n, n_in = p["w_in"].shape
-    bsz = x.shape[1]
-    v = x.new_zeros(m, bsz, n)
-    z, a, psi = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v)
-    y = x.new_zeros(m, bsz, p["w_out"].shape[1])
-    # presynaptic traces (zbar: recurrent, xbar: input, bbar: bias) and the adaptation traces eps = da/dW
-    pre = {"w_rec": torch.zeros_like(v), "w_in": x.new_zeros(m, bsz, n_in), "b": x.new_zeros(m, bsz, 1)}
-    eps = {k: torch.zeros_like(v).unsqueeze(-1).expand(-1, -1, -1, t.shape[-1]).clone() for k, t in pre.items()}
-    ebar = {k: torch.zeros_like(e) for k, e in eps.items()}
-    z_out, c_bar = torch.zeros_like(v), 0.0
-    g = {k: torch.zeros_like(p[k]) for k in _TRAINED}
-    col = (lambda u: u.unsqueeze(-1))
-    for t in range(x.shape[0]):
-        new_pre = {"w_rec": z, "w_in": x[t].expand(m, -1, -1), "b": x.new_ones(m, bsz, 1)}
-        for k in pre:  # eps_t from step t-1's psi and presynaptic trace, then the trace itself moves to t
-            eps[k] = col(psi) * pre[k].unsqueeze(-2) + (rho - col(psi * beta_a)) * eps[k]
-            pre[k] = beta * pre[k] + new_pre[k]
-        drive = x[t] @ p["w_in"].transpose(-1, -2) + p["b"]
-        v = beta * v + z @ p["w_rec"].transpose(-1, -2) + drive - theta * z
-        a = rho * a + z
-        z = (v - beta_a * a >= theta).to(v.dtype)
-        psi = pseudo_derivative(v - beta_a * a, theta, gamma)
-        for k in pre:
-            ebar[k] = kappa * ebar[k] + col(psi) * (pre[k].unsqueeze(-2) - col(beta_a) * eps[k])
-        y = kappa * y + z @ p["w_out"].transpose(-1, -2) + p["b_out"]
-        z_out, c_bar = kappa * z_out + z, kappa * c_bar + 1.0
-        g_y = losses.output_grad(kind, y, target[t], mask[t], norm)
-        signal = col(g_y @ feedback.transpose(-1, -2))
-        g["w_rec"] += (signal * ebar["w_rec"]).sum(1)
-        g["w_in"] += (signal * ebar["w_in"]).sum(1)
-        g["b"] += (signal * ebar["b"]).sum(1).transpose(-1, -2)
-        g["w_out"] += g_y.transpose(-1, -2) @ z_out
-        g["b_out"] += g_y.sum(1, keepdim=True) * c_bar
-    g["b"], g["b_out"] = g["b"].squeeze(1), g["b_out"].squeeze(1)
-    return g
 
 
 def as_lif(specs, threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3, **adaptation) -> list[LIFNetwork]:
@@ -152,14 +93,14 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
     dict with ``losses`` and ``accuracy`` ``(iterations, M)``, ``rate`` (mean spikes per unit and step,
     ``(iterations, M)``), ``networks`` (trained ``LIFNetwork``s) and ``wall_time`` seconds.
     """
-    rule = _check_rule(rule)
+    rule = lif_rule(rule)
     if iterations <= 0 or not lr > 0:
         raise NeurorateError(f"iterations must be > 0 and lr > 0, got {iterations} and {lr}")
     nets = as_lif(specs, threshold, kappa, gamma, beta_a=beta_a, rho=rho, adaptive_fraction=adaptive_fraction)
-    rule = _check_rule(rule, nets)
+    rule = lif_rule(rule, nets)
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = _tensors(nets, tdtype)
-    leaves = [params[k].requires_grad_(True) for k in _TRAINED]
+    leaves = [params[k].requires_grad_(True) for k in TRAINED]
     opt = torch.optim.Adam(leaves, lr=lr)
     hist = np.zeros((3, iterations, len(nets)))
     start = time.perf_counter()
@@ -186,7 +127,7 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
             callback(i, hist[0, i], hist[1, i])
     trained = []
     for j, net in enumerate(nets):
-        arrays = {k: params[k][j].detach().double().numpy().reshape(getattr(net.spec, k).shape) for k in _TRAINED}
+        arrays = {k: params[k][j].detach().double().numpy().reshape(getattr(net.spec, k).shape) for k in TRAINED}
         trained.append(dataclasses.replace(net, spec=net.spec.replace(**arrays)))
     return {"losses": hist[0], "accuracy": hist[1], "rate": hist[2], "networks": trained,
             "wall_time": time.perf_counter() - start}

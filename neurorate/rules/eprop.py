@@ -7,9 +7,10 @@ recursion of the traces is :func:`neurorate.model.dynamics.trace_step`; this mod
 implementations of a torch ensemble (:class:`neurorate.backends.torch.ensemble.Ensemble`), side by side:
 
 * :func:`online_gradients`: explicit forward traces, any form, rounded to a hardware profile's grids;
-* :func:`factorized_gradients`: form A, where the trace factorises into ``psi_t * rbar_t`` (one fused pass).
+* :func:`factorized_gradients`: form A, where the trace factorises into ``psi_t * rbar_t`` (one fused pass);
+* :func:`lif_online_gradients`: the spiking (LIF/ALIF) variant, with the adaptation trace (Bellec et al. 2020).
 
-Inputs ``x (Mx, T, B, n_in)`` with ``Mx`` 1 or M; each returns ``(loss (M,), accuracy (M,), grads)``.
+Rate kernels: inputs ``x (Mx, T, B, n_in)`` with ``Mx`` 1 or M; each returns ``(loss (M,), accuracy (M,), grads)``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from neurorate.errors import NeurorateError
 from neurorate.model import dynamics as dyn
 from neurorate.model import losses
+from neurorate.model.spiking import TRAINED, LIFNetwork, _adaptation, _constants, _tensors, lif_rule, pseudo_derivative
 from neurorate.rules.registry import get_rule
 
 if TYPE_CHECKING:
@@ -129,3 +132,58 @@ def factorized_gradients(ens: Ensemble, rule, kind: str, x, target, mask):
     y = torch.stack(ys, 1)
     grads = {"w_rec": g_rec, "w_in": g_in, "b": g_b, "w_out": g_out, "b_out": g_bout}
     return losses.loss(kind, y, target, mask), losses.accuracy(kind, y, target, mask), grads
+
+
+def lif_online_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse", rule: str = "eprop"):
+    """LIF/ALIF e-prop: the gradient from explicit eligibility traces run forward in time (no backward pass).
+
+    The equations are in :mod:`neurorate.model.spiking`; ``x (T, B, n_in)``, targets and masks ``(T, B, ...)``;
+    returns ``{name: (M, ...)}`` like :func:`neurorate.model.spiking_learning.autograd_gradients`.
+
+    For ALIF units the eligibility ``e_t = psi_t (zbar_t - beta_a eps_t)`` carries the adaptation trace
+    ``eps_t = psi_{t-1} zbar_{t-1} + (rho - psi_{t-1} beta_a) eps_{t-1}`` (Bellec et al. 2020); with
+    ``beta_a = 0`` it is the LIF trace ``psi_t zbar_t``.
+    """
+    r = lif_rule(rule, nets)
+    if not r.detach_pre:
+        raise NeurorateError(f"online traces implement e-prop only (detach 'presynaptic rates'), not {r.name!r}")
+    beta, theta, kappa, gamma = _constants(nets)
+    rho, beta_a = _adaptation(nets, x)
+    p = _tensors(nets)
+    feedback = p["feedback"] if r.random_feedback else p["w_out"].transpose(-1, -2)
+    norm = losses.normalizer(kind, target, mask)
+    m, n, n_in = p["w_in"].shape
+    bsz = x.shape[1]
+    v = x.new_zeros(m, bsz, n)
+    z, a, psi = torch.zeros_like(v), torch.zeros_like(v), torch.zeros_like(v)
+    y = x.new_zeros(m, bsz, p["w_out"].shape[1])
+    # presynaptic traces (zbar: recurrent, xbar: input, bbar: bias) and the adaptation traces eps = da/dW
+    pre = {"w_rec": torch.zeros_like(v), "w_in": x.new_zeros(m, bsz, n_in), "b": x.new_zeros(m, bsz, 1)}
+    eps = {k: torch.zeros_like(v).unsqueeze(-1).expand(-1, -1, -1, t.shape[-1]).clone() for k, t in pre.items()}
+    ebar = {k: torch.zeros_like(e) for k, e in eps.items()}
+    z_out, c_bar = torch.zeros_like(v), 0.0
+    g = {k: torch.zeros_like(p[k]) for k in TRAINED}
+    col = (lambda u: u.unsqueeze(-1))
+    for t in range(x.shape[0]):
+        new_pre = {"w_rec": z, "w_in": x[t].expand(m, -1, -1), "b": x.new_ones(m, bsz, 1)}
+        for k in pre:  # eps_t from step t-1's psi and presynaptic trace, then the trace itself moves to t
+            eps[k] = col(psi) * pre[k].unsqueeze(-2) + (rho - col(psi * beta_a)) * eps[k]
+            pre[k] = beta * pre[k] + new_pre[k]
+        drive = x[t] @ p["w_in"].transpose(-1, -2) + p["b"]
+        v = beta * v + z @ p["w_rec"].transpose(-1, -2) + drive - theta * z
+        a = rho * a + z
+        z = (v - beta_a * a >= theta).to(v.dtype)
+        psi = pseudo_derivative(v - beta_a * a, theta, gamma)
+        for k in pre:
+            ebar[k] = kappa * ebar[k] + col(psi) * (pre[k].unsqueeze(-2) - col(beta_a) * eps[k])
+        y = kappa * y + z @ p["w_out"].transpose(-1, -2) + p["b_out"]
+        z_out, c_bar = kappa * z_out + z, kappa * c_bar + 1.0
+        g_y = losses.output_grad(kind, y, target[t], mask[t], norm)
+        signal = col(g_y @ feedback.transpose(-1, -2))
+        g["w_rec"] += (signal * ebar["w_rec"]).sum(1)
+        g["w_in"] += (signal * ebar["w_in"]).sum(1)
+        g["b"] += (signal * ebar["b"]).sum(1).transpose(-1, -2)
+        g["w_out"] += g_y.transpose(-1, -2) @ z_out
+        g["b_out"] += g_y.sum(1, keepdim=True) * c_bar
+    g["b"], g["b_out"] = g["b"].squeeze(1), g["b_out"].squeeze(1)
+    return g

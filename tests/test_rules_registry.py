@@ -111,6 +111,10 @@ def test_one_feedback_recipe_for_rate_and_spiking_networks():
     bare = drawn.replace(feedback=None)  # e.g. a network built from user arrays: B comes from the seed
     recipe = feedback_matrix(bare)
     np.testing.assert_array_equal(recipe, drawn.feedback)  # the draw of NetworkSpec.random
+    fourth = lambda: np.random.default_rng(np.random.SeedSequence(7).spawn(4)[3])  # noqa: E731
+    np.testing.assert_array_equal(recipe, fourth().uniform(-1 / np.sqrt(12), 1 / np.sqrt(12), (12, 2)))
+    gauss = nr.NetworkSpec.random(n_in=3, n_hidden=12, n_out=2, seed=7, feedback_init="gaussian").feedback
+    np.testing.assert_array_equal(gauss, fourth().standard_normal((12, 2)) / np.sqrt(2))
     np.testing.assert_array_equal(stack([bare], torch.float64, torch.device("cpu")).feedback[0].numpy(), recipe)
     from neurorate.backends.lava import feedback_matrix as lava_feedback
 

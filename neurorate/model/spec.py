@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import FileFormatError, SpecError
+from neurorate.rules.feedback import FEEDBACK_INITS, draw_feedback
 
 FORMS = ("A", "B", "C")
 ACTIVATIONS = ("tanh", "relu", "identity")
 INPUT_INITS = ("torch", "schuessler")
-FEEDBACK_INITS = ("uniform", "gaussian")
 GAIN_MEASURES = ("frobenius", "spectral_radius")
 _ARRAYS = ("w_in", "w_rec", "w_out", "b", "b_out", "feedback")
 
@@ -213,10 +213,7 @@ class NetworkSpec:
             v *= 1.0 / (math.sqrt(n) * np.linalg.norm(v, axis=1, keepdims=True))
             b = np.zeros(n)
             c = np.zeros(n_out)
-        if feedback_init == "uniform":
-            fb = fb_rng.uniform(-1.0 / math.sqrt(n), 1.0 / math.sqrt(n), (n, n_out))
-        else:
-            fb = fb_rng.standard_normal((n, n_out)) / math.sqrt(n_out)
+        fb = draw_feedback(fb_rng, n, n_out, feedback_init)  # the recipe of every backend (docs/rules.md)
         init = dict(
             gain=float(gain), seed=int(seed), input_init=input_init, input_bias=bool(input_bias),
             recurrent_bias=bool(recurrent_bias), rank=rank, user_matrix=w_rec is not None,

@@ -7,6 +7,7 @@ backend (flossing runs on torch and hands the flossed weights over through the N
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,13 +17,162 @@ import numpy as np
 
 from neurorate.backends.base import OPTIMIZERS, get_backend
 from neurorate.errors import NeurorateError
-from neurorate.io.results import RunDirectory, TrainResult, prepare_out_dir, write_final
+from neurorate.io.results import RunDirectory, RunInterrupted, TrainResult, check_out_dir, open_out_dir, write_final
 from neurorate.model.spec import NetworkSpec
 from neurorate.rules.registry import get_rule, rule_names
 from neurorate.tasks.base import Task
 
 FLOSS_MODES = ("state", "onestep", "full")
 LYAPUNOV_UNITS = ("step", "tau", "second")
+
+DIVERGENCE_FACTOR = 1000.0
+"""A run diverges at the first iteration whose loss is NaN/inf or more than this many times its reference loss:
+the smaller of its first iteration's loss and the loss of a network whose output is zero (:func:`baseline_loss`)."""
+
+
+def baseline_loss(task: Task) -> float:
+    """The loss of a network whose output is zero on the task's first batch (for "mse" half the masked mean square
+    target, for "ce" ``ln(n_out)``): the scale a loss that has blown up is measured against."""
+    import torch
+
+    from neurorate.model import losses
+
+    _, target, mask = task.batch(0)
+    target_t = torch.as_tensor(np.asarray(target))
+    target_t = target_t.long() if task.loss_kind == "ce" else target_t.double()
+    y = torch.zeros(tuple(target_t.shape[:2]) + (int(task.n_out),), dtype=torch.float64)
+    return float(losses.loss(task.loss_kind, y, target_t, torch.as_tensor(np.asarray(mask), dtype=torch.float64)))
+
+
+def divergence_iteration(losses, factor: float = DIVERGENCE_FACTOR, reference: float | None = None) -> int | None:
+    """The first iteration at which a run diverged, or None: the loss is not finite, or it is more than ``factor``
+    times the reference, the smaller of the first loss and ``reference`` (:func:`baseline_loss` in
+    :func:`train`). A network that blows up within its first trial (e.g. ReLU rates at N = 1) starts huge: the
+    zero-output reference catches it. The same rule for every backend; the non-finite part is what the backends
+    detect themselves (they freeze a network whose loss is NaN/inf)."""
+    a = np.asarray(losses, dtype=float).reshape(-1)
+    if a.size == 0:
+        return None
+    bad = ~np.isfinite(a)
+    refs = [v for v in (a[0], reference) if v is not None and math.isfinite(v) and v > 0]
+    if refs:
+        with np.errstate(invalid="ignore"):
+            bad |= a > factor * min(refs)
+    return int(np.argmax(bad)) if bad.any() else None
+
+
+LIMITS = {"iterations": 1_000_000, "hidden": 8192, "batch": 16384, "networks": 4096, "streams": 4096}
+"""Size ceilings checked before anything is allocated or written; ``allow_large=True`` (``--allow-large``, or the
+environment variable ``NEURORATE_ALLOW_LARGE=1``) lifts them. The memory estimate (:func:`estimate_bytes`) is
+checked against the available memory in any case."""
+
+
+def _allow_large(allow_large: bool) -> bool:
+    return bool(allow_large) or os.environ.get("NEURORATE_ALLOW_LARGE", "").strip() not in ("", "0")
+
+
+def check_sizes(allow_large: bool = False, **sizes: int) -> None:
+    """Refuse sizes above :data:`LIMITS` (one line naming the option and how to lift the ceiling)."""
+    if _allow_large(allow_large):
+        return
+    for name, value in sizes.items():
+        if value is not None and name in LIMITS and value > LIMITS[name]:
+            raise NeurorateError(f"{name} = {value} is above the ceiling {LIMITS[name]}; pass --allow-large "
+                                 "(allow_large=True, or NEURORATE_ALLOW_LARGE=1) to run it anyway")
+
+
+def estimate_bytes(n_hidden: int, n_in: int, n_out: int, batch: int, n_steps: int, iterations: int,
+                   networks: int = 1, rule: str = "eprop", dtype: str = "float32", lyapunov_k: int | None = 8,
+                   lyapunov_streams: int = 16) -> int:
+    """A deliberately generous estimate of the peak memory of :func:`train` in bytes.
+
+    Counted: the specs in float64 (initial, flossed, final: 3 copies), the backend's parameters, gradients,
+    optimizer moments and feedback (6 copies in ``dtype``), one batch of inputs/targets/mask (float64 and its
+    tensor copy), the per-step trajectories kept for the gradient (10 tensors of ``(M, B, N)`` per step), the loss
+    and accuracy histories, and the Lyapunov run (8 trials of 16 streams, states and the ``k`` tangent vectors).
+    """
+    d = 8 if str(dtype) in ("float64", "torch.float64") else 4
+    m, n = int(networks), int(n_hidden)
+    params = n * n + n * (int(n_in) + int(n_out)) + n + int(n_out)
+    total = 8 * m * params * 3 + d * m * params * 6
+    total += (8 + d) * int(n_steps) * int(batch) * (int(n_in) + int(n_out) + 1)
+    total += d * 10 * m * int(n_steps) * int(batch) * n
+    total += 8 * 4 * m * int(iterations)
+    if lyapunov_k:
+        t_ly = 8 * int(n_steps)
+        total += 8 * m * t_ly * lyapunov_streams * n + 8 * 4 * m * lyapunov_streams * n * min(int(lyapunov_k), n)
+    return int(total)
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still use: ``MemAvailable`` of /proc/meminfo (or the physical pages free), capped
+    by a cgroup v2 memory limit when there is one; None when the platform says nothing."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    try:
+        limit = open("/sys/fs/cgroup/memory.max").read().strip()
+        if limit != "max":
+            used = int(open("/sys/fs/cgroup/memory.current").read().strip())
+            room = max(0, int(limit) - used)
+            avail = room if avail is None else min(avail, room)
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB" if b >= 2**28 else f"{b / 2**20:.0f} MiB"
+
+
+def check_memory(needed: int, what: str = "this run") -> None:
+    """One-line error if ``needed`` bytes exceed the available memory (:func:`available_bytes`)."""
+    avail = available_bytes()
+    if avail is not None and needed > avail:
+        raise NeurorateError(f"{what} needs about {_gib(needed)} of memory but only {_gib(avail)} is available; "
+                             "use a smaller --hidden, --batch or --iterations")
+
+
+def check_resources(n_hidden: int, n_in: int, n_out: int, batch: int, n_steps: int, iterations: int,
+                    networks: int = 1, rule: str = "eprop", dtype: str = "float32", lyapunov_k: int | None = 8,
+                    allow_large: bool = False) -> int:
+    """Size ceilings (:func:`check_sizes`) and the memory estimate (:func:`estimate_bytes`) against the
+    available memory, before anything is allocated; returns the estimate in bytes."""
+    check_sizes(allow_large, iterations=iterations, hidden=n_hidden, batch=batch, networks=networks)
+    needed = estimate_bytes(n_hidden, n_in, n_out, batch, n_steps, iterations, networks, rule, dtype, lyapunov_k)
+    check_memory(needed)
+    return needed
+
+
+def check_backend(be, rule: str, optimizer: str, profile: Any, specs: Sequence[NetworkSpec]):
+    """What the backend cannot do, as one line, before anything is written: the profile (loaded and checked
+    against every spec), and for the Lava backend a missing ``lava`` extra and the rule/optimizer pairs it
+    cannot run. Returns the loaded profile."""
+    prof = None
+    if profile is not None:
+        from neurorate.hardware.profiles import load_profile
+
+        prof = load_profile(profile)
+        for s in specs:
+            prof.check(s)
+    if getattr(be, "name", None) == "lava":
+        from neurorate.backends.lava._compat import ensure_lava_importable
+        from neurorate.backends.lava.backend import check_rule
+
+        ensure_lava_importable()  # a missing extra is named now, not after the run directory exists
+        check_rule(rule, optimizer)
+    return prof
 
 
 def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = False):
@@ -59,6 +209,8 @@ def train(
     backend_options: dict | None = None,
     neuron: str = "rate",
     floss_callback: Callable[[int, np.ndarray], None] | None = None,
+    overwrite: bool = False,
+    allow_large: bool = False,
 ) -> TrainResult | list[TrainResult]:
     """Train one network, or a list of networks as one ensemble program.
 
@@ -91,11 +243,67 @@ def train(
         the spiking constants ``threshold``, ``kappa``, ``gamma``, ``beta_a``, ``rho``, ``adaptive_fraction``.
     floss_callback : called as ``floss_callback(iteration, losses (M,))`` after every flossing iteration (the
         pre-training and every periodic phase); given, it replaces the flossing progress bar.
+    overwrite : ``out`` must be new or an empty directory; with ``overwrite=True`` an existing run directory there
+        is replaced whole (never appended to).
+    allow_large : lift the size ceilings of :data:`LIMITS` (the memory check against the available memory stays).
+
+    Everything (options, profile, backend capabilities, sizes and memory, ``out``) is checked before anything is
+    written. A run whose loss becomes non-finite or exceeds :data:`DIVERGENCE_FACTOR` times its first loss is
+    ``diverged`` (:func:`divergence_iteration`). Ctrl-C writes the partial result (``status`` "interrupted") and
+    raises :class:`~neurorate.io.results.RunInterrupted` (a ``KeyboardInterrupt``) saying what was kept; any other
+    error marks the run directory "failed" and is raised again.
 
     Returns
     -------
     A :class:`TrainResult` for one spec, a list of them for a list of specs.
     """
+    single, specs, tasks, lrs, be = _validate(
+        spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, floss_every,
+        lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron, out, overwrite, allow_large)
+    out_root = open_out_dir(out, overwrite) if out is not None else None
+    runs_dirs = _open_run_dirs(out_root, len(specs), int(iterations))
+    history: list[tuple[np.ndarray, np.ndarray]] = []
+    try:
+        if neuron != "rate":
+            results = _train_lif(specs, tasks, rule, int(iterations), lrs, runs_dirs, callback, neuron,
+                                 dict(backend_options or {}))
+        else:
+            results = _train_rate(be, specs, tasks, rule, backend, iterations, lrs, optimizer, profile,
+                                  floss_iterations, floss_mode, floss_k, floss_lr, floss_every, lyapunov, lyapunov_k,
+                                  lyapunov_units, device, dtype, progress, callback, backend_options, floss_callback,
+                                  runs_dirs, history)
+    except KeyboardInterrupt:
+        if not runs_dirs:
+            raise
+        _write_partial(runs_dirs, specs, history, rule, be, lrs, optimizer, int(iterations))
+        where = out_root if len(runs_dirs) > 1 else runs_dirs[0].path
+        curve = "learning_curve.png, " if history else ""
+        raise RunInterrupted(f"interrupted after {len(history)} of {int(iterations)} iterations; kept in {where}: "
+                             f"metrics.jsonl ({len(history)} iterations), {curve}config.json, "
+                             "spec_initial.npz and result.json with status \"interrupted\" (no final spec)") from None
+    except Exception as exc:
+        for rd in runs_dirs:
+            rd.close()
+            rd.set_status("failed", error=f"{type(exc).__name__}: {exc}", iterations_done=len(history))
+        raise
+    return results[0] if single else results
+
+
+def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterations: int = 2000, lr=1e-3,
+                optimizer: str = "adam", profile: Any = None, floss_iterations: int = 0, floss_mode: str = "state",
+                floss_every: int | None = None, lyapunov: bool = True, lyapunov_k: int = 8,
+                lyapunov_units: str = "step", device: str = "auto", dtype: str = "float32",
+                backend_options: dict | None = None, neuron: str = "rate", out: str | Path | None = None,
+                overwrite: bool = False, allow_large: bool = False) -> None:
+    """Every check :func:`train` makes before it writes anything, without training or writing: a
+    :class:`NeurorateError` (one line) for the first problem found. The arguments are those of :func:`train`."""
+    _validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, floss_every,
+              lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron, out, overwrite, allow_large)
+
+
+def _validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode,
+              floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron, out,
+              overwrite, allow_large):
     single = isinstance(spec, NetworkSpec)
     specs = [spec] if single else list(spec)
     if not specs or not all(isinstance(s, NetworkSpec) for s in specs):
@@ -130,19 +338,26 @@ def train(
             raise NeurorateError("periodic flossing (floss_every) runs on the torch backend only")
         if floss_iterations <= 0:
             raise NeurorateError("floss_every needs floss_iterations > 0 (the length of each flossing phase)")
-    if neuron != "rate":
-        out_root = prepare_out_dir(out) if out is not None else None
-        results = _train_lif(specs, tasks, rule, backend, int(iterations), lrs, optimizer, profile,
-                             floss_iterations, out_root, callback, neuron, dict(backend_options or {}))
-        return results[0] if single else results
-    be_opts = dict(backend_options or {})
-    if backend == "torch":
-        be = get_backend("torch", device=device, dtype=dtype)
+    if neuron == "rate":
+        be = get_backend("torch", device=device, dtype=dtype) if backend == "torch" else get_backend(backend)
+        check_backend(be, rule, optimizer, profile, specs)
     else:
-        be = get_backend(backend)
+        be = None
+        _check_lif(neuron, rule, backend, optimizer, profile, floss_iterations, tasks, backend_options)
+    t0 = tasks[0]
+    check_resources(specs[0].n_hidden, specs[0].n_in, specs[0].n_out, t0.batch_size, t0.n_steps, int(iterations),
+                    networks=len(specs), rule=rule, dtype=dtype, lyapunov_k=lyapunov_k if lyapunov else None,
+                    allow_large=allow_large)
+    if backend_options and getattr(be, "name", None) in ("torch", "lava"):
+        raise NeurorateError(f"{be.name} backend: unknown option(s) {', '.join(sorted(backend_options))}")
+    if out is not None:
+        check_out_dir(out, overwrite)
+    return single, specs, tasks, lrs, be
 
-    out_root = prepare_out_dir(out) if out is not None else None
-    runs_dirs = _open_run_dirs(out_root, len(specs))
+def _train_rate(be, specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, floss_mode,
+                floss_k, floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, progress,
+                callback, backend_options, floss_callback, runs_dirs, history) -> list[TrainResult]:
+    be_opts = dict(backend_options or {})
     config = _config(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, floss_mode,
                      floss_k, floss_lr, lyapunov, lyapunov_k, lyapunov_units, device, dtype)
     for j, rd in enumerate(runs_dirs):
@@ -151,7 +366,7 @@ def train(
         rd.write_json("config.json", {**config, "network_index": j, "lr": lrs[j],
                                       "network": specs[j].meta()})
         rd.write_json("environment.json", environment())
-        specs[j].save(rd.path / "spec_initial.npz")
+        rd.save_spec("spec_initial.npz", specs[j])
 
     lyap_task = tasks[0]
     floss_progress = floss_callback if floss_callback is not None else progress
@@ -170,6 +385,7 @@ def train(
             spectra["flossed"] = _spectrum(start_specs, lyap_task, lyapunov_k, lyapunov_units)
 
     def on_iteration(i, losses, acc):
+        history.append((np.array(losses, dtype=float), np.array(acc, dtype=float)))
         for j, rd in enumerate(runs_dirs):
             rd.append_metrics(i, losses[j], acc[j])
         if callback is not None:
@@ -194,10 +410,12 @@ def train(
     results = []
     for j, run in enumerate(runs):
         sp = {k: (None if v is None else np.asarray(v[j])) for k, v in spectra.items()}
+        diverged_at = _diverged_at(run.losses, run.diverged_at if run.diverged else None,
+                                   baseline_loss(tasks[j] if len(tasks) > 1 else tasks[0]))
         res = TrainResult(
             losses=run.losses, accuracy=run.accuracy, spec=run.spec, spec_initial=specs[j], rule=rule,
             backend=be.name, lr=float(lrs[j]), optimizer=optimizer, iterations=int(iterations),
-            diverged=run.diverged, diverged_at=run.diverged_at, wall_time=wall / len(runs),
+            diverged=diverged_at is not None, diverged_at=diverged_at, wall_time=wall / len(runs),
             spec_flossed=start_specs[j] if floss_iterations > 0 else None,
             floss_losses=None if floss_losses is None else np.asarray(floss_losses[j]),
             lambda_max_before=_first(sp["before"]), lambda_max_flossed=_first(sp["flossed"]),
@@ -208,7 +426,26 @@ def train(
         if runs_dirs:
             write_final(runs_dirs[j], res)
         results.append(res)
-    return results[0] if single else results
+    return results
+
+
+def _diverged_at(losses, backend_at: int | None, reference: float | None) -> int | None:
+    """The earlier of the backend's own divergence iteration and :func:`divergence_iteration`."""
+    ours = divergence_iteration(losses, reference=reference)
+    found = [v for v in (backend_at, ours) if v is not None]
+    return min(found) if found else None
+
+
+def _write_partial(runs_dirs, specs, history, rule, be, lrs, optimizer, iterations) -> None:
+    """After Ctrl-C: result.json marked "interrupted" with the losses so far, and their learning curve."""
+    for j, rd in enumerate(runs_dirs):
+        rd.close()
+        losses = np.array([h[0][j] for h in history], dtype=float)
+        acc = np.array([h[1][j] for h in history], dtype=float)
+        res = TrainResult(losses=losses, accuracy=acc, spec=specs[j], spec_initial=specs[j], rule=rule,
+                          backend=getattr(be, "name", "torch"), lr=float(lrs[j]), optimizer=optimizer,
+                          iterations=iterations, run_dir=rd.path, interrupted=True)
+        write_final(rd, res)
 
 
 def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations, lrs, optimizer, profile, progress,
@@ -246,12 +483,10 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
     return out
 
 
-def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, out_root,
-               callback, neuron: str = "lif", constants: dict | None = None) -> list[TrainResult]:
-    """The spiking variant: :func:`neurorate.model.spiking_learning.train_lif`, one ensemble per distinct lr."""
-    from neurorate.model.spiking_learning import train_lif
-    from neurorate.provenance import environment
+_SPIKING_OPTIONS = ("threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction")
 
+
+def _check_lif(neuron, rule, backend, optimizer, profile, floss_iterations, tasks, constants) -> None:
     if backend != "torch" or optimizer != "adam" or profile is not None or floss_iterations:
         raise NeurorateError(f"neuron={neuron!r} trains on the torch backend with adam, without a profile or flossing")
     if rule not in rule_names(neuron=neuron):
@@ -260,15 +495,24 @@ def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile,
     if len(tasks) != 1:
         raise NeurorateError(f"neuron={neuron!r} trains every network on one shared task")
     constants = dict(constants or {})
-    unknown = set(constants) - {"threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction"}
+    unknown = set(constants) - set(_SPIKING_OPTIONS)
     if unknown:
-        raise NeurorateError(f"unknown spiking option(s) {', '.join(sorted(unknown))}; choose threshold, kappa, "
-                             "gamma, beta_a, rho, adaptive_fraction")
+        raise NeurorateError(f"unknown spiking option(s) {', '.join(sorted(unknown))}; choose "
+                             f"{', '.join(_SPIKING_OPTIONS)}")
+    if neuron == "lif" and constants.get("beta_a", 0.0) != 0.0:
+        raise NeurorateError("neuron='lif' has no threshold adaptation; use neuron='alif' for beta_a > 0")
+
+
+def _train_lif(specs, tasks, rule, iterations, lrs, dirs, callback, neuron: str = "lif",
+               constants: dict | None = None) -> list[TrainResult]:
+    """The spiking variant: :func:`neurorate.model.spiking_learning.train_lif`, one ensemble per distinct lr
+    (arguments checked by :func:`_check_lif`)."""
+    from neurorate.model.spiking_learning import train_lif
+    from neurorate.provenance import environment
+
+    constants = dict(constants or {})
     if neuron == "alif":
         constants.setdefault("beta_a", 1.0)
-    elif constants.get("beta_a", 0.0) != 0.0:
-        raise NeurorateError("neuron='lif' has no threshold adaptation; use neuron='alif' for beta_a > 0")
-    dirs = _open_run_dirs(out_root, len(specs))
     for j, rd in enumerate(dirs):
         rd.write_json("config.json", {"neuron": neuron, "task": tasks[0].config(), "rule": rule,
                                       "iterations": iterations, "lr": float(lrs[j]), "optimizer": "adam",
@@ -281,11 +525,11 @@ def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile,
         for col, j in enumerate(idx):
             losses = np.asarray(res["losses"][:, col], dtype=float)
             acc = np.asarray(res["accuracy"][:, col], dtype=float)
-            bad = ~np.isfinite(losses)
+            at = divergence_iteration(losses, reference=baseline_loss(tasks[0]))
             net = res["networks"][col]
             results[j] = TrainResult(losses=losses, accuracy=acc, spec=net.spec, spec_initial=specs[j], rule=rule,
                                      backend=f"torch ({neuron})", lr=lr, optimizer="adam", iterations=iterations,
-                                     diverged=bool(bad.any()), diverged_at=int(np.argmax(bad)) if bad.any() else None,
+                                     diverged=at is not None, diverged_at=at,
                                      wall_time=float(res["wall_time"]) / len(idx), config={"neuron": neuron},
                                      run_dir=dirs[j].path if dirs else None)
             if dirs:
@@ -293,7 +537,7 @@ def _train_lif(specs, tasks, rule, backend, iterations, lrs, optimizer, profile,
                     dirs[j].append_metrics(i, losses[i], acc[i])
                 dirs[j].close()
                 write_final(dirs[j], results[j])
-                net.save(dirs[j].path / "spec_final.npz")  # with the LIF constants in its header
+                dirs[j].save_spec("spec_final.npz", net)  # with the LIF constants in its header
     if callback is not None:
         for i in range(iterations):
             callback(i, np.array([r.losses[i] for r in results]), np.array([r.accuracy[i] for r in results]))
@@ -314,12 +558,12 @@ def _spectrum(specs, task, k, units):
     return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units))
 
 
-def _open_run_dirs(out_root: Path | None, m: int) -> list[RunDirectory]:
+def _open_run_dirs(out_root: Path | None, m: int, iterations: int | None = None) -> list[RunDirectory]:
     if out_root is None:
         return []
     if m == 1:
-        return [RunDirectory(out_root)]
-    return [RunDirectory(out_root / f"net-{j:03d}") for j in range(m)]
+        return [RunDirectory(out_root, iterations)]
+    return [RunDirectory(out_root / f"net-{j:03d}", iterations) for j in range(m)]
 
 
 def _config(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, floss_mode, floss_k,

@@ -77,7 +77,10 @@ def register(app: typer.Typer) -> None:
             if target is None:
                 typer.echo("interrupted", err=True)
                 raise typer.Exit(code=130) from None
-            done = len(read_manifest(target)["finished"]) if (target / "manifest.json").exists() else 0
+            try:
+                done = len(read_manifest(target)["finished"])
+            except NeurorateError:  # interrupted while the manifest could not be read: say so, keep the one line
+                done = "no readable"
             typer.echo(f"interrupted: {done} finished ensembles are kept in {target}; continue with "
                        f"`neurorate study --config {config} --out {target} --resume`", err=True)
             raise typer.Exit(code=130) from None

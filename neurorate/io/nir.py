@@ -88,6 +88,8 @@ def to_nir(spec: NetworkSpec, dt: float | None = None):
     -------
     nir.NIRGraph with nodes ``input, w_in, li, w_rec, w_out, output``.
     """
+    if dt is not None and not (float(dt) > 0 and np.isfinite(float(dt))):
+        raise NeurorateError(f"dt must be positive and finite (seconds), got {dt}")
     if not isinstance(spec, NetworkSpec):
         from neurorate.model import spiking
 
@@ -97,8 +99,8 @@ def to_nir(spec: NetworkSpec, dt: float | None = None):
     nir = _nir()
     nominal = dt is None and spec.dt is None
     dt = float(dt if dt is not None else (spec.dt if spec.dt is not None else NOMINAL_DT))
-    if not dt > 0:
-        raise NeurorateError(f"dt must be positive (seconds), got {dt}")
+    if not (dt > 0 and np.isfinite(dt)):
+        raise NeurorateError(f"dt must be positive and finite (seconds), got {dt}")
     n = spec.n_hidden
     meta = rate_metadata(spec, dt, nominal)
     graph_meta = graph_metadata(spec, meta)
@@ -150,10 +152,19 @@ def _meta_value(meta: dict, key: str, default=None):
     return value
 
 
+def _real(values, what: str) -> np.ndarray:
+    """``values`` as a float64 array; strings, complex numbers or objects are a :class:`FileFormatError`."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "biuf":
+        raise FileFormatError(f"{what} must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
 def _weights(node) -> tuple[np.ndarray, np.ndarray | None]:
-    w = np.asarray(node.weight, dtype=np.float64)
+    kind = type(node).__name__
+    w = _real(node.weight, f"the {kind} weight")
     bias = getattr(node, "bias", None)
-    return w, (None if bias is None else np.asarray(bias, dtype=np.float64).reshape(-1))
+    return w, (None if bias is None else _real(bias, f"the {kind} bias").reshape(-1))
 
 
 def parse_recurrent_graph(graph) -> dict[str, Any]:
@@ -193,7 +204,10 @@ def parse_recurrent_graph(graph) -> dict[str, Any]:
 
 
 def _uniform_alpha(tau: np.ndarray, dt: float, what: str) -> float:
-    alphas = dt / np.asarray(tau, dtype=np.float64).reshape(-1)
+    tau = np.asarray(tau, dtype=np.float64).reshape(-1)
+    if tau.size == 0 or not np.all(np.isfinite(tau)) or not np.all(tau > 0):
+        raise FileFormatError(f"{what}: time constants tau must be finite and > 0, got {tau.tolist()[:4]}")
+    alphas = dt / tau
     if not np.allclose(alphas, alphas[0], rtol=1e-12, atol=0):
         raise FileFormatError(f"{what}: neurorate needs one time constant for all units, got tau in "
                               f"[{np.min(tau):g}, {np.max(tau):g}]")
@@ -216,6 +230,8 @@ def from_nir(graph_or_path, dt: float | None = None):
     the linear one NIR describes (activation ``identity``, form A).
     """
     what = "NIR graph"
+    if dt is not None and not (float(dt) > 0 and np.isfinite(float(dt))):
+        raise NeurorateError(f"dt must be positive and finite (seconds), got {dt}")
     if isinstance(graph_or_path, (str, Path)):
         what = str(graph_or_path)
         graph = read_nir(graph_or_path)
@@ -225,16 +241,46 @@ def from_nir(graph_or_path, dt: float | None = None):
         parts = parse_recurrent_graph(graph)
     except FileFormatError as exc:
         raise FileFormatError(f"{what}: {exc}") from None
+    try:
+        return _network_from_parts(parts, dt, what)
+    except NeurorateError as exc:
+        if isinstance(exc, ImportError) or str(exc).startswith(what):  # a missing extra, or already named
+            raise
+        raise FileFormatError(f"{what}: {exc}") from None
+    except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        # parameters of the wrong shape, type or size in a foreign or damaged file
+        msg = " ".join(str(exc).split())[:200]
+        raise FileFormatError(f"{what}: the graph is not a valid neurorate network ({type(exc).__name__}: "
+                              f"{msg})") from None
+
+
+def _number(meta: dict, key: str, what: str) -> float | None:
+    """The metadata value ``key`` as a finite float (None when absent); anything else is a :class:`FileFormatError`."""
+    value = _meta_value(meta, key)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, str):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise FileFormatError(f"{what}: metadata {key} must be a number, got {value!r}") from None
+    if not np.isfinite(number):
+        raise FileFormatError(f"{what}: metadata {key} must be finite, got {number}")
+    return number
+
+
+def _network_from_parts(parts: dict, dt: float | None, what: str):
     cell = parts["nodes"][parts["neuron"]]
     if type(cell).__name__ != "LI":
         from neurorate.model import spiking
 
         return spiking.lif_from_nir(parts, dt=dt, what=what)
     meta = parts["metadata"]
-    dt_meta = _meta_value(meta, "neurorate.dt")
+    dt_meta = _number(meta, "neurorate.dt", what)
     step = float(dt if dt is not None else (dt_meta if dt_meta is not None else NOMINAL_DT))
-    alpha = _meta_value(meta, "neurorate.alpha")
-    alpha = float(alpha) if alpha is not None and dt is None else _uniform_alpha(cell.tau, step, what)
+    alpha = _number(meta, "neurorate.alpha", what)
+    alpha = alpha if alpha is not None and dt is None else _uniform_alpha(cell.tau, step, what)
     n = np.asarray(cell.tau).size
     r = np.broadcast_to(np.asarray(cell.r, dtype=np.float64).reshape(-1), (n,))
     v_leak = np.broadcast_to(np.asarray(cell.v_leak, dtype=np.float64).reshape(-1), (n,))
@@ -248,14 +294,23 @@ def from_nir(graph_or_path, dt: float | None = None):
         w_in, w_rec, b = r[:, None] * w_in, r[:, None] * w_rec, r * b + v_leak
     feedback = meta.get("neurorate.feedback")
     init = _meta_value(meta, "neurorate.init")
-    nominal = bool(_meta_value(meta, "neurorate.dt_nominal", 0)) and dt is None
+    if isinstance(init, str):
+        try:
+            init = json.loads(init)
+        except json.JSONDecodeError:
+            raise FileFormatError(f"{what}: metadata neurorate.init is not JSON: {init[:60]!r}") from None
+        if not isinstance(init, dict):
+            raise FileFormatError(f"{what}: metadata neurorate.init must be a JSON object, got {init!r:.60}")
+    else:
+        init = {}
+    nominal = bool(_number(meta, "neurorate.dt_nominal", what)) and dt is None
     try:
         return NetworkSpec(
             w_in=w_in, w_rec=w_rec, w_out=w_out, b=b, b_out=np.zeros(w_out.shape[0]) if b_out is None else b_out,
             alpha=alpha, form=str(_meta_value(meta, "neurorate.form", "A")),
             activation=str(_meta_value(meta, "neurorate.activation", "identity")),
-            feedback=None if feedback is None else np.asarray(feedback, dtype=np.float64),
-            dt=None if nominal else step, init=json.loads(init) if isinstance(init, str) else {},
+            feedback=None if feedback is None else np.asarray(feedback),
+            dt=None if nominal else step, init=init,
         )
     except SpecError as exc:
         raise FileFormatError(f"{what}: the graph is not a valid neurorate network ({exc})") from None

@@ -72,8 +72,8 @@ class NetworkSpec:
         self.w_in = _as_matrix(self.w_in, "w_in")
         self.w_rec = _as_matrix(self.w_rec, "w_rec")
         self.w_out = _as_matrix(self.w_out, "w_out")
-        self.b = np.asarray(self.b, dtype=np.float64).reshape(-1)
-        self.b_out = np.asarray(self.b_out, dtype=np.float64).reshape(-1)
+        self.b = _as_real(self.b, "b").reshape(-1)
+        self.b_out = _as_real(self.b_out, "b_out").reshape(-1)
         n = self.w_rec.shape[0]
         if self.w_rec.shape != (n, n):
             raise SpecError(f"w_rec must be square (N, N), got {self.w_rec.shape}")
@@ -93,17 +93,19 @@ class NetworkSpec:
                 raise SpecError(
                     f"feedback must have shape (N={n}, n_out={self.w_out.shape[0]}), got {self.feedback.shape}"
                 )
-        self.alpha = float(self.alpha)
+        self.alpha = _as_number(self.alpha, "alpha = dt/tau")
         if not (0.0 < self.alpha <= 1.0) or not math.isfinite(self.alpha):
             raise SpecError(f"alpha = dt/tau must be in (0, 1], got {self.alpha}")
-        if self.form not in FORMS:
+        if not isinstance(self.form, str) or self.form not in FORMS:
             raise SpecError(f"unknown form {self.form!r}; choose one of {', '.join(FORMS)}")
-        if self.activation not in ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
             raise SpecError(f"unknown activation {self.activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.dt is not None:
-            self.dt = float(self.dt)
-            if not self.dt > 0:
-                raise SpecError(f"dt must be positive (seconds), got {self.dt}")
+            self.dt = _as_number(self.dt, "dt")
+            if not (self.dt > 0 and math.isfinite(self.dt)):
+                raise SpecError(f"dt must be positive and finite (seconds), got {self.dt}")
+        if not isinstance(self.init, dict):
+            raise SpecError(f"init must be a dict (the recipe of the weights), got {type(self.init).__name__}")
         for name in _ARRAYS:
             arr = getattr(self, name)
             if arr is not None and not np.all(np.isfinite(arr)):
@@ -278,15 +280,41 @@ class NetworkSpec:
                 arrays = {n: z[n] for n in _ARRAYS if n in z.files}
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, json.JSONDecodeError) as exc:
             raise FileFormatError(f"{path}: not a readable neurorate spec file ({type(exc).__name__}: {exc})") from None
+        if not isinstance(meta, dict):
+            raise FileFormatError(f"{path}: not a neurorate spec file (its header is a {type(meta).__name__}, "
+                                  "not a JSON object)")
         meta.pop("neurorate_spec_version", None)
         try:
             return cls(**arrays, **meta)
         except TypeError as exc:
             raise FileFormatError(f"{path}: not a neurorate spec file ({exc})") from None
+        except SpecError as exc:
+            raise FileFormatError(f"{path}: not a valid neurorate network ({exc})") from None
+
+
+def _as_real(a, name: str) -> np.ndarray:
+    """``a`` as a float64 array; an array of strings, complex numbers or objects is a :class:`SpecError`."""
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{name} must be an array of real numbers ({exc})") from None
+    if arr.dtype.kind not in "biuf":
+        raise SpecError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _as_number(value, name: str) -> float:
+    """``value`` as a float; a string, array or other non-number is a :class:`SpecError`."""
+    if isinstance(value, (str, bytes)) or np.ndim(value) != 0:
+        raise SpecError(f"{name} must be a number, got {value!r:.60}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise SpecError(f"{name} must be a number, got {value!r:.60}") from None
 
 
 def _as_matrix(a, name: str) -> np.ndarray:
-    arr = np.asarray(a, dtype=np.float64)
+    arr = _as_real(a, name)
     if arr.ndim != 2:
         raise SpecError(f"{name} must be a 2-D array, got shape {arr.shape}")
     return arr

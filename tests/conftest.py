@@ -43,3 +43,11 @@ def _single_thread_torch():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _run_outside_the_repository(tmp_path, monkeypatch):
+    """Every test runs in its own temporary folder: a command that writes relative paths (``runs/`` by default)
+    writes there, never into the repository, so the test suite leaves ``git status`` clean."""
+    monkeypatch.chdir(tmp_path)
+    yield

@@ -274,7 +274,7 @@ def test_cli_lyapunov_writes_spectrum_plot_and_json(tmp_path):
 
     out = tmp_path / "lyap"
     res = CliRunner().invoke(app, ["lyapunov", "--gain", "0.5", "--hidden", "16", "--k", "4", "--out", str(out),
-                                   "--json"])
+                                   "--activation", "tanh", "--input-bias", "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.output.strip().splitlines()[-1])
     saved = json.loads((out / "lyapunov.json").read_text())

@@ -249,4 +249,4 @@ def _progress(total: int, progress: bool | None, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="it", disable=None if progress is None else not progress,
-                dynamic_ncols=True, leave=False)
+                dynamic_ncols=True, leave=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from neurorate.cli.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
 from neurorate.rules.registry import rule_names
 
@@ -22,16 +24,42 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="neurorate: initial connectivity and biologically plausible learning in rate RNNs "
                        "(torch and Lava backends, hardware precision profiles).")
 
-# Default of `neurorate run` with no options: small, fast, and it learns (see docs/cli.md).
-# ReLU rates without the torch-default input bias: with tanh, e-prop stays on Romo's 0.017 "no memory" plateau at
-# every gain and learning rate tried (docs/study.md); with these settings it leaves it at g >= 1.
-RUN_DEFAULTS = dict(task="romo", rule="eprop", gain=1.5, lr=1e-3, lr_sgd=0.05, iterations=1500, hidden=64, batch=32,
-                    activation="relu", input_bias=False)
+_FMT = lambda v: format(v, "g")  # noqa: E731
 
 
 def _fail(message: str) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+def check_number(name: str, value: float | None, minimum: float = 0.0, strict: bool = True) -> None:
+    """One line for a value that is not finite (named as such) or not above ``minimum``."""
+    if value is None:
+        return
+    if not math.isfinite(value):
+        raise NeurorateError(f"--{name} must be finite, got {value}")
+    if (value <= minimum) if strict else (value < minimum):
+        raise NeurorateError(f"--{name} must be {'>' if strict else '>='} {minimum:g}, got {value:g}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from neurorate import __version__
+
+        typer.echo(f"neurorate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """neurorate: initial connectivity and biologically plausible learning in rate RNNs."""
+
+
+def default_run_dir(task: str, rule: str, gain: float, seed: int) -> tuple[Path, str]:
+    """``runs/`` and the stem ``<timestamp>-<task>-<rule>-g<gain>-s<seed>`` of a default run directory (a unique
+    suffix is added when it is created, see :func:`neurorate.io.results.unique_run_dir`)."""
+    return Path("runs"), f"{time.strftime('%Y%m%d-%H%M%S')}-{task.replace(':', '_')}-{rule}-g{gain:g}-s{seed}"
 
 
 @app.command()
@@ -40,9 +68,10 @@ def run(
     task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
     rule: str = typer.Option(RUN_DEFAULTS["rule"], help=" | ".join(rule_names())),
     gain: float = typer.Option(RUN_DEFAULTS["gain"], help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (default: 3e-3 with adam, 0.05 with sgd)"),
+    lr: Optional[float] = typer.Option(None, help=f"learning rate (default: {_FMT(RUN_DEFAULTS['lr'])} with adam, "
+                                                  f"{_FMT(RUN_DEFAULTS['lr_sgd'])} with sgd)"),
     iterations: int = typer.Option(RUN_DEFAULTS["iterations"], help="training iterations"),
-    seed: int = typer.Option(0, help="seed of the network and of the task's batches"),
+    seed: int = typer.Option(RUN_DEFAULTS["seed"], help="seed of the network and of the task's batches"),
     optimizer: Optional[str] = typer.Option(None, help="adam | sgd (default: adam on torch, sgd on lava, where "
                                                     "updates are applied inside the Lava process)"),
     profile: Optional[str] = typer.Option(None, help="hardware profile (see `neurorate profiles list`)"),
@@ -51,13 +80,17 @@ def run(
     floss_every: Optional[int] = typer.Option(None, help="also floss after every N training iterations (torch)"),
     hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
     batch: int = typer.Option(RUN_DEFAULTS["batch"], help="trials per batch"),
-    form: str = typer.Option("A", help="network form A | B | C (docs/model.md)"),
+    form: str = typer.Option(RUN_DEFAULTS["form"], help="network form A | B | C (docs/model.md)"),
     activation: str = typer.Option(RUN_DEFAULTS["activation"], help="relu | tanh | identity"),
     input_bias: bool = typer.Option(RUN_DEFAULTS["input_bias"], help="torch-default input bias (saturates tanh units)"),
     tau: Optional[float] = typer.Option(None, help="unit time constant in the task's time unit (alpha = dt/tau)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (torch backend)"),
     lyapunov: bool = typer.Option(True, help="measure Lyapunov spectra before/after training"),
-    out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<timestamp>-<task>-<rule>)"),
+    out: Optional[str] = typer.Option(None, help="run directory, new or empty (default: "
+                                                 "runs/<timestamp>-<task>-<rule>-g<gain>-s<seed>-<unique suffix>)"),
+    overwrite: bool = typer.Option(False, help="replace an existing run directory given as --out (whole)"),
+    allow_large: bool = typer.Option(False, help="lift the size ceilings (iterations, hidden, batch; docs/cli.md); "
+                                                 "the memory check stays"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
     neuron: str = typer.Option("rate", help="rate | lif | alif (spiking variant, docs/spiking.md; torch, "
@@ -65,47 +98,80 @@ def run(
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr
+    from neurorate.io.results import unique_run_dir
+    from neurorate.training import check_resources, check_sizes, check_train
 
-    for name, value in (("iterations", iterations), ("hidden", hidden), ("batch", batch)):
-        if value <= 0:
-            _fail(f"--{name} must be > 0, got {value}")
-    if gain < 0:
-        _fail(f"--gain must be >= 0, got {gain}")
-    if optimizer is None:
-        optimizer = "sgd" if backend == "lava" else "adam"
-    if lr is None:
-        lr = RUN_DEFAULTS["lr"] if optimizer == "adam" else RUN_DEFAULTS["lr_sgd"]
-    if lr <= 0:
-        _fail(f"--lr must be > 0, got {lr}")
-    if floss_iterations < 0:
-        _fail(f"--floss-iterations must be >= 0, got {floss_iterations}")
-    task_kwargs = {} if tau is None else {"tau": tau}
-    t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
-    spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
-                                 activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
-    if neuron not in ("rate", "lif", "alif"):
-        _fail(f"unknown neuron {neuron!r}; choose rate, lif or alif")
-    if out is None:
-        out = Path("runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{task.replace(':', '_')}-{rule}-g{gain:g}"
-    if neuron != "rate":
-        if backend != "torch" or profile is not None or floss_iterations:
-            _fail(f"--neuron {neuron} runs on the torch backend without --profile or flossing")
-        if optimizer != "adam":
-            _fail(f"--neuron {neuron} trains with adam")
-        result = nr.train(spec, t, rule=rule, iterations=iterations, lr=lr, neuron=neuron, out=out, lyapunov=False)
-        _report(result, as_json, lyapunov=False)
-        return
-    if not as_json:
-        typer.echo(f"neurorate run: {backend} backend, task {task}, rule {rule}, N={hidden}, gain={gain:g}, "
-                   f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
-    result = nr.train(spec, t, rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
-                      profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
-                      floss_every=floss_every,
-                      lyapunov=lyapunov, device=device, progress=progress, out=out)
-    _report(result, as_json, lyapunov)
+    made: Path | None = None
+    try:
+        if out is not None and not out.strip():
+            raise NeurorateError("--out must name a directory, got an empty path")
+        for name, value in (("iterations", iterations), ("hidden", hidden), ("batch", batch)):
+            if value <= 0:
+                raise NeurorateError(f"--{name} must be > 0, got {value}")
+        check_number("gain", gain, strict=False)
+        check_number("lr", lr)
+        check_number("tau", tau)
+        if floss_iterations < 0:
+            raise NeurorateError(f"--floss-iterations must be >= 0, got {floss_iterations}")
+        if neuron not in ("rate", "lif", "alif"):
+            raise NeurorateError(f"unknown neuron {neuron!r}; choose rate, lif or alif")
+        if optimizer is None:
+            optimizer = "sgd" if backend == "lava" else "adam"
+        if lr is None:
+            lr = RUN_DEFAULTS["lr"] if optimizer == "adam" else RUN_DEFAULTS["lr_sgd"]
+        if neuron != "rate":
+            if backend != "torch" or profile is not None or floss_iterations:
+                raise NeurorateError(f"--neuron {neuron} runs on the torch backend without --profile or flossing")
+            if optimizer != "adam":
+                raise NeurorateError(f"--neuron {neuron} trains with adam")
+        check_sizes(allow_large, iterations=iterations, hidden=hidden, batch=batch)
+        task_kwargs = {} if tau is None else {"tau": tau}
+        t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
+        check_resources(hidden, t.n_in, t.n_out, batch, t.n_steps, iterations, rule=rule,
+                        lyapunov_k=8 if lyapunov and neuron == "rate" else None, allow_large=allow_large)
+        spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
+                                     activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
+        if neuron != "rate":
+            kwargs = dict(rule=rule, iterations=iterations, lr=lr, neuron=neuron, lyapunov=False)
+        else:
+            kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
+                          profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
+                          floss_every=floss_every, lyapunov=lyapunov, device=device, progress=progress)
+        check_train(spec, t, out=out, overwrite=overwrite, allow_large=allow_large,
+                    **{k: v for k, v in kwargs.items() if k != "progress"})
+        if out is None:
+            made = unique_run_dir(*default_run_dir(task, rule, gain, seed))
+            out = str(made)
+        if not as_json:
+            typer.echo(f"neurorate run: {backend} backend, task {task}, rule {rule}, N={hidden}, gain={gain:g}, "
+                       f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
+    except KeyboardInterrupt:
+        _remove_if_empty(made)
+        _interrupted("interrupted before training started; nothing was written")
+    except NeurorateError:
+        _remove_if_empty(made)
+        raise
+    try:
+        result = nr.train(spec, t, out=out, overwrite=overwrite and made is None, allow_large=allow_large, **kwargs)
+    except KeyboardInterrupt as exc:  # RunInterrupted says what was kept
+        _interrupted(str(exc) or f"interrupted; what was written so far is in {out}")
+    _report(result, as_json, lyapunov=lyapunov and neuron == "rate")
+
+
+def _interrupted(message: str) -> None:
+    """Ctrl-C inside a command: one line on stderr, exit code 130 (typer would exit 130 silently)."""
+    typer.echo(message, err=True)
+    raise typer.Exit(code=130)
+
+
+def _remove_if_empty(path: Path | None) -> None:
+    if path is not None and path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
 
 
 def _report(result, as_json: bool, lyapunov: bool) -> None:
+    from neurorate.training import DIVERGENCE_FACTOR
+
     summary = result.summary()
     paths = {"run_dir": str(result.run_dir), "metrics": str(result.run_dir / "metrics.jsonl"),
              "spec_final": str(result.run_dir / "spec_final.npz"),
@@ -118,15 +184,17 @@ def _report(result, as_json: bool, lyapunov: bool) -> None:
     num = lambda v, fmt: "n/a" if v is None else format(v, fmt)  # noqa: E731
     status = summary["status"]
     if result.diverged:
-        status += f" at iteration {result.diverged_at} (loss became NaN/inf; try a smaller --lr)"
+        status += (f" at iteration {result.diverged_at} (the loss became NaN/inf or more than "
+                   f"{DIVERGENCE_FACTOR:g}x its reference, docs/cli.md; try a smaller --lr)")
     typer.echo(f"final loss {num(summary['final_loss'], '.5f')} (mean of last 10%), decision accuracy "
-               f"{num(summary['final_accuracy'], '.3f')}, status {status}")
+               f"{num(summary['final_accuracy'], '.3f')}")
     if lyapunov:
         line = f"lambda_max per {result.lyapunov_unit}: before {lam(result.lambda_max_before)}"
         if result.lambda_max_flossed is not None:
             line += f", after flossing {lam(result.lambda_max_flossed)}"
         typer.echo(line + f", after training {lam(result.lambda_max_after)}")
-    typer.echo(f"results written to {result.run_dir} (learning_curve.png, metrics.jsonl, spec_final.npz, result.json)")
+    typer.echo(f"results written to {result.run_dir} (learning_curve.png, metrics.jsonl, spec_final.npz, "
+               f"result.json); status {status}")
 
 
 @app.command()
@@ -145,15 +213,28 @@ for _module in ("neurorate.cli.lyapunov", "neurorate.cli.profiles", "neurorate.c
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``neurorate`` script."""
+    """Entry point of the ``neurorate`` script: a user mistake (a :class:`NeurorateError` or a malformed command
+    line) is one ``error:`` line on stderr and exit code 2; Ctrl-C is one line and exit code 130."""
+    # typer raises click's exceptions (its own vendored click or the click package): the base class of all
+    # command-line errors is found from typer.BadParameter, whichever it is
+    click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
     try:
-        app(args=argv, standalone_mode=True)
+        rc = app(args=argv, standalone_mode=False)
     except NeurorateError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; results written so far are kept", err=True)
+    except click_exception as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `neurorate` or a group without its command: typer has
+            sys.exit(2)  # printed the help already
+        hint = "" if ctx is None else f" (see `{ctx.command_path} --help`)"
+        typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
+        sys.exit(2)
+    except (KeyboardInterrupt, typer.Abort) as exc:
+        typer.echo(str(exc) or "interrupted; results written so far are kept", err=True)
         sys.exit(130)
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from neurorate.cli.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
 
 
@@ -41,56 +42,123 @@ def _plot(spectrum, path: Path, title: str) -> Path:
     return path
 
 
+def spectrum_with_progress(spec, task, k, steps, units: str, streams: int, progress: bool | None):
+    """:func:`~neurorate.analysis.lyapunov.lyapunov_spectrum` of one network over ``streams`` input streams, in
+    chunks of streams with a progress bar (the exponents of each stream do not depend on the others; the mean and
+    spread are taken over all streams at the end, as the one-call version does)."""
+    from neurorate.analysis.lyapunov import LyapunovSpectrum, lyapunov_spectrum, resolve_inputs
+
+    x, warmup, _ = resolve_inputs(task, streams, steps, None)
+    n_steps = x.shape[0] - warmup
+    chunk = max(1, streams // 8)
+    bar = None
+    if progress is not False:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=streams, desc="lyapunov", unit="stream", disable=None if progress is None else not progress,
+                   dynamic_ncols=True, leave=True)
+    parts = []
+    try:
+        for lo in range(0, streams, chunk):
+            part = lyapunov_spectrum(spec, x[:, lo:lo + chunk], k=k, steps=n_steps, warmup=warmup, units=units,
+                                     return_stats=True)
+            parts.append(part)
+            if bar is not None:
+                bar.update(part.n_streams)
+    finally:
+        if bar is not None:
+            bar.close()
+    per_stream = np.concatenate([p.per_stream for p in parts], axis=1)  # (1, S, k), unsorted, in units
+    mean = per_stream.mean(axis=1)
+    std = per_stream.std(axis=1, ddof=1) if per_stream.shape[1] > 1 else np.zeros_like(mean)
+    order = np.argsort(-mean, axis=1, kind="stable")
+    mean, std = np.take_along_axis(mean, order, 1)[0], np.take_along_axis(std, order, 1)[0]
+    return LyapunovSpectrum(mean=mean, std=std, per_stream=per_stream, unit=units, k=parts[0].k,
+                            steps=parts[0].steps, warmup=parts[0].warmup, n_streams=per_stream.shape[1])
+
+
 def lyapunov_command(
-    gain: float = typer.Option(1.0, help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
-    hidden: int = typer.Option(64, help="hidden units N"),
-    task: str = typer.Option("romo", help="romo | 2af | dms | neurogym:<env id>"),
-    seed: int = typer.Option(0, help="seed of the network (the input streams use the task's Lyapunov batches)"),
+    gain: float = typer.Option(RUN_DEFAULTS["gain"], help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
+    hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
+    task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
+    seed: int = typer.Option(RUN_DEFAULTS["seed"], help="seed of the network (the input streams use the task's "
+                                                        "Lyapunov batches)"),
     k: int | None = typer.Option(None, help="number of exponents (default N: the full spectrum)"),
     steps: int | None = typer.Option(None, help="steps accumulated (default: 8 trials minus the warm-up)"),
     units: str = typer.Option("step", help="step | tau | second"),
-    form: str = typer.Option("A", help="network form A | B | C"),
-    activation: str | None = typer.Option(None, help="tanh | relu | identity (default: tanh for romo, relu otherwise)"),
+    form: str = typer.Option(RUN_DEFAULTS["form"], help="network form A | B | C"),
+    activation: str = typer.Option(RUN_DEFAULTS["activation"], help="relu | tanh | identity (as `neurorate run`)"),
+    input_bias: bool = typer.Option(RUN_DEFAULTS["input_bias"], help="torch-default input bias (as `neurorate run`)"),
     streams: int = typer.Option(16, help="input streams averaged over"),
-    out: Path | None = typer.Option(None, help="output directory (default: runs/lyapunov-<timestamp>)"),  # noqa: B008
+    out: str | None = typer.Option(None, help="output directory, new or empty (default: "
+                                              "runs/lyapunov-<timestamp>-<task>-g<gain>-s<seed>-<unique suffix>)"),
+    overwrite: bool = typer.Option(False, help="replace an existing output directory given as --out (whole)"),
+    allow_large: bool = typer.Option(False, help="lift the size ceiling on --hidden (docs/cli.md)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
+    progress: bool | None = typer.Option(None, help="progress bar over the input streams (default: on a terminal)"),
 ) -> None:
-    """Lyapunov spectrum (QR method) of a random network driven by a task: print, plot (PNG) and save (JSON)."""
-    from neurorate.analysis.lyapunov import UNITS, lyapunov_spectrum
+    """Lyapunov spectrum (QR method) of a random network driven by a task: print, plot (PNG) and save (JSON).
+
+    The network is the one `neurorate run` trains with the same options (same defaults)."""
+    from neurorate.analysis.lyapunov import UNITS
+    from neurorate.cli.app import check_number
+    from neurorate.io.results import atomic_write, check_out_dir, open_out_dir, unique_run_dir
     from neurorate.model.spec import NetworkSpec
     from neurorate.tasks.base import make_task
+    from neurorate.training import check_memory, check_sizes
 
+    if out is not None and not out.strip():
+        raise NeurorateError("--out must name a directory, got an empty path")
     if hidden < 1:
         raise NeurorateError(f"--hidden must be >= 1, got {hidden}")
-    if gain < 0:
-        raise NeurorateError(f"--gain must be >= 0, got {gain}")
+    check_number("gain", gain, strict=False)
+    for name, value in (("k", k), ("steps", steps), ("streams", streams)):
+        if value is not None and value < 1:
+            raise NeurorateError(f"--{name} must be >= 1, got {value}")
+    if k is not None and k > hidden:
+        raise NeurorateError(f"--k must be <= --hidden ({hidden}), got {k}")
     if units not in UNITS:
         raise NeurorateError(f"--units must be one of {', '.join(UNITS)}, got {units!r}")
+    check_sizes(allow_large, hidden=hidden, streams=streams)
+    if out is not None:
+        check_out_dir(out, overwrite)
     t = make_task(task, seed=seed)
-    act = activation or ("tanh" if t.loss_kind == "mse" else "relu")
+    n_k = hidden if k is None else k
+    n_t = (steps + 2 * t.n_steps) if steps is not None else 8 * t.n_steps
+    check_memory(8 * (4 * hidden * hidden + n_t * streams * (hidden + t.n_in) + 6 * streams * hidden * n_k),
+                 "this spectrum")
     spec = NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
-                              activation=act, alpha=t.alpha, dt=t.dt_seconds)
+                              activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
     started = time.perf_counter()
-    result = lyapunov_spectrum(spec, t, k=k, steps=steps, units=units, n_streams=streams, return_stats=True)
+    try:
+        result = spectrum_with_progress(spec, t, k, steps, units, streams, progress)
+    except KeyboardInterrupt:
+        typer.echo("interrupted while computing the Lyapunov spectrum; nothing was written", err=True)
+        raise typer.Exit(code=130) from None
     wall = time.perf_counter() - started
 
-    out = Path("runs") / f"lyapunov-{time.strftime('%Y%m%d-%H%M%S')}" if out is None else Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise NeurorateError(f"cannot create output directory {out}: {exc.strerror or exc}") from None
+    if out is None:
+        out_dir = unique_run_dir(Path("runs"), f"lyapunov-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                               f"{task.replace(':', '_')}-g{gain:g}-s{seed}")
+    else:
+        out_dir = open_out_dir(out, overwrite)
     config = {"gain": gain, "hidden": hidden, "task": task, "seed": seed, "k": result.k, "steps": result.steps,
-              "warmup": result.warmup, "units": units, "form": form, "activation": act, "alpha": spec.alpha,
-              "n_streams": result.n_streams}
-    title = f"{task}, N={hidden}, g={gain:g}, form {form}, {act}, alpha={spec.alpha:g}"
-    png = _plot(result, out / "spectrum.png", title)
+              "warmup": result.warmup, "units": units, "form": form, "activation": activation,
+              "input_bias": input_bias, "alpha": spec.alpha, "n_streams": result.n_streams}
+    title = f"{task}, N={hidden}, g={gain:g}, form {form}, {activation}, alpha={spec.alpha:g}"
     record = {"config": config, "spectrum": result.to_dict(), "wall_time_s": wall}
-    (out / "lyapunov.json").write_text(json.dumps(record, indent=1))
+    png = out_dir / "spectrum.png"
+    try:
+        atomic_write(png, lambda tmp: _plot(result, tmp, title))
+        atomic_write(out_dir / "lyapunov.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted while writing {out_dir}; the spectrum was not saved completely", err=True)
+        raise typer.Exit(code=130) from None
 
     if as_json:
         typer.echo(json.dumps({"lambda_max": result.lambda_max, "unit": result.unit, "k": result.k,
-                               "spectrum": result.mean.tolist(), "std": result.std.tolist(), "out": str(out),
-                               "json": str(out / "lyapunov.json"), "plot": str(png)}))
+                               "spectrum": result.mean.tolist(), "std": result.std.tolist(), "out": str(out_dir),
+                               "json": str(out_dir / "lyapunov.json"), "plot": str(png)}))
         return
     first = ", ".join(f"{v:+.4f}" for v in result.mean[:6])
     more = ", ..." if result.k > 6 else ""
@@ -98,7 +166,7 @@ def lyapunov_command(
                f"{result.warmup} warm-up, {result.n_streams} streams)")
     typer.echo(f"  lambda_i = [{first}{more}] per {result.unit}")
     typer.echo(f"  lambda_max = {result.lambda_max:+.4f} ± {result.std[0]:.4f} per {result.unit}")
-    typer.echo(f"wrote {out / 'lyapunov.json'} and {png}")
+    typer.echo(f"wrote {out_dir / 'lyapunov.json'} and {png}")
 
 
 def register(app: typer.Typer) -> None:

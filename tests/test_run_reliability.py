@@ -1,0 +1,383 @@
+"""`neurorate run` / `neurorate lyapunov` / `nr.train` results a user can trust (docs/cli.md, "What happens when
+something goes wrong"): run directories never collide or mix, everything is checked before anything is written,
+divergence is a status, Ctrl-C keeps a partial result, and help agrees with behaviour.
+
+Every test runs in its own temporary folder (tests/conftest.py), so default `runs/` directories land there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neurorate as nr
+from neurorate.cli.app import main
+from neurorate.errors import NeurorateError
+from neurorate.io.results import RunInterrupted, unique_run_dir
+from neurorate.training import (
+    DIVERGENCE_FACTOR,
+    LIMITS,
+    baseline_loss,
+    check_sizes,
+    divergence_iteration,
+    estimate_bytes,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--iterations", "6", "--hidden", "8", "--batch", "4", "--no-lyapunov", "--device", "cpu"]
+
+
+def run_main(capsys, *args) -> tuple[int, str, str]:
+    """``neurorate ARGS`` in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+        sys.exit(0)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def cli(*args, cwd=None) -> subprocess.CompletedProcess:
+    code = f"from neurorate.cli.app import main\nmain({list(args)!r})\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd)
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def spec_task(n=8, batch=4, seed=0, gain=1.5):
+    t = nr.make_task("romo", batch_size=batch, seed=seed)
+    s = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=n, n_out=t.n_out, gain=gain, seed=seed, activation="relu",
+                              alpha=t.alpha, dt=t.dt_seconds, input_bias=False)
+    return s, t
+
+
+# ------------------------------------------------------------------------------------------------ no mixing
+def test_tests_run_outside_the_repository():
+    assert not Path.cwd().resolve().is_relative_to(ROOT)
+
+
+def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    code = "from neurorate.cli.app import main\nimport sys\nmain(sys.argv[1:])\n"
+    procs = [subprocess.Popen([sys.executable, "-c", code, "run", *SMALL, "--seed", str(s)], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    dirs = sorted((tmp_path / "runs").iterdir())
+    assert len(dirs) == 2
+    for seed, d in zip((0, 1), sorted(dirs, key=lambda d: "-s1-" in d.name)):
+        assert f"-s{seed}-" in d.name and len(d.name.rsplit("-", 1)[1]) == 6
+        rows = (d / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(r)["iteration"] for r in rows] == list(range(6))
+        result = json.loads((d / "result.json").read_text())
+        assert result["status"] == "ok" and result["seed"] == seed
+    written = {line.split()[3] for o, _ in outs for line in o.splitlines() if line.startswith("results written")}
+    assert written == {str(Path("runs") / d.name) for d in dirs}
+
+
+def test_unique_run_dir_draws_another_suffix_when_the_name_exists(tmp_path, monkeypatch):
+    import secrets
+
+    drawn = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(drawn))
+    (tmp_path / "runs" / "stem-aaaaaa").mkdir(parents=True)
+    (tmp_path / "runs" / "stem-aaaaaa" / "mine").write_text("x")
+    got = unique_run_dir(tmp_path / "runs", "stem")
+    assert got == tmp_path / "runs" / "stem-bbbbbb" and got.is_dir() and not any(got.iterdir())
+    assert (tmp_path / "runs" / "stem-aaaaaa" / "mine").read_text() == "x"
+
+
+def test_out_an_existing_run_is_refused_and_overwrite_replaces_it_whole(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run_main(capsys, "run", *SMALL[:-3], "--device", "cpu", "--out", str(out))[0] == 0  # with Lyapunov
+    assert (out / "lyapunov.json").is_file()
+    before = (out / "metrics.jsonl").read_text()
+    rc, so, err = run_main(capsys, "run", *SMALL, "--iterations", "3", "--out", str(out))
+    assert rc == 2 and so == "" and "--overwrite" in one_error_line(err) and "not empty" in err
+    assert (out / "metrics.jsonl").read_text() == before
+    (out / "stale.txt").write_text("from an older run")
+    rc, _, err = run_main(capsys, "run", *SMALL, "--iterations", "3", "--out", str(out), "--overwrite")
+    assert rc == 0, err
+    assert [json.loads(r)["iteration"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert not (out / "stale.txt").exists()
+    assert json.loads((out / "lyapunov.json").read_text())["lambda_max_before"] is None  # the new run's
+
+
+def test_overwrite_never_replaces_a_folder_that_is_not_a_run(tmp_path, capsys):
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("precious")
+    rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(out), "--overwrite")
+    assert rc == 2 and "not a neurorate run directory" in one_error_line(err)
+    assert [p.name for p in out.iterdir()] == ["chapter1.tex"]
+
+
+def test_out_empty_is_refused_and_nothing_is_written(tmp_path, capsys):
+    rc, so, err = run_main(capsys, "run", *SMALL, "--out", "")
+    assert rc == 2 and so == "" and "--out must name a directory" in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_train_api_refuses_a_used_out_and_overwrites_on_request(tmp_path):
+    spec, task = spec_task()
+    nr.train(spec, task, iterations=4, lyapunov=False, progress=False, out=tmp_path / "r")
+    with pytest.raises(NeurorateError, match="overwrite"):
+        nr.train(spec, task, iterations=2, lyapunov=False, progress=False, out=tmp_path / "r")
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 4
+    res = nr.train(spec, task, iterations=2, lyapunov=False, progress=False, out=tmp_path / "r", overwrite=True)
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2 and res.status == "ok"
+
+
+def test_result_json_says_running_while_training_then_ok(tmp_path):
+    spec, task = spec_task()
+    seen = []
+
+    def peek(i, losses, acc):
+        seen.append(json.loads((tmp_path / "r" / "result.json").read_text())["status"])
+        assert not (tmp_path / "r" / "spec_final.npz").exists()
+
+    nr.train(spec, task, iterations=3, lyapunov=False, progress=False, out=tmp_path / "r", callback=peek)
+    assert seen == ["running"] * 3
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["status"] == "ok"
+    assert not [p.name for p in (tmp_path / "r").iterdir() if ".tmp" in p.name]
+
+
+def test_a_failing_backend_leaves_a_run_marked_failed(tmp_path, monkeypatch):
+    from neurorate.backends.torch import TorchBackend
+
+    def broken(self, specs, task, rule, *, callback=None, **kw):
+        callback(0, np.array([0.5]), np.array([0.25]))
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(TorchBackend, "train", broken)
+    spec, task = spec_task()
+    with pytest.raises(RuntimeError, match="device lost"):
+        nr.train(spec, task, iterations=3, lyapunov=False, progress=False, out=tmp_path / "r")
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["status"] == "failed" and "device lost" in result["error"] and result["iterations_done"] == 1
+
+
+# ------------------------------------------------------------------------------ checked before anything is written
+@pytest.mark.parametrize("args, message", [
+    (("--profile", "loihi9"), "unknown hardware profile 'loihi9'"),
+    (("--profile", "/etc/passwd"), "invalid TOML"),
+    (("--backend", "lava", "--rule", "bptt"), "cannot run on the Lava backend"),
+    (("--backend", "lava", "--optimizer", "adam"), "not run on the Lava backend"),
+    (("--hidden", "100000"), "hidden = 100000 is above the ceiling"),
+    (("--hidden", "100000", "--allow-large"), "of memory but only"),
+    (("--iterations", str(10**12)), "iterations = 1000000000000 is above the ceiling"),
+    (("--batch", str(10**9)), "batch = 1000000000 is above the ceiling"),
+    (("--iterations", "1e12"), "Invalid value for '--iterations'"),
+    (("--gain", "inf"), "--gain must be finite, got inf"),
+    (("--gain", "nan"), "--gain must be finite, got nan"),
+    (("--lr", "nan"), "--lr must be finite, got nan"),
+    (("--tau", "inf"), "--tau must be finite, got inf"),
+    (("--rule", "hebb"), "unknown rule 'hebb'"),
+    (("--floss-every", "5"), "floss_every needs floss_iterations > 0"),
+    (("--neuron", "lif", "--rule", "rflo"), "supports the rules"),
+])
+def test_bad_run_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    if "lava" in args:
+        pytest.importorskip("lava")
+    rc, so, err = run_main(capsys, "run", *SMALL, *args)
+    assert rc == 2 and so == ""
+    assert message in one_error_line(err), err  # the one line: no "-> runs/X" header before it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_memory_check_against_the_available_memory(tmp_path, capsys, monkeypatch):
+    import neurorate.training as training
+
+    monkeypatch.setattr(training, "available_bytes", lambda: 2**30)
+    rc, _, err = run_main(capsys, "run", *SMALL, "--hidden", "20000", "--allow-large")
+    assert rc == 2 and "needs about" in one_error_line(err) and "only 1.0 GiB is available" in err
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    avail = training.available_bytes()
+    total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    assert avail is None or 0 < avail <= total
+
+
+def test_memory_estimate_covers_the_spec_and_the_trajectories():
+    n, b, t = 20000, 32, 56
+    est = estimate_bytes(n, 1, 2, b, t, 1500)
+    assert est >= 3 * 8 * n * n  # initial, flossed and final spec in float64 (the 3.2 GB spec_initial.npz at 20000)
+    grown = estimate_bytes(64, 1, 2, b, t, 1500, rule="bptt")
+    assert estimate_bytes(64, 1, 2, 2 * b, t, 1500, rule="bptt") > grown
+    assert estimate_bytes(64, 1, 2, b, t, 10**9) - estimate_bytes(64, 1, 2, b, t, 0) >= 16 * 10**9  # histories
+
+
+def test_ceilings_are_lifted_deliberately(monkeypatch):
+    with pytest.raises(NeurorateError, match="above the ceiling"):
+        check_sizes(hidden=LIMITS["hidden"] + 1)
+    check_sizes(hidden=LIMITS["hidden"])
+    check_sizes(True, hidden=LIMITS["hidden"] + 1)
+    monkeypatch.setenv("NEURORATE_ALLOW_LARGE", "1")
+    check_sizes(hidden=LIMITS["hidden"] + 1, iterations=LIMITS["iterations"] + 1)
+
+
+def test_missing_lava_extra_is_named_before_the_run_directory_exists(tmp_path):
+    code = ("import sys\nsys.modules['lava'] = None\nfrom neurorate.cli.app import main\n"
+            f"main({['run', '--backend', 'lava', *SMALL]!r})\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert p.returncode == 2 and "'lava' extra" in one_error_line(p.stderr)
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------- divergence
+@pytest.mark.parametrize("losses, reference, at", [
+    ([1.0, 2.0, 999.0, 3.0], None, None),
+    ([1.0, 2.0, 1000.5, 3.0], None, 2),
+    ([1.0, np.nan, 1.0], None, 1),
+    ([np.inf, 1.0], None, 0),
+    ([0.5, 400.0, 600.0], None, 2),
+    ([6.5e17, 6.4e17], 0.03, 0),  # blown up from the first trial: the zero-output reference catches it
+    ([0.5, 0.04, 31.0], 0.03, 2),  # the smaller reference counts (the first loss alone allows 500)
+    ([0.03, 20.0, 31.0], 0.5, 2),  # the first loss is the smaller one here
+    ([], None, None),
+])
+def test_divergence_iteration_rule(losses, reference, at):
+    assert DIVERGENCE_FACTOR == 1000.0
+    assert divergence_iteration(losses, reference=reference) == at
+
+
+def test_baseline_loss_is_the_zero_output_loss():
+    assert baseline_loss(nr.make_task("2af", seed=0)) == pytest.approx(np.log(3), rel=1e-12)
+    task = nr.make_task("romo", seed=0)
+    _, target, mask = task.batch(0)
+    assert baseline_loss(task) == pytest.approx(0.5 * np.sum(mask * target**2) / np.sum(mask), rel=1e-12)
+
+
+def test_a_finite_blow_up_is_diverged_in_result_json_and_the_last_line(tmp_path, capsys):
+    out = tmp_path / "r"
+    rc, so, err = run_main(capsys, "run", "--hidden", "1", "--iterations", "5", "--no-lyapunov", "--device", "cpu",
+                           "--out", str(out))
+    assert rc == 0, err
+    last = so.strip().splitlines()[-1]
+    assert last.startswith(f"results written to {out}") and "status diverged at iteration 0" in last
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "diverged" and result["diverged_at"] == 0 and result["final_loss"] is None
+    assert result["losses"][0] > DIVERGENCE_FACTOR * baseline_loss(nr.make_task("romo", batch_size=32, seed=0))
+
+
+def test_train_result_marks_the_blow_up_on_every_path(tmp_path):
+    spec, task = spec_task(n=1, batch=32)
+    res = nr.train(spec, task, iterations=3, lyapunov=False, progress=False)
+    assert res.diverged and res.diverged_at == 0 and res.status == "diverged" and np.isnan(res.final_loss())
+    ok = nr.train(*spec_task(), iterations=3, lyapunov=False, progress=False)
+    assert ok.status == "ok" and ok.diverged_at is None
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+def _wait_for(proc, predicate, timeout=120.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_ctrl_c_during_run_keeps_a_partial_result(tmp_path):
+    out = tmp_path / "r"
+    code = "from neurorate.cli.app import main\nimport sys\nmain(sys.argv[1:])\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, "run", "--iterations", "100000", "--hidden", "8", "--batch",
+                             "4", "--no-lyapunov", "--device", "cpu", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    assert _wait_for(proc, lambda: metrics.exists() and metrics.read_text().count("\n") >= 10)
+    proc.send_signal(signal.SIGINT)
+    so, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("neurorate run:") and len(lines) == 2 and "Traceback" not in err
+    result = json.loads((out / "result.json").read_text())
+    done = result["iterations_done"]
+    assert lines[1] == (f"interrupted after {done} of 100000 iterations; kept in {out}: metrics.jsonl ({done} "
+                        "iterations), learning_curve.png, config.json, spec_initial.npz and result.json with status "
+                        '"interrupted" (no final spec)')
+    assert result["status"] == "interrupted" and done >= 10 and len(result["losses"]) == done
+    rows = [json.loads(r) for r in metrics.read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == list(range(done))
+    np.testing.assert_allclose([r["loss"] for r in rows], result["losses"], rtol=1e-12)
+    assert (out / "learning_curve.png").stat().st_size > 1000 and not (out / "spec_final.npz").exists()
+
+
+def test_interrupt_inside_train_raises_run_interrupted(tmp_path):
+    spec, task = spec_task()
+
+    def stop(i, losses, acc):
+        if i == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted, match="interrupted after 5 of 50 iterations") as exc:
+        nr.train(spec, task, iterations=50, lyapunov=False, progress=False, out=tmp_path / "r", callback=stop)
+    assert isinstance(exc.value, KeyboardInterrupt)
+    result = json.loads((tmp_path / "r" / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["iterations_done"] == 5 and result["iterations"] == 50
+
+
+def test_ctrl_c_during_lyapunov_says_nothing_was_written(tmp_path):
+    code = "from neurorate.cli.app import main\nimport sys\nmain(sys.argv[1:])\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, "lyapunov", "--hidden", "400", "--streams", "64",
+                             "--progress"], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    reader = threading.Thread(target=lambda: seen.append(proc.stderr.read(12)), daemon=True)
+    reader.start()
+    assert _wait_for(proc, lambda: bool(seen)) and "lyapunov:" in seen[0]  # the progress bar has started
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    err = seen[0] + proc.stderr.read()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1].endswith("interrupted while computing the Lyapunov spectrum; nothing was "
+                                                 "written") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------ help agrees with behaviour
+def test_lyapunov_draws_the_network_of_run_with_the_same_defaults(tmp_path, capsys):
+    from neurorate.analysis.lyapunov import lyapunov_spectrum
+    from neurorate.cli.defaults import RUN_DEFAULTS
+
+    rc, so, err = run_main(capsys, "lyapunov", "--hidden", "16", "--k", "4", "--json", "--out", str(tmp_path / "l"))
+    assert rc == 0, err
+    data = json.loads(so)
+    assert RUN_DEFAULTS["gain"] == 1.5 and RUN_DEFAULTS["activation"] == "relu" and not RUN_DEFAULTS["input_bias"]
+    spec, task = spec_task(n=16, batch=32, gain=RUN_DEFAULTS["gain"])
+    expect = lyapunov_spectrum(spec, task, k=4, return_stats=True)
+    np.testing.assert_allclose(data["spectrum"], expect.mean, atol=1e-12)
+    np.testing.assert_allclose(data["std"], expect.std, atol=1e-12)
+    saved = json.loads((tmp_path / "l" / "lyapunov.json").read_text())
+    assert saved["config"]["activation"] == "relu" and saved["config"]["gain"] == 1.5
+    rc, _, err = run_main(capsys, "lyapunov", "--hidden", "16", "--k", "4", "--out", str(tmp_path / "l"))
+    assert rc == 2 and "--overwrite" in one_error_line(err)
+    rc, _, err = run_main(capsys, "lyapunov", "--gain", "inf")
+    assert rc == 2 and "--gain must be finite, got inf" in one_error_line(err)
+
+
+def test_help_states_the_defaults_it_uses(capsys):
+    rc, so, _ = run_main(capsys, "run", "--help")
+    flat = " ".join(so.replace("│", " ").split())
+    assert rc == 0 and "(default: 0.001 with adam, 0.05 with sgd)" in flat and "3e-3" not in flat
+    rc, so, _ = run_main(capsys, "--version")
+    assert rc == 0 and so.strip() == f"neurorate {nr.__version__}"
+
+
+def test_training_progress_bars_stay_on_screen():
+    from neurorate.backends.torch import _progress
+
+    bar = _progress(3, True, "torch")
+    assert bar.leave is True
+    bar.close()

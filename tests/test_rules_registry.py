@@ -153,7 +153,8 @@ def toy_plugin(tmp_path, monkeypatch):
     (info / "entry_points.txt").write_text("[neurorate.rules]\ntoy = toy_rules:TOY\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     yield tmp_path
-    sys.modules.pop("toy_rules", None)
+    for name in ("toy_rules", "toy_rules_bad", "toy_rules_broken"):
+        sys.modules.pop(name, None)
 
 
 def _oracle_grads(spec, x, target, mask):
@@ -215,10 +216,15 @@ def test_third_party_rule_from_an_entry_point_trains_with_its_gradient(toy_plugi
 @pytest.mark.parametrize("entry,words", [("toy = toy_rules:NOT_A_RULE", "is not a neurorate.rules.Rule"),
                                          ("toy = toy_rules:MISSING", "cannot be loaded"),
                                          ("other = toy_rules:TOY", "names a Rule called 'toy'"),
-                                         ("eprop = toy_rules:EPROP", "redefines the built-in rule 'eprop'")])
+                                         ("eprop = toy_rules:EPROP", "redefines the built-in rule 'eprop'"),
+                                         ("toy = toy_rules_bad:TOY", "'toy_rules_bad:TOY': rule 'bad': detach must"),
+                                         ("toy = toy_rules_broken:TOY", "cannot be loaded: ZeroDivisionError")])
 def test_bad_rule_entry_points_are_one_line_errors(toy_plugin, entry, words):
     with open(toy_plugin / "toy_rules.py", "a") as fh:
         fh.write('NOT_A_RULE = "toy"\nEPROP = Rule("eprop", "mine", "nothing", "random")\n')
+    (toy_plugin / "toy_rules_bad.py").write_text('from neurorate.rules import Rule\n'
+                                                 'TOY = Rule("bad", "s", "all", "random")\n')
+    (toy_plugin / "toy_rules_broken.py").write_text("TOY = 1 / 0\n")
     (toy_plugin / "toy_rules-0.1.dist-info" / "entry_points.txt").write_text(f"[neurorate.rules]\n{entry}\n")
     with pytest.raises(NeurorateError, match=words) as info:
         rules()
@@ -238,3 +244,22 @@ def test_builtin_entry_points_name_the_registry_rules(toy_plugin):
     (toy_plugin / "toy_rules-0.1.dist-info" / "entry_points.txt").write_text(
         f"[neurorate.rules]\n{lines}toy = toy_rules:TOY\n")
     assert list(rules()) == sorted([*declared, "toy"]) and rules()["eprop"] is registry.EPROP
+
+
+def test_a_broken_rule_plugin_leaves_the_cli_help_and_fails_a_run_with_one_line(toy_plugin, tmp_path):
+    (toy_plugin / "toy_rules_broken.py").write_text("TOY = 1 / 0\n")
+    (toy_plugin / "toy_rules-0.1.dist-info" / "entry_points.txt").write_text(
+        "[neurorate.rules]\ntoy = toy_rules_broken:TOY\n")
+    env = {**os.environ, "PYTHONPATH": str(toy_plugin), "COLUMNS": "400"}
+
+    def cli(*args):
+        code = f"from neurorate.cli.app import main\nmain({list(args)!r})\n"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                              cwd=tmp_path)
+
+    helped = cli("run", "--help")
+    assert helped.returncode == 0 and "a rule plugin failed to load" in " ".join(helped.stdout.split())
+    failed = cli("run", "--rule", "eprop", "--iterations", "1", "--hidden", "4", "--no-lyapunov",
+                 "--out", str(tmp_path / "run"))
+    assert failed.returncode == 2 and not (tmp_path / "run").exists()
+    assert failed.stderr.startswith("error: rule entry point 'toy'") and len(failed.stderr.strip().splitlines()) == 1

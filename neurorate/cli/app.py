@@ -18,7 +18,7 @@ import typer
 
 from neurorate.cli.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
-from neurorate.rules.registry import rule_names
+from neurorate.rules.registry import rule_help
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="neurorate: initial connectivity and biologically plausible learning in rate RNNs "
@@ -66,7 +66,7 @@ def default_run_dir(task: str, rule: str, gain: float, seed: int) -> tuple[Path,
 def run(
     backend: str = typer.Option("torch", help="torch | lava (or an installed plugin)"),
     task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
-    rule: str = typer.Option(RUN_DEFAULTS["rule"], help=" | ".join(rule_names())),
+    rule: str = typer.Option(RUN_DEFAULTS["rule"], help=rule_help()),
     gain: float = typer.Option(RUN_DEFAULTS["gain"], help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
     lr: Optional[float] = typer.Option(None, help=f"learning rate (default: {_FMT(RUN_DEFAULTS['lr'])} with adam, "
                                                   f"{_FMT(RUN_DEFAULTS['lr_sgd'])} with sgd)"),

@@ -19,13 +19,14 @@ from neurorate.rules.registry import (
     Rule,
     check_rule,
     get_rule,
+    rule_help,
     rule_names,
     rules,
     rules_table,
 )
 
 __all__ = ["BUILTIN_RULES", "DETACHES", "ENTRY_POINT_GROUP", "FEEDBACKS", "Rule", "check_rule", "feedback_matrix",
-           "get_rule", "rule_names", "rules", "rules_table"]
+           "get_rule", "rule_help", "rule_names", "rules", "rules_table"]
 
 
 class _RulesPackage(types.ModuleType):

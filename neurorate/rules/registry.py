@@ -132,8 +132,12 @@ def _plugin_rules() -> dict[str, Rule]:
             obj = importlib.import_module(module)
             for part in attr.split(".") if attr else ():
                 obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} cannot be loaded: {exc}") from exc
+        except NeurorateError as exc:  # e.g. an invalid Rule(...) in the plugin module
+            raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r}: {exc}") from exc
+        except Exception as exc:  # a broken plugin is a one-line error, not a traceback
+            msg = " ".join(str(exc).split())
+            raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} cannot be loaded: "
+                                 f"{type(exc).__name__}: {msg}") from exc
         if not isinstance(obj, Rule):
             raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} is not a neurorate.rules.Rule")
         if obj.name != ep.name:
@@ -156,6 +160,15 @@ def rule_names(neuron: str | None = None, backend: str | None = None) -> tuple[s
     """Names of the rules that train ``neuron`` networks on ``backend`` (all rules when both are None)."""
     return tuple(name for name, r in rules().items()
                  if (neuron is None or neuron in r.neurons) and (backend is None or backend in r.backends))
+
+
+def rule_help() -> str:
+    """``"bptt | eprop | ..."`` for a command-line help text; never raises (a plugin that fails to load is named
+    there, and the command that uses a rule reports the one-line error)."""
+    try:
+        return " | ".join(rule_names())
+    except NeurorateError:
+        return " | ".join(_BUILTIN) + " (a rule plugin failed to load; see neurorate.rules.rules())"
 
 
 def get_rule(rule: str | Rule) -> Rule:

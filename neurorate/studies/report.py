@@ -243,8 +243,8 @@ def exploded_runs(table, runs: list[dict]) -> list[dict]:
 def _divergence_text(runs: list[dict]) -> str:
     """``Diverged runs (...): n`` and, when there are any, the count per setting and learning rate."""
     counts = diverged_by_setting(runs)
-    text = (f"Diverged runs (status diverged: a non-finite loss, or see docs/study.md; left out of every mean and "
-            f"claim): {sum(counts.values())}")
+    text = (f"Diverged runs (status diverged: the loss became non-finite or grew past the divergence factor, "
+            f"docs/cli.md; left out of every mean and claim): {sum(counts.values())}")
     if not counts:
         return text + "."
     per = []

@@ -342,7 +342,12 @@ def profile_text(name_or_path: str | Path) -> tuple[str, str]:
         path = Path(name_or_path)
         if not path.is_file():
             raise FileFormatError(f"{path}: no such profile file")
-        return path.name, path.read_text(encoding="utf-8")
+        try:
+            return path.name, path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise FileFormatError(f"{path.name}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+        except OSError as exc:
+            raise FileFormatError(f"{path}: cannot read the profile ({exc.strerror or exc})") from None
     resource = importlib.resources.files(_PROFILE_PACKAGE) / f"{text_name}.toml"
     if not resource.is_file():
         raise NeurorateError(f"unknown hardware profile {text_name!r}; available: "

@@ -315,7 +315,9 @@ def load_config(config: StudyConfig | dict | str | Path | None = None) -> StudyC
             source = f"embedded config {config!r}"
         else:
             try:
-                text = path.read_text()
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise NeurorateError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
             except OSError as exc:
                 raise NeurorateError(f"cannot read study config {path}: {exc.strerror or exc}; embedded configs: "
                                      f"{', '.join(embedded_configs())}") from None

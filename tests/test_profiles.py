@@ -244,3 +244,10 @@ def test_cli_show_prints_the_header_once():
         res = CliRunner().invoke(_app(), ["profiles", "show", name])
         assert res.exit_code == 0 and res.output.count(header) == 1, name
         assert res.output.rstrip("\n") == profile_text(name)[1].rstrip("\n")
+
+
+def test_a_profile_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "bf16.toml"
+    path.write_bytes(b"\xff\xfe" + profile_text("bf16")[1].encode("utf-16-le"))
+    with pytest.raises(FileFormatError, match=r"^bf16\.toml: not a UTF-8 text file \(byte 0: invalid start byte\)$"):
+        load_profile(path)

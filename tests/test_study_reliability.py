@@ -386,3 +386,10 @@ def test_resume_with_a_corrupt_config_json_names_the_file(finished, tmp_path):
     p = cli("study", "--config", str(config), "--out", str(out), "--resume")
     line = one_error_line(p)
     assert f"{out / 'config.json'}: malformed study config" in line
+
+
+def test_a_study_config_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_bytes(SMALL_TOML.encode("utf-16"))
+    with pytest.raises(NeurorateError, match=r"c\.toml: not a UTF-8 text file \(byte 0: invalid start byte\)$"):
+        load_config(path)

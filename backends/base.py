@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from neurorate.errors import NeurorateError
-from neurorate.rules.registry import BUILTIN_RULES
+from neurorate.learning.registry import BUILTIN_RULES
 
 _BUILTIN_BACKENDS = {
     "torch": "neurorate.backends.torch:TorchBackend",
@@ -27,8 +27,8 @@ _BUILTIN_BACKENDS = {
 }
 
 RULES = tuple(r.name for r in BUILTIN_RULES)
-"""Names of the built-in learning rules (derived from :data:`neurorate.rules.BUILTIN_RULES`; their properties
-and the rules of plugins: :func:`neurorate.rules.rules`, docs/rules.md)."""
+"""Names of the built-in learning rules (derived from :data:`neurorate.learning.BUILTIN_RULES`; their properties
+and the rules of plugins: :func:`neurorate.learning.rules`, docs/rules.md)."""
 
 OPTIMIZERS = ("adam", "sgd")
 

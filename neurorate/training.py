@@ -18,8 +18,8 @@ import numpy as np
 from neurorate.backends.base import OPTIMIZERS, get_backend
 from neurorate.errors import NeurorateError
 from neurorate.io.results import RunDirectory, RunInterrupted, TrainResult, check_out_dir, open_out_dir, write_final
+from neurorate.learning.registry import get_rule, rule_names
 from neurorate.model.spec import NetworkSpec
-from neurorate.rules.registry import get_rule, rule_names
 from neurorate.tasks.base import Task
 
 FLOSS_MODES = ("state", "onestep", "full")

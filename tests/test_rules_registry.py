@@ -17,9 +17,9 @@ import neurorate as nr
 from neurorate.backends.torch import gradients as G
 from neurorate.backends.torch.ensemble import stack
 from neurorate.errors import NeurorateError
+from neurorate.learning import Rule, check_rule, feedback_matrix, get_rule, rule_names, rules, rules_table
 from neurorate.model.spiking import LIFNetwork
 from neurorate.model.spiking_learning import LIF_RULES, autograd_gradients, online_gradients
-from neurorate.rules import Rule, check_rule, feedback_matrix, get_rule, rule_names, rules, rules_table
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_cli_help_and_study_config_come_from_the_registry():
 
 def test_docs_table_matches_the_registry():
     text = (ROOT / "docs" / "rules.md").read_text()
-    assert rules_table() in text, "regenerate the table: python -c 'import neurorate.rules as r; " \
+    assert rules_table() in text, "regenerate the table: python -c 'import neurorate.learning as r; " \
                                   "print(r.rules_table())'"
 
 
@@ -136,7 +136,7 @@ def test_one_feedback_recipe_for_rate_and_spiking_networks():
 # ---------------------------------------------------------------- a third-party rule: one module + entry point
 TOY_MODULE = '''
 """A toy rule: the whole previous state detached and the error sent through the random feedback matrix."""
-from neurorate.rules import Rule
+from neurorate.learning import Rule
 
 TOY = Rule("toy", "one-step truncation with random feedback", detach="whole previous state", feedback="random",
            forms=("A",))
@@ -213,7 +213,7 @@ def test_third_party_rule_from_an_entry_point_trains_with_its_gradient(toy_plugi
         nr.train(spec, task, rule="toy", neuron="lif", iterations=1, lyapunov=False, progress=False)
 
 
-@pytest.mark.parametrize("entry,words", [("toy = toy_rules:NOT_A_RULE", "is not a neurorate.rules.Rule"),
+@pytest.mark.parametrize("entry,words", [("toy = toy_rules:NOT_A_RULE", "is not a neurorate.learning.Rule"),
                                          ("toy = toy_rules:MISSING", "cannot be loaded"),
                                          ("other = toy_rules:TOY", "names a Rule called 'toy'"),
                                          ("eprop = toy_rules:EPROP", "redefines the built-in rule 'eprop'"),
@@ -222,7 +222,7 @@ def test_third_party_rule_from_an_entry_point_trains_with_its_gradient(toy_plugi
 def test_bad_rule_entry_points_are_one_line_errors(toy_plugin, entry, words):
     with open(toy_plugin / "toy_rules.py", "a") as fh:
         fh.write('NOT_A_RULE = "toy"\nEPROP = Rule("eprop", "mine", "nothing", "random")\n')
-    (toy_plugin / "toy_rules_bad.py").write_text('from neurorate.rules import Rule\n'
+    (toy_plugin / "toy_rules_bad.py").write_text('from neurorate.learning import Rule\n'
                                                  'TOY = Rule("bad", "s", "all", "random")\n')
     (toy_plugin / "toy_rules_broken.py").write_text("TOY = 1 / 0\n")
     (toy_plugin / "toy_rules-0.1.dist-info" / "entry_points.txt").write_text(f"[neurorate.rules]\n{entry}\n")
@@ -234,7 +234,7 @@ def test_bad_rule_entry_points_are_one_line_errors(toy_plugin, entry, words):
 def test_builtin_entry_points_name_the_registry_rules(toy_plugin):
     import tomllib
 
-    from neurorate.rules import BUILTIN_RULES, registry
+    from neurorate.learning import BUILTIN_RULES, registry
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["neurorate.rules"]
     resolved = {name: getattr(registry, value.partition(":")[2]) for name, value in declared.items()}

@@ -9,7 +9,7 @@ import torch
 import neurorate as nr
 from neurorate.backends.torch import TorchBackend
 from neurorate.backends.torch.ensemble import stack
-from neurorate.backends.torch.optim import EnsembleOptimizer
+from neurorate.optim import EnsembleOptimizer
 
 
 def small_specs(gains=(0.5, 1.0, 1.5), seeds=(0, 1, 2), n=16):

@@ -16,16 +16,16 @@ import numpy as np
 
 from neurorate.backends.base import OPTIMIZERS, BackendRun, SimResult
 from neurorate.errors import NeurorateError
+from neurorate.learning.feedback import feedback_matrix
+from neurorate.learning.registry import BUILTIN_RULES, Rule, get_rule, rule_names
 from neurorate.model.spec import NetworkSpec
-from neurorate.rules.feedback import feedback_matrix
-from neurorate.rules.registry import BUILTIN_RULES, Rule, get_rule, rule_names
 
 from ._compat import ensure_lava_importable
 from ._io import FixedFeed, Mailbox, TaskFeed
 
 FEEDBACK = {r.name: r.feedback for r in BUILTIN_RULES if "lava" in r.backends}
 """Built-in rules that run on-line inside Lava, and the feedback kind of their learning signal (derived from
-the registry, :mod:`neurorate.rules.registry`)."""
+the registry, :mod:`neurorate.learning.registry`)."""
 
 _WEIGHTS = ("w_in", "w_rec", "w_out", "b", "b_out")
 

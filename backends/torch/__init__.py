@@ -16,10 +16,10 @@ import torch
 
 from neurorate.backends.base import OPTIMIZERS, BackendRun, SimResult
 from neurorate.errors import NeurorateError
+from neurorate.learning.registry import check_rule
 from neurorate.model.dynamics import on_grid
 from neurorate.model.spec import NetworkSpec
 from neurorate.optim import EnsembleOptimizer
-from neurorate.rules.registry import check_rule
 
 from . import gradients as _grad
 from .ensemble import Ensemble, stack

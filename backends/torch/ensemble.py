@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from neurorate.errors import NeurorateError
+from neurorate.learning.feedback import feedback_matrix
 from neurorate.model.spec import NetworkSpec
-from neurorate.rules.feedback import feedback_matrix
 
 PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
 

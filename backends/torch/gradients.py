@@ -1,16 +1,16 @@
 """Loss and (pseudo-)gradients of an ensemble for one batch, for any learning rule (docs/rules.md).
 
-The implementation follows from the rule's :class:`~neurorate.rules.registry.Rule` properties, not its name:
+The implementation follows from the rule's :class:`~neurorate.learning.registry.Rule` properties, not its name:
 
 * a rule on forward traces (``online``: ``eprop_online``, ``rflo``) runs
-  :func:`neurorate.rules.eprop.online_gradients` (no autograd, memory independent of T);
+  :func:`neurorate.learning.eprop.online_gradients` (no autograd, memory independent of T);
 * otherwise autograd through the time loop of :func:`neurorate.model.dynamics.step` with the rule's detach
   (``"presynaptic rates"``: the rate in ``W r``; ``"whole previous state"``: the leak path too) and, for random
   feedback, the readout whose backward uses the fixed ``B`` (:func:`autograd_gradients`); any combination of
   detach and feedback works, so a new rule needs no change here;
 * fused kernels with the same numbers where they apply: the e-prop truncation in form A at full precision
-  (:func:`neurorate.rules.eprop.factorized_gradients`), exact symmetric BPTT in form A
-  (:func:`neurorate.rules.bptt.bptt_form_a_gradients`); under a hardware profile the e-prop truncation runs
+  (:func:`neurorate.learning.eprop.factorized_gradients`), exact symmetric BPTT in form A
+  (:func:`neurorate.learning.bptt.bptt_form_a_gradients`); under a hardware profile the e-prop truncation runs
   on the forward traces held at the trace precision.
 
 Inputs: ``x (Mx, T, B, n_in)`` with ``Mx`` 1 (shared data) or M (one stream per network); targets and
@@ -23,11 +23,11 @@ from __future__ import annotations
 import torch
 
 from neurorate.hardware.quantize import make_quantizer
+from neurorate.learning.bptt import bptt_form_a_gradients
+from neurorate.learning.eprop import factorized_gradients, online_gradients
+from neurorate.learning.registry import BUILTIN_RULES, Rule, get_rule
 from neurorate.model import dynamics as dyn
 from neurorate.model import losses
-from neurorate.rules.bptt import bptt_form_a_gradients
-from neurorate.rules.eprop import factorized_gradients, online_gradients
-from neurorate.rules.registry import BUILTIN_RULES, Rule, get_rule
 
 from .ensemble import Ensemble
 
@@ -88,10 +88,10 @@ def gradients(ens: Ensemble, rule: str | Rule, kind: str, x, target, mask, quant
               step0: int = 0):
     """Dispatch on the rule's properties (see the module docstring).
 
-    ``impl``: "auto" uses the fused form A kernels (:func:`~neurorate.rules.eprop.factorized_gradients` for the
-    e-prop truncation, :func:`~neurorate.rules.bptt.bptt_form_a_gradients` for symmetric BPTT) when no profile
+    ``impl``: "auto" uses the fused form A kernels (:func:`~neurorate.learning.eprop.factorized_gradients` for the
+    e-prop truncation, :func:`~neurorate.learning.bptt.bptt_form_a_gradients` for symmetric BPTT) when no profile
     quantises. Under a profile, the e-prop truncation (``eprop``, ``eprop_random``) runs on the forward traces
-    (:func:`~neurorate.rules.eprop.online_gradients`): the eligibility traces are then held at the profile's
+    (:func:`~neurorate.learning.eprop.online_gradients`): the eligibility traces are then held at the profile's
     trace precision, as on the chip and in the Lava process, so the rule is the same on both backends (an
     autograd gradient has no trace to round). "autograd" forces the autograd implementation (the oracle tests
     compare the implementations).

@@ -18,7 +18,7 @@ import typer
 
 from neurorate.cli.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
-from neurorate.rules.registry import rule_help
+from neurorate.learning.registry import rule_help
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="neurorate: initial connectivity and biologically plausible learning in rate RNNs "

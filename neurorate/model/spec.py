@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import FileFormatError, SpecError
-from neurorate.rules.feedback import FEEDBACK_INITS, draw_feedback
+from neurorate.learning.feedback import FEEDBACK_INITS, draw_feedback
 
 FORMS = ("A", "B", "C")
 ACTIVATIONS = ("tanh", "relu", "identity")

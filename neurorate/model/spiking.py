@@ -38,9 +38,9 @@ import numpy as np
 import torch
 
 from neurorate.errors import FileFormatError, NeurorateError
+from neurorate.learning.feedback import feedback_matrix
+from neurorate.learning.registry import Rule, check_rule
 from neurorate.model.spec import NetworkSpec
-from neurorate.rules.feedback import feedback_matrix
-from neurorate.rules.registry import Rule, check_rule
 
 _LIF_KEYS = ("threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction")
 _PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
@@ -203,7 +203,7 @@ def alif_step(v, z, a, drive_t, w_rec, beta, threshold, gamma, rho, beta_a, deta
 
 
 def lif_rule(rule: str | Rule, nets: list[LIFNetwork] | None = None) -> Rule:
-    """The :class:`~neurorate.rules.registry.Rule` of ``rule`` if it trains these networks (LIF, or ALIF when any
+    """The :class:`~neurorate.learning.registry.Rule` of ``rule`` if it trains these networks (LIF, or ALIF when any
     unit adapts), else a one-line :class:`NeurorateError`."""
     neuron = "alif" if nets and any(n.adaptive for n in nets) else "lif"
     r = check_rule(rule, neuron=neuron)

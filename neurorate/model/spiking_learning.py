@@ -1,7 +1,7 @@
 """Gradients and training of LIF ensembles: BPTT, e-prop by autograd+detach, and e-prop by online traces.
 
 The equations are in :mod:`neurorate.model.spiking`. :func:`autograd_gradients` and :func:`online_gradients`
-(the forward traces, :func:`neurorate.rules.eprop.lif_online_gradients`, beside the rate e-prop)
+(the forward traces, :func:`neurorate.learning.eprop.lif_online_gradients`, beside the rate e-prop)
 compute the same e-prop gradient in two ways (checked to 1e-10 in float64 by tests/test_spiking.py);
 :func:`train_lif` trains an ensemble (e.g. one network per initial gain) with Adam.
 """
@@ -15,15 +15,15 @@ import numpy as np
 import torch
 
 from neurorate.errors import NeurorateError
+from neurorate.learning.eprop import lif_online_gradients as online_gradients
+from neurorate.learning.registry import BUILTIN_RULES, get_rule
 from neurorate.model import losses
 from neurorate.model.dynamics import readout_random_feedback
 from neurorate.model.spec import NetworkSpec
 from neurorate.model.spiking import TRAINED, LIFNetwork, _constants, _tensors, forward, lif_rule
-from neurorate.rules.eprop import lif_online_gradients as online_gradients
-from neurorate.rules.registry import BUILTIN_RULES, get_rule
 
 LIF_RULES = tuple(r.name for r in BUILTIN_RULES if "lif" in r.neurons)
-"""Built-in rules that train LIF networks (derived from the registry, :mod:`neurorate.rules.registry`)."""
+"""Built-in rules that train LIF networks (derived from the registry, :mod:`neurorate.learning.registry`)."""
 
 __all__ = ["LIF_RULES", "as_lif", "autograd_gradients", "online_gradients", "train_lif"]
 

@@ -21,7 +21,7 @@ import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from neurorate.errors import NeurorateError
-from neurorate.rules.registry import BUILTIN_RULES, rule_names
+from neurorate.learning.registry import BUILTIN_RULES, rule_names
 
 BEST_LR_CRITERIA = ("final_loss", "auc")
 NEURONS = ("rate", "lif", "alif")

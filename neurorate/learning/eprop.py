@@ -2,7 +2,7 @@
 
 The rules ``eprop``, ``eprop_online``, ``eprop_random`` and ``rflo`` keep only the neuron-internal
 dependence of the state on the weights (the presynaptic rates are detached) and send the output error
-through ``W_out^T`` or the fixed random ``B`` (:func:`neurorate.rules.feedback.feedback_matrix`). The
+through ``W_out^T`` or the fixed random ``B`` (:func:`neurorate.learning.feedback.feedback_matrix`). The
 recursion of the traces is :func:`neurorate.model.dynamics.trace_step`; this module holds the e-prop
 implementations of a torch ensemble (:class:`neurorate.backends.torch.ensemble.Ensemble`), side by side:
 
@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from neurorate.errors import NeurorateError
+from neurorate.learning.registry import get_rule
 from neurorate.model import dynamics as dyn
 from neurorate.model import losses
 from neurorate.model.spiking import TRAINED, LIFNetwork, _adaptation, _constants, _tensors, lif_rule, pseudo_derivative
-from neurorate.rules.registry import get_rule
 
 if TYPE_CHECKING:
     from neurorate.backends.torch.ensemble import Ensemble

@@ -3,7 +3,7 @@
 A rule is described by what its gradient keeps, not by code: what it *detaches* from the exact gradient
 (``"nothing"`` = BPTT, ``"presynaptic rates"`` = the e-prop truncation, ``"whole previous state"`` = a
 one-step truncation), which matrix carries the output error to the units (``"symmetric"`` = ``W_out^T``,
-``"random"`` = the fixed random feedback of :func:`neurorate.rules.feedback.feedback_matrix`) and whether it
+``"random"`` = the fixed random feedback of :func:`neurorate.learning.feedback.feedback_matrix`) and whether it
 runs on explicit forward eligibility traces. The backends compute a rule's gradient from these properties
 (the torch backend's autograd path implements any "detach X + feedback Y"), so a new combination needs no
 backend change.
@@ -139,7 +139,7 @@ def _plugin_rules() -> dict[str, Rule]:
             raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} cannot be loaded: "
                                  f"{type(exc).__name__}: {msg}") from exc
         if not isinstance(obj, Rule):
-            raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} is not a neurorate.rules.Rule")
+            raise NeurorateError(f"rule entry point {ep.name!r} = {ep.value!r} is not a neurorate.learning.Rule")
         if obj.name != ep.name:
             raise NeurorateError(f"rule entry point {ep.name!r} names a Rule called {obj.name!r}")
         if ep.name in _BUILTIN:
@@ -168,7 +168,7 @@ def rule_help() -> str:
     try:
         return " | ".join(rule_names())
     except NeurorateError:
-        return " | ".join(_BUILTIN) + " (a rule plugin failed to load; see neurorate.rules.rules())"
+        return " | ".join(_BUILTIN) + " (a rule plugin failed to load; see neurorate.learning.rules())"
 
 
 def get_rule(rule: str | Rule) -> Rule:

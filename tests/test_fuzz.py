@@ -976,28 +976,44 @@ def test_nir_paths(source, out, command):
 
 
 # ------------------------------------------------------------------------------------------------ resources
-HUGE = [("--hidden", "1000000"), ("--hidden", "100000"), ("--iterations", "1000000000000"),
-        ("--batch", "1000000000"), ("--hidden", str(2**40))]
+HUGE = {
+    "run --hidden 1e6": ["run", "--hidden", "1000000"], "run --hidden 1e5": ["run", "--hidden", "100000"],
+    "run --iterations 1e12": ["run", "--iterations", "1000000000000"],
+    "run --batch 1e9": ["run", "--batch", "1000000000"], "run --hidden 2**40": ["run", "--hidden", str(2**40)],
+    "lyapunov --hidden 1e6": ["lyapunov", "--hidden", "1000000"],
+    "lyapunov --steps 1e12": ["lyapunov", "--hidden", "4", "--steps", "1000000000000"],
+    "lyapunov --streams 1e9": ["lyapunov", "--hidden", "4", "--streams", "1000000000"],
+    "study hidden = 1e6": ["study", "--config", "huge.toml", "--workers", "1", "--no-report"],
+    "study batch = 1e9": ["study", "--config", "huge-batch.toml", "--workers", "1", "--no-report"],
+}
 
 
-@pytest.mark.parametrize("option, value", HUGE, ids=[f"{o}={v}" for o, v in HUGE])
-def test_run_refuses_huge_sizes_before_writing(tmp_path, option, value):
+@pytest.mark.parametrize("argv", list(HUGE.values()), ids=list(HUGE))
+def test_huge_sizes_are_refused_before_writing(tmp_path, argv):
     """A size no machine can hold is refused in one line before anything is written, within seconds (run in a
     subprocess under a 6 GiB address-space limit so that a missing check fails the test, not the machine)."""
-    base = {"--hidden": "4", "--iterations": "2", "--batch": "2"}
-    base[option] = value
-    argv = ["run", "--no-lyapunov", "--out", "o"] + [x for kv in base.items() for x in kv]
+    if argv[0] == "run":
+        base = {"--hidden": "4", "--iterations": "2", "--batch": "2", "--out": "o"}
+        base.update(dict(zip(argv[1::2], argv[2::2])))
+        argv = ["run", "--no-lyapunov"] + [x for kv in base.items() for x in kv]
+    elif argv[0] == "lyapunov":
+        argv = argv + ["--out", "o"]
+    else:
+        for name, change in (("huge.toml", {"hidden": 10**6}), ("huge-batch.toml", {"batch": 10**9})):
+            (tmp_path / name).write_text(to_toml({"study": {**TINY_STUDY["study"], **change}}))
+        argv = argv + ["--out", "o"]
     code = textwrap.dedent(f"""
         import resource
         resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
         from neurorate.cli import main
         main({argv!r})
     """)
+    before = _tree(tmp_path)
     try:
         p = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:
         pytest.fail(f"neurorate {' '.join(argv)}: still running after 60 s (no resource check)")
-    res = Outcome(argv, p.returncode, p.stdout, p.stderr, sorted(_tree(tmp_path)))
+    res = Outcome(argv, p.returncode, p.stdout, p.stderr, sorted(_tree(tmp_path) - before))
     assert res.code == 2, f"{argv}: exit {res.code}; stderr: {res.stderr.splitlines()[-1:]}"
     expect_clean(res, [])
 

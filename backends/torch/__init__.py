@@ -21,6 +21,7 @@ from neurorate.model.dynamics import on_grid
 from neurorate.model.spec import NetworkSpec
 from neurorate.optim import EnsembleOptimizer
 
+from . import compiled as _compiled
 from . import gradients as _grad
 from .ensemble import Ensemble, stack
 
@@ -72,27 +73,49 @@ class TorchBackend:
     ----------
     device : "auto" (CUDA if present), "cpu" or "cuda".
     dtype : "float32" (default) or "float64" (used by the oracle tests).
-    threads : CPU threads for torch (None: chosen per training call by the size of one step's matmuls:
-        one thread for small programs, all cores for large ensembles; see docs/benchmarks.md).
+    threads : CPU threads of a training call (None: the environment variable ``NEURORATE_THREADS``, else the
+        default). The compiled path (below) runs this many threads across networks (default: the usable cores)
+        while torch keeps one intra-op thread; the torch path gives them to torch (default: 1, since intra-op
+        threads > 1 were 4-14x slower on a busy 2-core machine; docs/benchmarks.md). Never both at once.
+    compiled : the compiled CPU path (:mod:`neurorate.backends.torch.compiled`: one numba kernel per training
+        iteration) where it applies: CPU, form A, no profile, rule eprop / eprop_random / rflo / bptt, tanh or
+        relu, mse or ce. None (default): on unless the environment variable ``NEURORATE_COMPILED=0``; False:
+        always the torch path. ``train(..., compiled=...)`` (``backend_options={"compiled": False}`` in
+        :func:`neurorate.train`) overrides it per call.
     """
 
     name = "torch"
+    options = ("compiled",)
+    """Keyword options of :meth:`train` (``backend_options`` of :func:`neurorate.train`)."""
 
-    def __init__(self, device: str = "auto", dtype: str = "float32", threads: int | None = None):
+    def __init__(self, device: str = "auto", dtype: str = "float32", threads: int | None = None,
+                 compiled: bool | None = None):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
         self.threads = threads
-        if self.device.type == "cpu" and threads is not None:
-            torch.set_num_threads(int(threads))
+        self.compiled = compiled
 
-    def _set_threads(self, m: int, batch: int, n: int) -> None:
-        """Choose CPU threads when the user did not: one for small programs (dispatch-bound; a second
-        thread only contends on 2 cores), all cores once one step's matmuls are large (M B N^2 >= 2^20)."""
-        if self.device.type != "cpu" or self.threads is not None:
-            return
+    def _requested_threads(self) -> int | None:
         import os
 
-        torch.set_num_threads(max(1, os.cpu_count() or 1) if m * batch * n * n >= 2**20 else 1)
+        if self.threads is not None:
+            return int(self.threads)
+        env = os.environ.get("NEURORATE_THREADS", "").strip()
+        if env:
+            try:
+                return max(1, int(env))
+            except ValueError:
+                raise NeurorateError(f"NEURORATE_THREADS must be a positive integer, got {env!r}") from None
+        return None
+
+    def _set_threads(self, compiled: bool) -> int | None:
+        """torch's intra-op threads on the CPU: the requested threads on the torch path, else 1. Returns the
+        compiled kernel's threads (None: its default, the usable cores)."""
+        if self.device.type != "cpu":
+            return None
+        requested = self._requested_threads()
+        torch.set_num_threads(1 if compiled or requested is None else requested)
+        return requested
 
     # ------------------------------------------------------------------ protocol
     def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:
@@ -124,8 +147,11 @@ class TorchBackend:
         reported as diverged while the others go on. ``BackendRun.extra["optimizer_state"]`` (on the first
         run) lets a later call continue with the same optimizer state.
         """
+        compiled_option = options.pop("compiled", None)
         if options:
             raise NeurorateError(f"torch backend: unknown option(s) {', '.join(sorted(options))}")
+        if compiled_option not in (None, True, False):
+            raise NeurorateError(f"torch backend: compiled must be true or false, got {compiled_option!r}")
         specs = list(specs)
         if not specs:
             raise NeurorateError("no networks given")
@@ -145,7 +171,12 @@ class TorchBackend:
         if optimizer_state is not None:
             opt.load_state_dict(optimizer_state)
         m = len(specs)
-        self._set_threads(m, tasks[0].batch_size, specs[0].n_hidden)
+        step = None
+        if (not on_grid and _compiled.enabled(self.compiled if compiled_option is None else compiled_option)
+                and _compiled.applies(self.device.type, ens.form, ens.activation, the_rule.name, kind, profile)):
+            step = _compiled.CompiledStep(ens, the_rule.name, kind, opt, threads=self._set_threads(True))
+        else:
+            self._set_threads(False)
         active = torch.ones(m, dtype=torch.bool, device=self.device)
         loss_hist = np.full((m, iterations), np.nan)
         acc_hist = np.full((m, iterations), np.nan)
@@ -156,18 +187,25 @@ class TorchBackend:
             for i in range(iterations):
                 x, target, mask = _batch_tensors(tasks, start_iteration + i, self.dtype, self.device)
                 it = start_iteration + i
-                loss, acc, grads = _grad.gradients(ens, the_rule, kind, x, target, mask, quant,
-                                                   step0=it * x.shape[1])
-                finite = torch.isfinite(loss)
-                for j in torch.nonzero(active & ~finite).flatten().tolist():
-                    diverged_at[j] = i
-                active &= finite
-                if on_grid:
-                    _grid_sgd_step(ens, quant, grads, lr_t, active, it)
+                if step is not None:  # the whole iteration in one kernel call (same numbers, docs/api.md)
+                    was = active.numpy().copy()
+                    loss_c, acc_c = step(x.numpy(), target.numpy(), mask.numpy(), active.numpy())
+                    for j in np.nonzero(was & ~np.isfinite(loss_c))[0].tolist():
+                        diverged_at[j] = i
+                    loss_np, acc_np = loss_c.astype(np.float64), acc_c.astype(np.float64)
                 else:
-                    opt.step(ens.params, grads, active)
-                loss_np = loss.detach().cpu().double().numpy()
-                acc_np = acc.detach().cpu().double().numpy()
+                    loss, acc, grads = _grad.gradients(ens, the_rule, kind, x, target, mask, quant,
+                                                       step0=it * x.shape[1])
+                    finite = torch.isfinite(loss)
+                    for j in torch.nonzero(active & ~finite).flatten().tolist():
+                        diverged_at[j] = i
+                    active &= finite
+                    if on_grid:
+                        _grid_sgd_step(ens, quant, grads, lr_t, active, it)
+                    else:
+                        opt.step(ens.params, grads, active)
+                    loss_np = loss.detach().cpu().double().numpy()
+                    acc_np = acc.detach().cpu().double().numpy()
                 loss_hist[:, i] = np.where(active.cpu().numpy(), loss_np, np.nan)
                 acc_hist[:, i] = acc_np
                 if callback is not None:

@@ -1,0 +1,453 @@
+"""The compiled CPU path: one whole training iteration of a form-A ensemble in one numba call (docs/api.md).
+
+For each network of the ensemble (``prange`` over networks, each network's state local and small) the kernel
+runs the forward pass, the rule's gradient, the loss, the accuracy and the optimizer step:
+
+* ``eprop`` and ``eprop_random``: the factorised form-A e-prop of
+  :func:`neurorate.learning.eprop.factorized_gradients` (traces ``rbar, xbar, bbar``; ``dW += (L_t psi_t)^T rbar_t``);
+* ``rflo``: in form A at full precision the same computation with the random feedback ``B`` (the forward traces of
+  :func:`neurorate.learning.eprop.online_gradients` factorise the same way);
+* ``bptt``: the hand-written backward pass of :func:`neurorate.learning.bptt.bptt_form_a_gradients`;
+* losses and accuracy as :mod:`neurorate.model.losses` (``mse`` and ``ce``, the normaliser of the whole batch);
+* Adam and SGD as :class:`neurorate.optim.EnsembleOptimizer`, whose moments it updates in place, with its freeze:
+  a network whose loss is not finite is made inactive and from then on gets no update (its moments decay).
+
+The torch implementations stay the reference: ``tests/test_compiled.py`` checks the two against each other
+(float64 to 1e-12 after 30 Adam iterations for every rule, activation and loss). :class:`CompiledStep` is what
+:class:`neurorate.backends.torch.TorchBackend` calls when :func:`applies` (CPU, form A, no profile, one of
+:data:`COMPILED_RULES`, tanh or relu); ``TorchBackend(compiled=False)``, ``backend_options={"compiled": False}`` or
+the environment variable ``NEURORATE_COMPILED=0`` keep the torch path. The kernel's threads run across networks
+(:func:`kernel_threads`), while torch's own intra-op threads stay at 1.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:  # numba is a dependency; without it the torch path runs
+    import numba
+    from numba import njit, prange
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    numba = None
+
+COMPILED_RULES = {"eprop": 0, "eprop_random": 1, "rflo": 1, "bptt": 2}
+"""Rules the kernel implements: name -> 0 e-prop with ``W_out^T``, 1 e-prop with the random ``B``, 2 BPTT."""
+ACTIVATIONS = ("tanh", "relu")
+"""Activations the kernel implements."""
+LOSS_KINDS = ("mse", "ce")
+"""Losses the kernel implements."""
+
+
+def available() -> bool:
+    """Whether numba could be imported."""
+    return numba is not None
+
+
+def enabled(option: bool | None = None) -> bool:
+    """The compiled path's switch: ``option`` when given, else off only if ``NEURORATE_COMPILED=0``."""
+    if option is not None:
+        return bool(option)
+    return os.environ.get("NEURORATE_COMPILED", "").strip() not in ("0", "false", "no", "off")
+
+
+def applies(device_type: str, form: str, activation: str, rule_name: str, kind: str, profile) -> bool:
+    """Whether the compiled kernel implements this training (CPU, form A, no profile, rule, activation, loss)."""
+    return (available() and device_type == "cpu" and form == "A" and profile is None and rule_name in COMPILED_RULES
+            and activation in ACTIVATIONS and kind in LOSS_KINDS)
+
+
+def kernel_threads(threads: int | None = None) -> int:
+    """Threads of the kernel across networks: ``threads``, else ``NEURORATE_THREADS``, else the usable cores."""
+    if threads is None and os.environ.get("NEURORATE_THREADS", "").strip():
+        threads = int(os.environ["NEURORATE_THREADS"])
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except AttributeError:  # pragma: no cover - not on Linux
+            threads = os.cpu_count() or 1
+    cap = numba.config.NUMBA_NUM_THREADS if numba is not None else 1
+    return max(1, min(int(threads), cap))
+
+
+class CompiledStep:
+    """One training iteration of an ensemble by the kernel; updates the ensemble's weights and ``opt`` in place.
+
+    Parameters
+    ----------
+    ens : the :class:`~neurorate.backends.torch.ensemble.Ensemble` (CPU tensors; its weights are updated in place).
+    rule_name, kind : a key of :data:`COMPILED_RULES` and "mse" or "ce".
+    opt : the :class:`~neurorate.optim.EnsembleOptimizer` (its ``t`` and moments advance as with ``opt.step``).
+    threads : kernel threads (:func:`kernel_threads`).
+    """
+
+    def __init__(self, ens, rule_name: str, kind: str, opt, threads: int | None = None):
+        import torch
+
+        self.ens, self.kind, self.opt = ens, kind, opt
+        self.mode = COMPILED_RULES[rule_name]
+        self.threads = kernel_threads(threads)
+        self.dtype = ens.params["w_rec"].numpy().dtype
+        names = ("w_in", "w_rec", "w_out", "b", "b_out")
+        for name in names:
+            p = ens.params[name]
+            if not p.is_contiguous():
+                ens.params[name] = p.contiguous()
+        self.p = [ens.params[n].numpy() for n in names]
+        self.names = names
+        if opt.kind == "adam":
+            for store in (opt.m1, opt.m2):
+                for n in names:
+                    t = store.get(n)
+                    if t is None:
+                        store[n] = torch.zeros_like(ens.params[n])
+                    elif not t.is_contiguous() or t.dtype != ens.params[n].dtype:
+                        store[n] = t.to(ens.params[n].dtype).contiguous()
+        self.fb_t = np.ascontiguousarray(ens.feedback.numpy().transpose(0, 2, 1))
+        self.alpha = np.ascontiguousarray(ens.alpha.numpy().reshape(-1))
+        self.lr = np.ascontiguousarray(opt.lr.cpu().numpy().astype(self.dtype).reshape(-1))
+
+    def __call__(self, x: np.ndarray, target: np.ndarray, mask: np.ndarray, active: np.ndarray):
+        """Train one iteration on a batch ``x (Mx, T, B, n_in)``, ``target``/``mask`` with an optional leading
+        ``Mx`` (one task per network) as :func:`neurorate.backends.torch.gradients.gradients` takes them.
+
+        ``active (M,)`` bool is updated in place (a network whose loss is not finite becomes inactive before the
+        step, as in the torch loop). Returns ``(loss (M,), accuracy (M,))`` in the ensemble's dtype.
+        """
+        dt = self.dtype
+        m = self.p[1].shape[0]
+        x = np.ascontiguousarray(x, dtype=dt)
+        ce = self.kind == "ce"
+        lead = x.shape[0] if x.ndim == 4 else 1
+        t_steps, bsz = x.shape[1], x.shape[2]
+        if ce:
+            labels = np.ascontiguousarray(np.asarray(target, dtype=np.int64).reshape(lead, t_steps, bsz))
+            mask4 = np.ascontiguousarray(np.asarray(mask, dtype=dt).reshape(lead, t_steps, bsz, 1))
+            tgt = np.zeros((1, 1, 1, 1), dtype=dt)
+        else:
+            tgt = np.ascontiguousarray(np.asarray(target, dtype=dt).reshape(lead, t_steps, bsz, -1))
+            mask4 = np.ascontiguousarray(np.asarray(mask, dtype=dt).reshape(tgt.shape))
+            labels = np.zeros((1, 1, 1), dtype=np.int64)
+        norm = np.maximum(mask4.sum(axis=(1, 2, 3), dtype=dt), dt.type(1))
+        opt = self.opt
+        opt.t += 1
+        b1, b2 = opt.betas
+        hp = np.array([b1, 1 - b1, b2, 1 - b2, 1 - b1**opt.t, 1 - b2**opt.t, opt.eps, 0.5, 1.0, 0.0], dtype=dt)
+        if opt.kind == "adam":
+            m1 = [opt.m1[n].numpy() for n in self.names]
+            m2 = [opt.m2[n].numpy() for n in self.names]
+        else:
+            m1 = m2 = [np.zeros((1, 1, 1), dtype=dt)] * 5
+        act = np.ascontiguousarray(active, dtype=np.uint8)
+        loss = np.empty(m, dtype=dt)
+        acc = np.empty(m, dtype=dt)
+        prev = numba.get_num_threads()
+        numba.set_num_threads(self.threads)
+        try:
+            _iteration(*self.p, self.fb_t, self.alpha, x, tgt, labels, mask4, norm, ce, self.mode,
+                       self.ens.activation == "tanh", opt.kind == "adam", *m1, *m2, hp, self.lr, act, loss, acc)
+        finally:
+            numba.set_num_threads(prev)
+        active[:] = act.astype(bool)
+        return loss, acc
+
+
+if numba is not None:
+
+    @njit(cache=True, fastmath=False)
+    def _rate(a, tanh, zero):
+        """``f(a)``: tanh from exp / expm1 (as accurate as the library tanh, 1.6x faster here), or ReLU (NaN kept)."""
+        if tanh:
+            one = zero + 1
+            two = one + one
+            ax = abs(a)
+            if ax < 0.625:
+                em = np.expm1(two * ax)
+                v = em / (em + two)
+            else:
+                v = one - two / (np.exp(two * ax) + one)
+            return v if a >= zero else (-v if a < zero else a)
+        return a if not (a <= zero) else zero
+
+    @njit(cache=True, fastmath=False)
+    def _fprime(r, tanh, one, zero):
+        if tanh:
+            return one - r * r
+        return one if r > zero else zero
+
+    @njit(cache=True, fastmath=False)
+    def _step_out(j, t, jx, r, w_out, b_out, tgt, labels, mask, norm, ce, y, g, hp):
+        """Readout ``y_t``, its loss term, output gradient ``g_t`` and the step's accuracy counts."""
+        bsz, n = r.shape
+        n_out = y.shape[1]
+        one, zero = hp[8], hp[9]
+        loss = 0.0
+        hits = 0
+        count = 0
+        for bi in range(bsz):
+            for o in range(n_out):
+                s = zero
+                for i in range(n):
+                    s += r[bi, i] * w_out[j, o, i]
+                y[bi, o] = b_out[j, 0, o] + s
+            # argmax of y (first maximum; NaN counts as the maximum, as torch.argmax)
+            best = 0
+            for o in range(1, n_out):
+                if y[bi, best] == y[bi, best] and (y[bi, o] > y[bi, best] or y[bi, o] != y[bi, o]):
+                    best = o
+            if ce:
+                lab = labels[jx, t, bi]
+                mk = mask[jx, t, bi, 0]
+                mx = y[bi, 0]
+                for o in range(1, n_out):
+                    if y[bi, o] > mx:
+                        mx = y[bi, o]
+                tot = zero
+                for o in range(n_out):
+                    tot += np.exp(y[bi, o] - mx)
+                lse = np.log(tot)
+                loss += mk * (y[bi, lab] - mx - lse)
+                for o in range(n_out):
+                    p = np.exp(y[bi, o] - mx) / tot
+                    oh = one if o == lab else zero
+                    g[bi, o] = mk * (p - oh) / norm[jx]
+                if lab > 0 and mk > zero:
+                    count += 1
+                    if best == lab:
+                        hits += 1
+            else:
+                tbest = 0
+                amax = zero
+                mmax = mask[jx, t, bi, 0]
+                for o in range(n_out):
+                    d = y[bi, o] - tgt[jx, t, bi, o]
+                    mk = mask[jx, t, bi, o]
+                    loss += mk * d * d
+                    g[bi, o] = mk * d / norm[jx]
+                    if abs(tgt[jx, t, bi, o]) > amax:
+                        amax = abs(tgt[jx, t, bi, o])
+                    if mk > mmax:
+                        mmax = mk
+                    if tgt[jx, t, bi, o] > tgt[jx, t, bi, tbest]:
+                        tbest = o
+                if amax > zero and mmax > zero:
+                    count += 1
+                    if best == tbest:
+                        hits += 1
+        return loss, hits, count
+
+    @njit(cache=True, fastmath=False)
+    def _gemm_acc(out, a, w):
+        """``out += a @ w`` for ``a (B, K)``, ``w (K, N)``: four rows of ``a`` per pass over ``w`` (each row of
+        ``out`` still sums over k in order)."""
+        bsz, kk = a.shape
+        b4 = bsz - bsz % 4
+        for b0 in range(0, b4, 4):
+            o0, o1, o2, o3 = out[b0], out[b0 + 1], out[b0 + 2], out[b0 + 3]
+            for k in range(kk):
+                a0, a1, a2, a3 = a[b0, k], a[b0 + 1, k], a[b0 + 2, k], a[b0 + 3, k]
+                row = w[k]
+                for i in range(row.shape[0]):
+                    wi = row[i]
+                    o0[i] += a0 * wi
+                    o1[i] += a1 * wi
+                    o2[i] += a2 * wi
+                    o3[i] += a3 * wi
+        for bi in range(b4, bsz):
+            o = out[bi]
+            for k in range(kk):
+                ak = a[bi, k]
+                row = w[k]
+                for i in range(row.shape[0]):
+                    o[i] += ak * row[i]
+
+    @njit(cache=True, fastmath=False)
+    def _recurrent(j, t, jx, x, w_in, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec):
+        """``state = keep state + alpha (U x_t + b + W r)``; then ``r = f(state)`` (both in place)."""
+        bsz, n = r.shape
+        n_in = x.shape[3]
+        for bi in range(bsz):
+            for i in range(n):
+                s = zero
+                for k in range(n_in):
+                    s += x[jx, t, bi, k] * w_in[j, i, k]
+                rec[bi, i] = s + b[j, 0, i]
+        _gemm_acc(rec, r, w_rec_t)
+        for bi in range(bsz):
+            for i in range(n):
+                state[bi, i] = keep_j * state[bi, i] + alpha_j * rec[bi, i]
+                r[bi, i] = _rate(state[bi, i], tanh, zero)
+
+    @njit(cache=True, fastmath=False)
+    def _outer_acc(acc, e, v):
+        """``acc += e^T v`` for ``e (B, P)``, ``v (B, Q)``: summed over the batch in order, four trials per pass."""
+        bsz, p = e.shape
+        b4 = bsz - bsz % 4
+        for i in range(p):
+            row = acc[i]
+            for b0 in range(0, b4, 4):
+                s0, s1, s2, s3 = e[b0, i], e[b0 + 1, i], e[b0 + 2, i], e[b0 + 3, i]
+                v0, v1, v2, v3 = v[b0], v[b0 + 1], v[b0 + 2], v[b0 + 3]
+                for k in range(row.shape[0]):
+                    row[k] = (((row[k] + s0 * v0[k]) + s1 * v1[k]) + s2 * v2[k]) + s3 * v3[k]
+            for bi in range(b4, bsz):
+                s = e[bi, i]
+                vb = v[bi]
+                for k in range(row.shape[0]):
+                    row[k] += s * vb[k]
+
+    @njit(cache=True, fastmath=False)
+    def _update(p, g, m1, m2, j, adam, lr, hp):
+        """Adam or SGD on network ``j`` of ``p (M, a, c)`` with its gradient ``g (a, c)`` (lr 0 when frozen)."""
+        a, c = g.shape
+        for u in range(a):
+            for v in range(c):
+                if adam:
+                    m1[j, u, v] = m1[j, u, v] * hp[0] + hp[1] * g[u, v]
+                    m2[j, u, v] = m2[j, u, v] * hp[2] + hp[3] * g[u, v] * g[u, v]
+                    denom = np.sqrt(m2[j, u, v] / hp[5]) + hp[6]
+                    p[j, u, v] = p[j, u, v] - lr * (m1[j, u, v] / hp[4]) / denom
+                else:
+                    p[j, u, v] = p[j, u, v] - lr * g[u, v]
+
+    @njit(parallel=True, cache=True, fastmath=False)
+    def _iteration(w_in, w_rec, w_out, b, b_out, fb_t, alpha, x, tgt, labels, mask, norm, ce, mode, tanh, adam,
+                   m1_in, m1_rec, m1_out, m1_b, m1_bout, m2_in, m2_rec, m2_out, m2_b, m2_bout, hp, lrs, active,
+                   loss_out, acc_out):
+        """All networks of the ensemble, one per ``prange`` iteration (the body is :func:`_network`)."""
+        for jp in prange(w_rec.shape[0]):
+            _network(np.int64(jp), w_in, w_rec, w_out, b, b_out, fb_t, alpha, x, tgt, labels, mask, norm, ce, mode,
+                     tanh, adam, m1_in, m1_rec, m1_out, m1_b, m1_bout, m2_in, m2_rec, m2_out, m2_b, m2_bout, hp, lrs,
+                     active, loss_out, acc_out)
+
+    @njit(cache=True, fastmath=False)
+    def _network(j, w_in, w_rec, w_out, b, b_out, fb_t, alpha, x, tgt, labels, mask, norm, ce, mode, tanh, adam,
+                 m1_in, m1_rec, m1_out, m1_b, m1_bout, m2_in, m2_rec, m2_out, m2_b, m2_bout, hp, lrs, active,
+                 loss_out, acc_out):
+        """Network ``j``: forward, gradient, loss, accuracy, freeze check and optimizer step."""
+        m, n, n_in = w_in.shape
+        n_out = w_out.shape[1]
+        t_steps, bsz = x.shape[1], x.shape[2]
+        dt = w_rec.dtype
+        one, zero = hp[8], hp[9]
+        jx = j if x.shape[0] > 1 else np.int64(0)
+        jt = j if mask.shape[0] > 1 else np.int64(0)
+        alpha_j = alpha[j]
+        keep_j = one - alpha_j
+        w_rec_t = np.ascontiguousarray(w_rec[j].T)
+        state = np.zeros((bsz, n), dtype=dt)
+        r = np.zeros((bsz, n), dtype=dt)
+        rec = np.zeros((bsz, n), dtype=dt)
+        y = np.zeros((bsz, n_out), dtype=dt)
+        g = np.zeros((bsz, n_out), dtype=dt)
+        e = np.zeros((bsz, n), dtype=dt)
+        g_in = np.zeros((n, n_in), dtype=dt)
+        g_rec = np.zeros((n, n), dtype=dt)
+        g_out = np.zeros((n_out, n), dtype=dt)
+        g_b = np.zeros((1, n), dtype=dt)
+        g_bout = np.zeros((1, n_out), dtype=dt)
+        loss = 0.0
+        hits = 0
+        count = 0
+        if mode < 2:  # e-prop (factorised form A), symmetric or random feedback
+            fb = w_out[j] if mode == 0 else fb_t[j]
+            rbar = np.zeros((bsz, n), dtype=dt)
+            xbar = np.zeros((bsz, n_in), dtype=dt)
+            bbar = zero
+            xt = np.zeros((bsz, n_in), dtype=dt)
+            for t in range(t_steps):
+                for bi in range(bsz):
+                    for i in range(n):
+                        rbar[bi, i] = rbar[bi, i] * keep_j + alpha_j * r[bi, i]
+                    for k in range(n_in):
+                        xt[bi, k] = x[jx, t, bi, k]
+                        xbar[bi, k] = xbar[bi, k] * keep_j + alpha_j * xt[bi, k]
+                bbar = bbar * keep_j + alpha_j
+                _recurrent(j, t, jx, x, w_in, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec)
+                lo, hi, co = _step_out(j, t, jt, r, w_out, b_out, tgt, labels, mask, norm, ce, y, g, hp)
+                loss += lo
+                hits += hi
+                count += co
+                for bi in range(bsz):
+                    for i in range(n):
+                        s = zero
+                        for o in range(n_out):
+                            s += g[bi, o] * fb[o, i]
+                        e[bi, i] = s * _fprime(r[bi, i], tanh, one, zero)
+                _outer_acc(g_rec, e, rbar)
+                _outer_acc(g_in, e, xbar)
+                for i in range(n):
+                    s = zero
+                    for bi in range(bsz):
+                        s += e[bi, i]
+                    g_b[0, i] += s * bbar
+                _outer_acc(g_out, g, r)
+                for o in range(n_out):
+                    s = zero
+                    for bi in range(bsz):
+                        s += g[bi, o]
+                    g_bout[0, o] += s
+        else:  # BPTT: forward keeping the rates, then the hand-written backward pass
+            rates = np.zeros((t_steps, bsz, n), dtype=dt)
+            gs = np.zeros((t_steps, bsz, n_out), dtype=dt)
+            for t in range(t_steps):
+                _recurrent(j, t, jx, x, w_in, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec)
+                rates[t] = r
+                lo, hi, co = _step_out(j, t, jt, r, w_out, b_out, tgt, labels, mask, norm, ce, y, g, hp)
+                gs[t] = g
+                loss += lo
+                hits += hi
+                count += co
+                _outer_acc(g_out, g, r)
+                for o in range(n_out):
+                    s = zero
+                    for bi in range(bsz):
+                        s += g[bi, o]
+                    g_bout[0, o] += s
+            delta = np.zeros((bsz, n), dtype=dt)
+            back = np.zeros((bsz, n), dtype=dt)
+            xt = np.zeros((bsz, n_in), dtype=dt)
+            w_j = w_rec[j]
+            for t in range(t_steps - 1, -1, -1):
+                back[:] = zero
+                _gemm_acc(back, delta, w_j)  # W^T delta_{t+1} as rows
+                for bi in range(bsz):
+                    for i in range(n):
+                        s = zero
+                        for o in range(n_out):
+                            s += gs[t, bi, o] * w_out[j, o, i]
+                        v = back[bi, i] * alpha_j + s
+                        delta[bi, i] = v * _fprime(rates[t, bi, i], tanh, one, zero) + keep_j * delta[bi, i]
+                        e[bi, i] = alpha_j * delta[bi, i]
+                    for k in range(n_in):
+                        xt[bi, k] = x[jx, t, bi, k]
+                if t > 0:
+                    _outer_acc(g_rec, e, rates[t - 1])
+                _outer_acc(g_in, e, xt)
+                for i in range(n):
+                    s = zero
+                    for bi in range(bsz):
+                        s += e[bi, i]
+                    g_b[0, i] += s
+        if ce:
+            lv = -loss / norm[jt]
+        else:
+            lv = hp[7] * loss / norm[jt]
+        loss_out[j] = lv
+        acc_out[j] = hits / count if count > 0 else np.nan
+        if not np.isfinite(loss_out[j]):
+            active[j] = 0
+        on = active[j] != 0
+        lr = lrs[j] if on else zero
+        if not on:
+            g_in[:] = zero
+            g_rec[:] = zero
+            g_out[:] = zero
+            g_b[:] = zero
+            g_bout[:] = zero
+        _update(w_in, g_in, m1_in, m2_in, j, adam, lr, hp)
+        _update(w_rec, g_rec, m1_rec, m2_rec, j, adam, lr, hp)
+        _update(w_out, g_out, m1_out, m2_out, j, adam, lr, hp)
+        _update(b, g_b, m1_b, m2_b, j, adam, lr, hp)
+        _update(b_out, g_bout, m1_bout, m2_bout, j, adam, lr, hp)

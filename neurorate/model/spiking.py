@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,12 @@ class LIFNetwork:
     adaptive_fraction: float = 1.0
 
     def __post_init__(self):
+        for key in _LIF_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise NeurorateError(f"{key} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise NeurorateError(f"{key} must be finite, got {value}")
         if not self.threshold > 0:
             raise NeurorateError(f"threshold must be > 0, got {self.threshold}")
         if not 0 <= self.kappa < 1:
@@ -122,8 +129,14 @@ class LIFNetwork:
         lif = _lif_header(Path(path))
         if lif is None:
             raise FileFormatError(f"{path}: not a spiking (LIF) network file")
+        if not isinstance(lif, dict) or not set(lif) <= set(_LIF_KEYS):
+            raise FileFormatError(f"{path}: header 'neurorate_lif' must be a table of {', '.join(_LIF_KEYS)}, "
+                                  f"got {lif!r}")
         spec = _load_spec(Path(path))
-        return cls(spec, **lif)
+        try:
+            return cls(spec, **lif)
+        except NeurorateError as exc:
+            raise FileFormatError(f"{path}: {exc}") from None
 
 
 def _lif_header(path: Path) -> dict | None:

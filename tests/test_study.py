@@ -96,7 +96,8 @@ def _synthetic(effect: float, rng, seeds=6, gains=(0.25, 0.5, 1.0, 1.5)):
             lam_b = -0.5 + 0.3 * g + 0.01 * rng.standard_normal()
             for rule, scale in (("bptt", 0.5), ("eprop", 1.0)):
                 runs.append(_run(g, 1e-3, s, loss * scale, rule=rule, lambda_max_before=lam_b,
-                                 lambda_max_after=0.005 * rng.standard_normal()))
+                                 lambda_max_after=0.005 * rng.standard_normal(), best_loss=0.04 * loss * scale,
+                                 alpha=0.5))
             improvement = 0.008 if g == gains[0] else 0.0
             runs.append(_run(g, 1e-3, s, loss - improvement + 0.0002 * rng.standard_normal(), flossing=True,
                              lambda_max_before=lam_b, lambda_max_after=0.0))

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from neurorate.errors import NeurorateError
 from neurorate.learning.registry import BUILTIN_RULES, rule_names
 
-BEST_LR_CRITERIA = ("final_loss", "auc")
+BEST_LR_CRITERIA = ("final_loss", "best_loss", "auc")
 NEURONS = ("rate", "lif", "alif")
 SPIKING_RULES = tuple(r.name for r in BUILTIN_RULES if "lif" in r.neurons)  # built-in rules for LIF/ALIF
 
@@ -71,6 +71,7 @@ class StudyConfig(BaseModel):
     batch: int = 32
     tau: dict[str, float] = Field(default_factory=dict)
     task_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     form: Literal["A", "B", "C"] = "A"
     activation: str | dict[str, str] | None = None
     input_bias: bool = True
@@ -78,8 +79,10 @@ class StudyConfig(BaseModel):
     optimizer: Literal["adam", "sgd"] = "adam"
     lyapunov: bool = True
     lyapunov_k: int = 4
-    best_lr: Literal["final_loss", "auc"] = "final_loss"
+    best_lr: Literal["final_loss", "best_loss", "auc"] = "final_loss"
     final_fraction: float = 0.1
+    solved_loss: float = 1e-3
+    best_window: int = 50
     log_every: int = 10
     richlazy: bool = True
     probe_batch: int = 64
@@ -97,13 +100,7 @@ class StudyConfig(BaseModel):
     @field_validator("tasks")
     @classmethod
     def _tasks(cls, v: list[str]) -> list[str]:
-        from neurorate.tasks.base import available_tasks
-
-        known = available_tasks()
-        for t in v:
-            if t.partition(":")[0].lower() not in known:
-                raise ValueError(f"unknown task {t!r}; choose from {', '.join(known)}")
-        return _unique(v, "tasks")
+        return _unique(v, "tasks")  # names are checked with the variants (model validator)
 
     @field_validator("rules", "floss_rules")
     @classmethod
@@ -132,8 +129,8 @@ class StudyConfig(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, v: list[int]) -> list[int]:
-        if any(s < 0 for s in v):
-            raise ValueError(f"seeds must be >= 0, got {v}")
+        if any(s < 0 or s >= 2**63 for s in v):
+            raise ValueError(f"seeds must be >= 0 and < 2**63 (they are stored as 64-bit integers), got {v}")
         return _unique(v, "seeds")
 
     @field_validator("ranks", mode="before")
@@ -161,14 +158,40 @@ class StudyConfig(BaseModel):
         return _unique(v, "list")
 
     @model_validator(mode="after")
+    def _task_names(self) -> StudyConfig:
+        from neurorate.tasks.base import available_tasks
+
+        known = available_tasks()
+        for label, opts in self.variants.items():
+            if ":" in label or label.lower() in known or not label.strip() or "|" in label:
+                raise ValueError(f"variants: {label!r} must be a new plain name (not a task name, no ':' or '|')")
+            base = opts.get("task")
+            if not isinstance(base, str) or base.partition(":")[0].lower() not in known:
+                raise ValueError(f"variants: {label!r} needs task = one of {', '.join(known)}, got {base!r}")
+        for t in self.tasks:
+            if t not in self.variants and t.partition(":")[0].lower() not in known:
+                raise ValueError(f"tasks: unknown task {t!r}; choose from {', '.join(known)} (or a label of variants)")
+        for label in self.variants:
+            if label not in self.tasks:
+                raise ValueError(f"variants: {label!r} is not in tasks {self.tasks}")
+            try:
+                self.make_task(label, batch_size=1, seed=0)
+            except NeurorateError as exc:
+                raise ValueError(f"variants: {label!r}: {exc}") from None
+        return self
+
+    @model_validator(mode="after")
     def _ranges(self) -> StudyConfig:
-        for name in ("iterations", "hidden", "batch", "floss_k", "lyapunov_k", "log_every", "probe_batch"):
+        for name in ("iterations", "hidden", "batch", "floss_k", "lyapunov_k", "log_every", "probe_batch",
+                     "best_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.floss_iterations < 0 or (True in self.flossing and self.floss_iterations < 1):
             raise ValueError(f"floss_iterations: must be >= 1 when flossing is on, got {self.floss_iterations}")
         if not (0 < self.final_fraction <= 1):
             raise ValueError(f"final_fraction: must be in (0, 1], got {self.final_fraction}")
+        if not (0 < self.solved_loss < 1e6):
+            raise ValueError(f"solved_loss: must be finite and > 0, got {self.solved_loss}")
         if not self.floss_lr > 0:
             raise ValueError(f"floss_lr: must be > 0, got {self.floss_lr}")
         for r in self.ranks:
@@ -207,12 +230,32 @@ class StudyConfig(BaseModel):
             return self.activation
         return "tanh" if loss_kind == "mse" else "relu"
 
+    def base_task(self, task: str) -> str:
+        """The task name :func:`neurorate.make_task` knows for ``task`` (a variant label's ``task``)."""
+        return self.variants[task]["task"] if task in self.variants else task
+
     def task_kwargs(self, task: str) -> dict[str, Any]:
-        """Extra keyword arguments of :func:`neurorate.make_task` for ``task``."""
-        kw = dict(self.task_options.get(task, {}))
-        if task in self.tau:
-            kw["tau"] = self.tau[task]
+        """Extra keyword arguments of :func:`neurorate.make_task` for ``task`` (a task name or a variant label).
+
+        A variant inherits its base task's ``task_options`` and ``tau``; its own options (e.g. ``tau``) override
+        them."""
+        base = self.base_task(task)
+        kw = dict(self.task_options.get(base, {}))
+        if base in self.tau:
+            kw["tau"] = self.tau[base]
+        if task != base:
+            kw.update(self.task_options.get(task, {}))
+            if task in self.tau:
+                kw["tau"] = self.tau[task]
+            kw.update({k: v for k, v in self.variants[task].items() if k != "task"})
         return kw
+
+    def make_task(self, task: str, batch_size: int | None = None, seed: int = 0):
+        """The :class:`~neurorate.tasks.base.Task` of ``task`` (a task name or a variant label) with this config's
+        options."""
+        from neurorate.tasks.base import make_task
+
+        return make_task(self.base_task(task), batch_size=batch_size, seed=seed, **self.task_kwargs(task))
 
     def n_networks(self) -> int:
         """Networks per ensemble (gains x lrs x seeds)."""
@@ -239,7 +282,7 @@ class StudyConfig(BaseModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATE_FIELDS = ("neurons", "lif", "dtype")
+_LATE_FIELDS = ("neurons", "lif", "dtype", "variants", "solved_loss", "best_window")
 
 
 def _members(v: list[str], known, what: str) -> list[str]:

@@ -63,9 +63,7 @@ def check_workers(workers, n_jobs: int) -> int:
 
 def estimated_cost(cfg, job) -> float:
     """Relative cost of one ensemble (steps x iterations, BPTT twice e-prop, flossing included): orders the queue."""
-    import neurorate as nr
-
-    steps = nr.make_task(job.task, batch_size=1, seed=0, **cfg.task_kwargs(job.task)).n_steps
+    steps = cfg.make_task(job.task, batch_size=1, seed=0).n_steps
     its = cfg.iterations * (2.0 if job.rule == "bptt" else 1.0)
     if job.flossing:
         its += _FLOSS_COST * cfg.floss_iterations

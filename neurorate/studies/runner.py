@@ -101,8 +101,7 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
 
     torch.set_num_threads(max(1, min(torch.get_num_threads(), int(os.environ.get("NEURORATE_THREADS", "1")))))
     grid = [(g, lr, s) for g in config.gains for lr in config.lrs for s in config.seeds]
-    kw = config.task_kwargs(job.task)
-    tasks = [nr.make_task(job.task, batch_size=config.batch, seed=s, **kw) for _, _, s in grid]
+    tasks = [config.make_task(job.task, batch_size=config.batch, seed=s) for _, _, s in grid]
     t0 = tasks[0]
     act = config.activation_for(job.task, t0.loss_kind)
     specs = [nr.NetworkSpec.random(n_in=t0.n_in, n_hidden=config.hidden, n_out=t0.n_out, gain=g, seed=s,
@@ -132,7 +131,7 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
     if config.richlazy:
         from neurorate.analysis.richlazy import richlazy_metrics
 
-        probe = nr.make_task(job.task, batch_size=config.probe_batch, seed=10_000_019, **kw)
+        probe = config.make_task(job.task, batch_size=config.probe_batch, seed=10_000_019)
         x, _, mask = probe.batch(0)
         metrics = richlazy_metrics(specs, [r.spec for r in results], x, mask)
     return _rows(config, job, grid, results, metrics, wall)
@@ -178,11 +177,15 @@ def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, prog
 def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: float):
     import pyarrow as pa
 
+    from neurorate.studies.claims import best_so_far, time_to_solve, unlearned
+
     types = _columns()
     cols: dict[str, list] = {name: [] for name in types}
     every = config.log_every
     for (gain, lr, seed), res, met in zip(grid, results, metrics):
         losses = np.asarray(res.losses, dtype=float)
+        best = best_so_far(losses, config.best_window)
+        solved_at = time_to_solve(losses, config.solved_loss, config.best_window)
         acc = np.asarray(res.accuracy, dtype=float)
         n_blocks = math.ceil(len(losses) / every)
         final = res.final_loss(config.final_fraction)
@@ -192,7 +195,9 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
             "run_id": f"{job.key}|g={gain:g}|lr={lr:g}|seed={seed}", "ensemble": job.key, "task": job.task,
             "rule": job.rule, "neuron": job.neuron, "flossing": job.flossing, "rank": job.rank, "backend": job.backend,
             "profile": job.profile or "none", "gain": float(gain), "lr": float(lr), "seed": int(seed),
-            "hidden": config.hidden, "final_loss": final, "auc": auc,
+            "hidden": config.hidden, "final_loss": final, "auc": auc, "best_loss": best,
+            "time_to_solve": solved_at, "unlearned": unlearned(best, final, config.solved_loss),
+            "alpha": float(res.spec_initial.alpha), "base_task": config.base_task(job.task),
             "final_accuracy": float(np.nanmean(tail)) if np.isfinite(tail).any() else math.nan,
             "lambda_max_before": _num(res.lambda_max_before), "lambda_max_flossed": _num(res.lambda_max_flossed),
             "lambda_max_after": _num(res.lambda_max_after), "wall_time": float(res.wall_time),
@@ -228,7 +233,8 @@ def _columns() -> dict[str, Any]:
         "run_id": s, "ensemble": s, "task": s, "rule": s, "neuron": s, "flossing": b, "rank": i, "backend": s,
         "profile": s,
         "gain": f, "lr": f, "seed": i, "hidden": i, "iteration": i, "loss": f, "accuracy": f, "final_loss": f,
-        "auc": f, "final_accuracy": f, "lambda_max_before": f, "lambda_max_flossed": f, "lambda_max_after": f,
+        "auc": f, "best_loss": f, "time_to_solve": f, "unlearned": b, "alpha": f, "base_task": s,
+        "final_accuracy": f, "lambda_max_before": f, "lambda_max_flossed": f, "lambda_max_after": f,
         "wall_time": f, "ensemble_wall_time": f, "status": s, "diverged_at": i, "weight_change": f,
         "erank_before": f, "erank_after": f, "repr_alignment": f, "kernel_alignment": f, "kernel_alignment_eprop": f,
         "spike_rate": f,
@@ -464,24 +470,27 @@ def preflight(cfg: StudyConfig) -> None:
     """Check what the study will ask of each backend and profile before anything is written: every backend is
     known and importable, every profile loads and accepts the study's networks, and each (backend, rule,
     optimizer) can run (e.g. Lava runs neither BPTT nor Adam). One line (:class:`NeurorateError`) otherwise."""
+    import neurorate as nr
     from neurorate.backends.base import available_backends, get_backend
     from neurorate.hardware.profiles import load_profile
+    from neurorate.training import check_resources
 
     for name in cfg.backends:
         if name not in available_backends():
             raise NeurorateError(f"unknown backend {name!r}; choose one of {', '.join(available_backends())}")
     profiles = {p: load_profile(p) for p in cfg.profiles if p is not None}
-    if profiles:
-        import neurorate as nr
-
-        for task in cfg.tasks:
-            t = nr.make_task(task, batch_size=1, seed=0, **cfg.task_kwargs(task))
-            spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=cfg.hidden, n_out=t.n_out, gain=1.0, seed=0,
-                                         form=cfg.form, activation=cfg.activation_for(task, t.loss_kind),
-                                         alpha=t.alpha, dt=t.dt_seconds, input_bias=cfg.input_bias,
-                                         recurrent_bias=cfg.recurrent_bias)
-            for profile in profiles.values():
-                profile.check(spec)
+    for task in cfg.tasks:
+        t = cfg.make_task(task, batch_size=1, seed=0)
+        # the size ceilings and the memory of one ensemble (the largest unit of work), before any spec is drawn
+        check_resources(cfg.hidden, t.n_in, t.n_out, cfg.batch, t.n_steps, cfg.iterations, cfg.n_networks(),
+                        dtype=cfg.dtype)
+        # one network of the study's shape: its options (activation, form, ...) and every profile's capacity
+        spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=cfg.hidden, n_out=t.n_out, gain=1.0, seed=0,
+                                     form=cfg.form, activation=cfg.activation_for(task, t.loss_kind),
+                                     alpha=t.alpha, dt=t.dt_seconds, input_bias=cfg.input_bias,
+                                     recurrent_bias=cfg.recurrent_bias)
+        for profile in profiles.values():
+            profile.check(spec)
     for name in cfg.backends:
         if name == "lava":  # the Lava backend's own capability check (no BPTT, no Adam), then its install
             from neurorate.backends.lava._compat import ensure_lava_importable

@@ -343,7 +343,10 @@ def test_lyapunov_options(case):
 
 # ------------------------------------------------------------------------------------------------ TOML files
 def toml_value(v) -> str:
-    """One TOML value (strings, numbers incl. nan/inf, booleans, arrays, inline tables)."""
+    """One TOML value (strings, numbers incl. nan/inf, booleans, arrays, inline tables; TOML has no null, so
+    None, a value of the wrong type wherever it is drawn, is written as an empty inline table)."""
+    if v is None:
+        return "{}"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, int):

@@ -108,8 +108,12 @@ def write_section(lines):
     text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by the script it names.\n"
     head = "## Ensemble training"
     parts = text.split("\n## ")
+    old = [p for p in parts if p.startswith(head[3:])]
+    compiled = ""  # the subsection written by benchmarks/bench_compiled.py is kept
+    if old and "### Compiled CPU path" in old[0]:
+        compiled = "\n" + old[0][old[0].index("### Compiled CPU path"):].rstrip() + "\n"
     kept = [p for p in parts if not p.startswith(head[3:])]
-    text = "\n## ".join(kept).rstrip() + "\n\n" + "\n".join(lines) + "\n"
+    text = "\n## ".join(kept).rstrip() + "\n\n" + "\n".join(lines) + "\n" + compiled
     path.write_text(text)
 
 

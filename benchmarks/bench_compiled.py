@@ -1,0 +1,121 @@
+"""The compiled CPU path against the torch path and the naive loop, side by side in one run (docs/benchmarks.md).
+
+For each rule (e-prop, BPTT, RFLO), N in (64, 128) and M in (16, 64) networks (Romo, B = 32, T = 56, tanh, float32,
+Adam): milliseconds per iteration of
+
+* ``compiled``: :class:`neurorate.backends.torch.TorchBackend` with the numba kernel (one thread, and the machine's
+  usable cores across networks),
+* ``torch``: the same backend with ``compiled=False`` (the fused torch kernels, one intra-op thread),
+* ``naive``: one network at a time in the paper's style (``benchmarks/bench_ensemble.py``), per network,
+
+and the achieved GFLOP/s (the e-prop count of docs/theory.md §8, used for all three rules: BPTT's backward pass and
+RFLO's traces cost the same multiply-adds) against a single-thread batched-matmul peak (``torch.bmm`` of
+``(M, B, N) x (N, N)``) measured in the same run at the same shapes. The machine is shared: the rows are compared
+side by side in one run, and the load average is recorded.
+
+Usage: ``python benchmarks/bench_compiled.py [--quick] [--write]`` (``--write`` replaces the "Compiled CPU path"
+part of the "Ensemble training" section of docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+import neurorate as nr
+from neurorate.backends.torch import TorchBackend
+from neurorate.backends.torch import compiled as cmp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ensemble import bmm_gflops, eprop_flops, machine, naive_ms_per_iteration  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MARK = "### Compiled CPU path"
+
+
+def ms_per_iteration(n, m, rule, compiled, threads, iterations):
+    task = nr.make_task("romo", batch_size=32, seed=0)
+    specs = [nr.NetworkSpec.random(n_hidden=n, gain=1.0 + 0.01 * j, seed=j) for j in range(m)]
+    be = TorchBackend(device="cpu", dtype="float32", compiled=compiled, threads=threads)
+    be.train(specs, task, rule, iterations=1, lr=1e-3, progress=False)  # warm-up (and the JIT's cache)
+    t0 = time.perf_counter()
+    be.train(specs, task, rule, iterations=iterations, lr=1e-3, progress=False)
+    return (time.perf_counter() - t0) / iterations * 1e3
+
+
+def load() -> str:
+    try:
+        return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:  # pragma: no cover
+        return "unknown"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="one size, few iterations (a check, not a report)")
+    ap.add_argument("--write", action="store_true", help="write the rows into docs/benchmarks.md")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cores = cmp.kernel_threads()
+    sizes = [(64, 16)] if args.quick else [(64, 16), (64, 64), (128, 16), (128, 64)]
+    rules = ["eprop"] if args.quick else ["eprop", "bptt", "rflo"]
+    load_before = load()
+    rows = []
+    naive = {}
+    for n, m in sizes:
+        if n not in naive:
+            naive[n] = naive_ms_per_iteration(n, 5 if args.quick else 20)
+        peak = bmm_gflops(n, m)
+        its = 2 if args.quick else max(2, int(400 / (m * (n / 64) ** 2)))
+        for rule in rules:
+            c1 = ms_per_iteration(n, m, rule, True, 1, its)
+            cn = ms_per_iteration(n, m, rule, True, cores, its) if cores > 1 else c1
+            tp = ms_per_iteration(n, m, rule, False, 1, its)
+            flops = eprop_flops(n, m)
+            gf = lambda t, f=flops: f / (t / 1e3) / 1e9  # noqa: E731
+            row = (rule, n, m, c1, cn, tp, naive[n], gf(c1), gf(tp), peak)
+            rows.append(row)
+            print(f"{rule:6s} N={n:3d} M={m:2d}: compiled {c1:7.1f} ms/it (1 thread), {cn:7.1f} ({cores} threads); "
+                  f"torch {tp:7.1f}; naive {naive[n]:.2f} per network; compiled/torch {tp / c1:.2f}x; "
+                  f"{gf(c1):.1f} GFLOP/s = {100 * gf(c1) / peak:.0f}% of bmm {peak:.1f}; "
+                  f"vs naive {naive[n] * m / c1:.1f}x", flush=True)
+    load_after = load()
+    lines = [MARK, "",
+             f"`python benchmarks/bench_compiled.py --write` on {datetime.date.today()}: {machine()}; load average "
+             f"(1, 5, 15 min) {load_before} before and {load_after} after the run (2 cores: a load above 2 means "
+             "other jobs shared them). Romo, B = 32, T = 56, tanh, float32, Adam; every row measured side by side in "
+             f"one run. compiled = the numba kernel (1 thread; {cores} threads across networks); torch = "
+             "`compiled=False`, one intra-op thread; naive = one network at a time (paper style), x M. %bmm = "
+             "GFLOP/s (e-prop count, docs/theory.md §8) over single-thread `torch.bmm` at (M, B, N) x (N, N) in "
+             "the same run.", "",
+             f"| rule | N | M | compiled ms/it (1 thr) | compiled ms/it ({cores} thr) | torch ms/it | "
+             "naive ms/it x M | compiled vs torch | compiled vs naive | compiled GFLOP/s | torch GFLOP/s | "
+             "bmm GFLOP/s | compiled % bmm |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for rule, n, m, c1, cn, tp, nv, g1, gt, peak in rows:
+        lines.append(f"| {rule} | {n} | {m} | {c1:.1f} | {cn:.1f} | {tp:.1f} | {nv * m:.1f} | {tp / c1:.2f}x | "
+                     f"{nv * m / c1:.1f}x | {g1:.1f} | {gt:.1f} | {peak:.1f} | {100 * g1 / peak:.0f}% |")
+    if args.write:
+        path = ROOT / "docs" / "benchmarks.md"
+        text = path.read_text()
+        if MARK in text:
+            start = text.index(MARK)
+            nxt = text.find("\n## ", start)
+            text = text[:start] + "\n".join(lines) + "\n" + (text[nxt:] if nxt >= 0 else "")
+        else:
+            at = text.index("## Study")
+            text = text[:at] + "\n".join(lines) + "\n\n" + text[at:]
+        path.write_text(text)
+        print("wrote docs/benchmarks.md", file=sys.stderr)
+    else:
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -2,8 +2,9 @@
 
 A study is the grid ``tasks x rules x flossing x ranks x backends x profiles`` (one *ensemble* each) times
 ``gains x lrs x seeds`` (the networks inside one ensemble, trained as one program on the torch backend).
-Embedded configs live in ``neurorate/studies/configs/*.toml`` (``paper`` is the default, ``quick`` a 30 s check,
-docs/benchmarks.md).
+Embedded configs live in ``neurorate/studies/configs/*.toml`` (``paper`` is the default, ``quick`` a 30 s check;
+``paper-n64`` the previous protocol, ``paper-n256``, ``fig5`` and ``alpha-sweep``; each file's header says what it
+tests and what it costs, docs/benchmarks.md).
 
 TOML has no null: write ``0`` or ``"full"`` in ``ranks`` for a full-rank initialisation and ``"none"`` in
 ``profiles`` for full precision.
@@ -47,7 +48,14 @@ class SpikingConfig(BaseModel):
 
 
 class StudyConfig(BaseModel):
-    """One study. Every field has a default; ``neurorate/studies/configs/paper.toml`` documents the paper's choices."""
+    """One study. Every field has a default; ``neurorate/studies/configs/paper.toml`` documents the paper's choices.
+
+    ``variants`` names labelled task variants usable in ``tasks``: ``{label: {"task": base, **options}}`` (e.g.
+    ``{"2af-tau200": {"task": "2af", "tau": 200.0}}``), each a new name with its base task's ``task_options`` and
+    ``tau`` overridden by its own options; its runs carry the label as ``task`` and the base as ``base_task``.
+    ``solved_loss`` (1e-3) and ``best_window`` (50 iterations) define the per-run metrics ``best_loss`` (minimum of
+    the running mean), ``time_to_solve`` and ``unlearned`` (:mod:`neurorate.studies.claims`; docs/study.md).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

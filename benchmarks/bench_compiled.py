@@ -30,7 +30,6 @@ import torch
 
 import neurorate as nr
 from neurorate.backends.torch import TorchBackend
-from neurorate.backends.torch import compiled as cmp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_ensemble import bmm_gflops, eprop_flops, machine, naive_ms_per_iteration  # noqa: E402
@@ -62,7 +61,7 @@ def main():
     ap.add_argument("--write", action="store_true", help="write the rows into docs/benchmarks.md")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    cores = cmp.kernel_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     sizes = [(64, 16)] if args.quick else [(64, 16), (64, 64), (128, 16), (128, 64)]
     rules = ["eprop"] if args.quick else ["eprop", "bptt", "rflo"]
     load_before = load()

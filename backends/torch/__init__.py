@@ -74,7 +74,7 @@ class TorchBackend:
     device : "auto" (CUDA if present), "cpu" or "cuda".
     dtype : "float32" (default) or "float64" (used by the oracle tests).
     threads : CPU threads of a training call (None: the environment variable ``NEURORATE_THREADS``, else the
-        default). The compiled path (below) runs this many threads across networks (default: the usable cores)
+        default). The compiled path (below) runs this many threads across networks (default: 1)
         while torch keeps one intra-op thread; the torch path gives them to torch (default: 1, since intra-op
         threads > 1 were 4-14x slower on a busy 2-core machine; docs/benchmarks.md). Never both at once.
     compiled : the compiled CPU path (:mod:`neurorate.backends.torch.compiled`: one numba kernel per training
@@ -110,7 +110,7 @@ class TorchBackend:
 
     def _set_threads(self, compiled: bool) -> int | None:
         """torch's intra-op threads on the CPU: the requested threads on the torch path, else 1. Returns the
-        compiled kernel's threads (None: its default, the usable cores)."""
+        compiled kernel's threads (None: its default, 1)."""
         if self.device.type != "cpu":
             return None
         requested = self._requested_threads()

@@ -59,23 +59,16 @@ def applies(device_type: str, form: str, activation: str, rule_name: str, kind: 
             and activation in ACTIVATIONS and kind in LOSS_KINDS)
 
 
-SMALL_WORK = 2**26
-"""Below this many multiply-adds of the recurrent matmul per iteration (``M T B N^2``) the kernel's default is one
-thread: waking a second thread costs more than it saves there, and 10-20x more when the other core is busy."""
+def kernel_threads(threads: int | None = None) -> int:
+    """Threads of the kernel across networks: ``threads``, else ``NEURORATE_THREADS``, else 1.
 
-
-def kernel_threads(threads: int | None = None, work: int | None = None) -> int:
-    """Threads of the kernel across networks: ``threads``, else ``NEURORATE_THREADS``, else the usable cores (one
-    when ``work``, the multiply-adds ``M T B N^2`` of an iteration, is below :data:`SMALL_WORK`)."""
+    One by default: on the busy 2-core machine a second kernel thread made every measured size slower (the wait for
+    a descheduled thread at the end of each iteration; docs/benchmarks.md), and a study already runs one worker
+    process per core. Ask for more where the cores are free."""
     if threads is None and os.environ.get("NEURORATE_THREADS", "").strip():
         threads = int(os.environ["NEURORATE_THREADS"])
-    if threads is None and work is not None and work < SMALL_WORK:
-        threads = 1
     if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except AttributeError:  # pragma: no cover - not on Linux
-            threads = os.cpu_count() or 1
+        threads = 1
     cap = numba.config.NUMBA_NUM_THREADS if numba is not None else 1
     return max(1, min(int(threads), cap))
 
@@ -100,7 +93,7 @@ class CompiledStep:
     ens : the :class:`~neurorate.backends.torch.ensemble.Ensemble` (CPU tensors; its weights are updated in place).
     rule_name, kind : a key of :data:`COMPILED_RULES` and "mse" or "ce".
     opt : the :class:`~neurorate.optim.EnsembleOptimizer` (its ``t`` and moments advance as with ``opt.step``).
-    threads : kernel threads (None: the default of :func:`kernel_threads` for each call's size).
+    threads : kernel threads (None: the default of :func:`kernel_threads`).
     """
 
     def __init__(self, ens, rule_name: str, kind: str, opt, threads: int | None = None):
@@ -164,9 +157,8 @@ class CompiledStep:
         act = np.ascontiguousarray(active, dtype=np.uint8)
         loss = np.empty(m, dtype=dt)
         acc = np.empty(m, dtype=dt)
-        n = self.p[1].shape[1]
         prev = numba.get_num_threads()
-        numba.set_num_threads(kernel_threads(self.requested_threads, work=m * t_steps * bsz * n * n))
+        numba.set_num_threads(kernel_threads(self.requested_threads))
         try:
             _iteration(*self.p, self.fb_t, self.alpha, x, tgt, labels, mask4, norm, ce, self.mode,
                        self.ens.activation == "tanh", opt.kind == "adam", *m1, *m2, hp, self.lr, act, loss, acc)

@@ -14,10 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.backends.base import OPTIMIZERS, BackendRun, SimResult
+from neurorate.backends.base import (
+    BackendCapabilities,
+    BackendRun,
+    SimResult,
+    check_compatible,
+    check_ensemble,
+    make_profile_quantizer,
+    progress_bar,
+)
 from neurorate.errors import NeurorateError
 from neurorate.learning.feedback import feedback_matrix
-from neurorate.learning.registry import BUILTIN_RULES, Rule, get_rule, rule_names
+from neurorate.learning.registry import BUILTIN_RULES, Rule
 from neurorate.model.spec import NetworkSpec
 
 from ._compat import ensure_lava_importable
@@ -30,26 +38,24 @@ the registry, :mod:`neurorate.learning.registry`)."""
 _WEIGHTS = ("w_in", "w_rec", "w_out", "b", "b_out")
 
 
+CAPABILITIES = BackendCapabilities(
+    name="lava", title="Lava", online_only=True, optimizers=("sgd",), default_lr={"sgd": 0.05},
+    refusals={"adam": "is not local"}, profiles=True, neurons=("rate",), extra="lava", own_processes=True,
+    cost=5.0)
+"""What the Lava backend runs: the rules that list ``lava`` in ``Rule.backends`` and run forward in time (no
+BPTT), SGD applied inside the Lava process (Adam is not local), every form and activation, hardware profiles
+(the ``fixed_pt`` models), rate neurons; its precision and placement are Lava's own (no dtype/device). It runs one
+OS process per network, and a network-iteration costs about 5 of the torch backend's (docs/study.md)."""
+
+
 def check_rule(rule: str | Rule, optimizer: str) -> str:
-    """The feedback kind ("symmetric" / "random") of ``rule`` on Lava, or a one-line error for what Lava cannot run.
+    """The feedback kind ("symmetric" / "random") of ``rule`` on Lava, or a one-line error for what Lava cannot run
+    (:func:`neurorate.backends.base.check_compatible` with :data:`CAPABILITIES`).
 
     The Lava process runs the e-prop forward traces with either feedback, so it runs any rule that declares
     the ``lava`` backend and detaches the presynaptic rates.
     """
-    r = get_rule(rule)
-    if r.detach == "nothing":
-        raise NeurorateError(f"rule {r.name!r} cannot run on the Lava backend: it needs the whole trajectory "
-                             f"backwards in time; use an on-line rule ({', '.join(rule_names(backend='lava'))}) "
-                             "or --backend torch")
-    if "lava" not in r.backends or not r.detach_pre:
-        raise NeurorateError(f"rule {r.name!r} is not available on the Lava backend; choose one of "
-                             f"{', '.join(rule_names(backend='lava'))} (all rules: {', '.join(rule_names())})")
-    if optimizer not in OPTIMIZERS:
-        raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if optimizer == "adam":
-        raise NeurorateError("optimizer 'adam' is not local and is not run on the Lava backend; use "
-                             "--optimizer sgd (updates applied inside Lava) or --backend torch")
-    return r.feedback
+    return check_compatible(CAPABILITIES, rule, optimizer).feedback
 
 
 class _Graph:
@@ -115,15 +121,22 @@ class LavaBackend:
     """
 
     name = "lava"
+    capabilities = CAPABILITIES
 
     def __init__(self, chunk_seconds: float = 0.5):
         self.chunk_seconds = float(chunk_seconds)
+
+    @staticmethod
+    def check_available() -> None:
+        """A one-line :class:`~neurorate.errors.MissingExtraError` naming the ``lava`` extra when lava-nc is missing
+        (and lava made importable on Python 3.11, :func:`~neurorate.backends.lava._compat.ensure_lava_importable`)."""
+        ensure_lava_importable()
 
     # ------------------------------------------------------------------ protocol
     def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:
         """Trajectories ``(M, T, B, N)`` (outputs ``(M, T, B, n_out)``) driven by ``inputs (T, B, n_in)``."""
         specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
-        _check_compatible(specs)
+        check_ensemble(specs)
         x = np.asarray(inputs, dtype=np.float64)
         if x.ndim != 3 or x.shape[-1] != specs[0].n_in:
             raise NeurorateError(f"inputs must have shape (T, B, n_in={specs[0].n_in}), got {x.shape}")
@@ -151,10 +164,9 @@ class LavaBackend:
         ``callback(i, losses (M,), accuracy (M,))`` runs for every iteration, in bursts after each
         ``run()`` chunk. A network whose loss becomes NaN/inf is frozen and reported as diverged.
         """
-        if options:
-            raise NeurorateError(f"lava backend: unknown option(s) {', '.join(sorted(options))}")
+        check_compatible(CAPABILITIES, options=options)
         specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
-        _check_compatible(specs)
+        check_ensemble(specs)
         learning = check_rule(rule, optimizer)
         tasks = list(task) if isinstance(task, (list, tuple)) else [task]
         if len(tasks) not in (1, len(specs)):
@@ -176,7 +188,7 @@ class LavaBackend:
         t0 = time.perf_counter()
         graph = _Graph(specs, feeds, batch=batch, n_steps=t_steps, loss_kind=tasks[0].loss_kind, learning=learning,
                        lrs=lrs, boxes=boxes, quantizers=quantizers, tag=tag)
-        bar = _progress(iterations, progress, f"lava {rule} x{m}")
+        bar = progress_bar(iterations, progress, f"lava {rule} x{m}")
         reported = 0
         try:
             chunk = 1
@@ -231,30 +243,4 @@ class LavaBackend:
         """One quantizer per network (the same one the torch backend builds) and the model tag."""
         if profile is None:
             return [None] * len(specs), "floating_pt"
-        from neurorate.hardware.profiles import load_profile
-        from neurorate.hardware.quantize import make_quantizer
-
-        prof = load_profile(profile)
-        for s in specs:
-            prof.check(s)
-        seed = int(specs[0].init.get("seed", 0))  # as the torch backend: one stream for the run
-        return [make_quantizer(prof, training=training, seed=seed) for _ in specs], "fixed_pt"
-
-
-def _check_compatible(specs: list[NetworkSpec]) -> None:
-    if not specs:
-        raise NeurorateError("no networks given")
-    for i, s in enumerate(specs[1:], start=1):
-        for attr in ("n_hidden", "n_in", "n_out", "form", "activation"):
-            if getattr(s, attr) != getattr(specs[0], attr):
-                raise NeurorateError(f"networks run together must share {attr}: network 0 has "
-                                     f"{getattr(specs[0], attr)!r}, network {i} has {getattr(s, attr)!r}")
-
-
-def _progress(total: int, progress: bool | None, desc: str):
-    if progress is False:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="it", disable=None if progress is None else not progress,
-                dynamic_ncols=True, leave=True)
+        return [make_profile_quantizer(profile, specs, training) for _ in specs], "fixed_pt"

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurorate.backends.base import OPTIMIZERS, BackendRun, SimResult
+from neurorate.backends.base import (
+    OPTIMIZERS,
+    BackendCapabilities,
+    BackendRun,
+    SimResult,
+    make_profile_quantizer,
+)
+from neurorate.backends.base import progress_bar as _progress
 from neurorate.errors import NeurorateError
 from neurorate.learning.registry import check_rule
 from neurorate.model.dynamics import on_grid
@@ -85,6 +92,12 @@ class TorchBackend:
     """
 
     name = "torch"
+    capabilities = BackendCapabilities(
+        name="torch", optimizers=("adam", "sgd"), default_lr={"adam": 1e-3, "sgd": 0.05}, profiles=True,
+        dtypes=("float32", "float64"), devices=("auto", "cpu", "cuda"), neurons=("rate", "lif", "alif"),
+        options=("compiled",), resumable=True, threads=True)
+    """Every rule listing ``torch`` in ``Rule.backends``, Adam (default) and SGD, all forms and activations,
+    hardware profiles, float32/float64 on CPU or CUDA, rate and spiking (LIF/ALIF) neurons, resumable training."""
     options = ("compiled",)
     """Keyword options of :meth:`train` (``backend_options`` of :func:`neurorate.train`)."""
 
@@ -241,13 +254,7 @@ class TorchBackend:
     def _quantizer(self, profile, training: bool, specs):
         if profile is None:
             return _grad.IDENTITY
-        from neurorate.hardware.profiles import load_profile
-        from neurorate.hardware.quantize import make_quantizer
-
-        prof = load_profile(profile) if isinstance(profile, str) else profile
-        for s in specs:
-            prof.check(s)
-        return make_quantizer(prof, training=training, seed=int(specs[0].init.get("seed", 0)), batch_dims=1)
+        return make_profile_quantizer(profile, specs, training, batch_dims=1)
 
 
 def _prepare_fixed_point(ens: Ensemble, quant, optimizer: str) -> bool:
@@ -279,12 +286,3 @@ def _grid_sgd_step(ens: Ensemble, quant, grads, lr: torch.Tensor, active: torch.
         delta = quant.update(-lr.reshape(shape) * grads[name], name, step=iteration)
         new = quant.weight(p + delta, name)
         p.copy_(torch.where(active.reshape(shape), new, p))
-
-
-def _progress(total: int, progress: bool | None, desc: str):
-    if progress is False:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="it", disable=None if progress is None else not progress,
-                dynamic_ncols=True, leave=True)

@@ -80,6 +80,27 @@ def tangent_features(spec: NetworkSpec | Sequence[NetworkSpec], probe_inputs: np
     return jac[0] if isinstance(spec, NetworkSpec) else jac
 
 
+def rates_at(specs: Sequence[NetworkSpec], inputs: np.ndarray, step: int) -> np.ndarray:
+    """The rates ``(M, B, N)`` of the networks at ``step`` driven by ``inputs (T, B, n_in)`` from the zero state, in
+    float64 on the CPU: the equations of :mod:`neurorate.model.dynamics` (no backend is involved; the specs share
+    N, n_in, form and activation)."""
+    import torch
+
+    from neurorate.model import dynamics as dyn
+
+    first = specs[0]
+    f, _ = dyn.activation(first.activation)
+    stack = lambda name: torch.as_tensor(np.stack([getattr(s, name) for s in specs]), dtype=torch.float64)  # noqa: E731
+    alpha = torch.tensor([s.alpha for s in specs], dtype=torch.float64).reshape(-1, 1, 1)
+    x = torch.as_tensor(np.asarray(inputs[: step + 1]), dtype=torch.float64).unsqueeze(0)
+    with torch.no_grad():
+        drv = dyn.drive_sequence(x, stack("w_in"), stack("b").unsqueeze(1))
+        state = torch.zeros(len(specs), x.shape[2], first.n_hidden, dtype=torch.float64)
+        for t in range(step + 1):
+            state, _ = dyn.step(state, drv[:, t], stack("w_rec"), alpha, first.form, f)
+        return dyn.rate(state, first.form, f).numpy()
+
+
 def _kernel_alignments(j0: np.ndarray, j1: np.ndarray) -> np.ndarray:
     """Per network alignment of ``J0 J0^T`` and ``J1 J1^T`` (``j0, j1 (M, P, D)``)."""
     k0, k1 = j0 @ j0.transpose(0, 2, 1), j1 @ j1.transpose(0, 2, 1)
@@ -108,14 +129,11 @@ def richlazy_metrics(initial: Sequence[NetworkSpec], trained: Sequence[NetworkSp
     probe_inputs : ``(T, B, n_in)`` fixed probe batch (the same for every network).
     probe_mask : the probe batch's loss mask; its last non-zero step is the decision step.
     """
-    from neurorate.backends.torch import TorchBackend
-
-    be = TorchBackend(device="cpu", dtype="float64")
     t_dec = last_decision_step(probe_mask)
     finite = [bool(np.all(np.isfinite(s.w_rec))) for s in trained]
     safe_trained = [t if ok else i for t, i, ok in zip(trained, initial, finite)]
-    r0 = be.simulate(list(initial), probe_inputs).rates[:, t_dec]
-    r1 = be.simulate(safe_trained, probe_inputs).rates[:, t_dec]
+    r0 = rates_at(list(initial), probe_inputs, t_dec)
+    r1 = rates_at(safe_trained, probe_inputs, t_dec)
     ka = {}
     for kernel in ("bptt", "eprop"):  # all networks in one program per kernel
         j0 = tangent_features(list(initial), probe_inputs[:, :kernel_trials], t_dec, kernel)

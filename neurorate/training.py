@@ -1,11 +1,17 @@
-"""``neurorate.train``: validate, floss (optional), measure Lyapunov spectra, train on a backend, record.
+"""``neurorate.train`` as a pipeline of named steps, the same for rate and spiking neurons (docs/architecture.md):
 
-The backend-neutral wrapper around a backend's ``train``: the same flossing and Lyapunov code serves every
-backend (flossing runs on torch and hands the flossed weights over through the NetworkSpec).
+:func:`validate` -> :func:`build` -> :func:`record_start` -> :func:`measure` ("before") -> :func:`floss_step` ->
+:func:`measure` ("flossed") -> :func:`train_step` -> :func:`measure` ("after") -> :func:`record`.
+
+The steps share one :class:`Plan`. The backend-neutral parts (validation, flossing, Lyapunov spectra, run
+directories) serve every backend; a backend is asked only through its declared capabilities
+(:class:`~neurorate.backends.base.BackendCapabilities`), and its ``train`` does only the training (flossing runs
+on torch and hands the flossed weights over through the NetworkSpec).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -15,7 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.backends.base import OPTIMIZERS, get_backend
+from neurorate.backends.base import (
+    NEURONS,
+    OPTIMIZERS,
+    BackendCapabilities,
+    BackendRun,
+    backend_capabilities,
+    check_available,
+    check_compatible,
+    get_backend,
+)
 from neurorate.errors import NeurorateError
 from neurorate.io.results import RunDirectory, RunInterrupted, TrainResult, check_out_dir, open_out_dir, write_final
 from neurorate.learning.registry import get_rule, rule_names
@@ -155,24 +170,19 @@ def check_resources(n_hidden: int, n_in: int, n_out: int, batch: int, n_steps: i
     return needed
 
 
-def check_backend(be, rule: str, optimizer: str, profile: Any, specs: Sequence[NetworkSpec]):
-    """What the backend cannot do, as one line, before anything is written: the profile (loaded and checked
-    against every spec), and for the Lava backend a missing ``lava`` extra and the rule/optimizer pairs it
-    cannot run. Returns the loaded profile."""
-    prof = None
-    if profile is not None:
-        from neurorate.hardware.profiles import load_profile
+def check_backend(be, rule: str, optimizer: str, profile: Any, specs: Sequence[NetworkSpec], neuron: str = "rate"):
+    """What the backend ``be`` (a name, class or instance) cannot do, as one line, before anything is written:
+    its optional dependencies (:func:`~neurorate.backends.base.check_available`), then the rule, optimizer,
+    profile (loaded and checked against every spec) and networks against its declared capabilities
+    (:func:`~neurorate.backends.base.check_compatible`). Returns the loaded profile (None without one)."""
+    caps = backend_capabilities(be)
+    check_available(be)  # a missing extra is named now, not after the run directory exists
+    check_compatible(caps, rule, optimizer, profile, specs, neuron=neuron)
+    if profile is None:
+        return None
+    from neurorate.hardware.profiles import load_profile
 
-        prof = load_profile(profile)
-        for s in specs:
-            prof.check(s)
-    if getattr(be, "name", None) == "lava":
-        from neurorate.backends.lava._compat import ensure_lava_importable
-        from neurorate.backends.lava.backend import check_rule
-
-        ensure_lava_importable()  # a missing extra is named now, not after the run directory exists
-        check_rule(rule, optimizer)
-    return prof
+    return load_profile(profile)
 
 
 def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = False):
@@ -182,6 +192,57 @@ def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = 
     if not ok:
         kind = "integer" if integer else "number"
         raise NeurorateError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value}")
+
+
+@dataclasses.dataclass
+class Plan:
+    """One call of :func:`train` as the steps of its pipeline see it: what :func:`validate` resolved, what
+    :func:`build` made, and what the later steps add (run directories, spectra, the backend's runs)."""
+
+    single: bool
+    specs: list[NetworkSpec]
+    tasks: list[Task]
+    rule: str
+    neuron: str
+    iterations: int
+    lrs: list[float]
+    optimizer: str
+    profile: Any
+    backend: Any  # what the caller asked for: a name or a backend instance
+    caps: BackendCapabilities
+    options: dict
+    floss_iterations: int
+    floss_mode: str
+    floss_k: int
+    floss_lr: float
+    floss_every: int | None
+    lyapunov: bool
+    lyapunov_k: int
+    lyapunov_units: str
+    device: str
+    dtype: str
+    progress: bool | None = None
+    callback: Callable | None = None
+    floss_callback: Callable | None = None
+    be: Any = None  # the backend instance (build)
+    label: str = ""  # TrainResult.backend
+    dirs: list = dataclasses.field(default_factory=list)
+    history: list = dataclasses.field(default_factory=list)
+    config: dict = dataclasses.field(default_factory=dict)
+    start_specs: list = dataclasses.field(default_factory=list)
+    floss_losses: Any = None
+    spectra: dict = dataclasses.field(default_factory=lambda: {"before": None, "flossed": None, "after": None})
+    runs: list = dataclasses.field(default_factory=list)
+    t_start: float = 0.0
+
+    @property
+    def measures(self) -> bool:
+        """Lyapunov spectra are measured (rate networks only; docs/lyapunov.md)."""
+        return self.lyapunov and self.neuron == "rate"
+
+    def task_of(self, j: int) -> Task:
+        """The task of network ``j`` (the shared task when there is one)."""
+        return self.tasks[j] if len(self.tasks) > 1 else self.tasks[0]
 
 
 def train(
@@ -257,36 +318,37 @@ def train(
     -------
     A :class:`TrainResult` for one spec, a list of them for a list of specs.
     """
-    single, specs, tasks, lrs, be = _validate(
-        spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, floss_every,
-        lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron, out, overwrite, allow_large)
+    plan = validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode,
+                    floss_k, floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype,
+                    backend_options, neuron, out, overwrite, allow_large)
+    plan.progress, plan.callback, plan.floss_callback = progress, callback, floss_callback
+    build(plan)
     out_root = open_out_dir(out, overwrite) if out is not None else None
-    runs_dirs = _open_run_dirs(out_root, len(specs), int(iterations))
-    history: list[tuple[np.ndarray, np.ndarray]] = []
+    plan.dirs = _open_run_dirs(out_root, len(plan.specs), plan.iterations)
     try:
-        if neuron != "rate":
-            results = _train_lif(specs, tasks, rule, int(iterations), lrs, runs_dirs, callback, neuron,
-                                 dict(backend_options or {}))
-        else:
-            results = _train_rate(be, specs, tasks, rule, backend, iterations, lrs, optimizer, profile,
-                                  floss_iterations, floss_mode, floss_k, floss_lr, floss_every, lyapunov, lyapunov_k,
-                                  lyapunov_units, device, dtype, progress, callback, backend_options, floss_callback,
-                                  runs_dirs, history)
+        record_start(plan)
+        measure(plan, "before")
+        floss_step(plan)
+        measure(plan, "flossed")
+        train_step(plan)
+        measure(plan, "after")
+        results = record(plan)
     except KeyboardInterrupt:
-        if not runs_dirs:
+        if not plan.dirs:
             raise
-        _write_partial(runs_dirs, specs, history, rule, be, lrs, optimizer, int(iterations))
-        where = out_root if len(runs_dirs) > 1 else runs_dirs[0].path
-        curve = "learning_curve.png, " if history else ""
-        raise RunInterrupted(f"interrupted after {len(history)} of {int(iterations)} iterations; kept in {where}: "
-                             f"metrics.jsonl ({len(history)} iterations), {curve}config.json, "
+        _write_partial(plan)
+        n = len(plan.history)
+        where = out_root if len(plan.dirs) > 1 else plan.dirs[0].path
+        curve = "learning_curve.png, " if plan.history else ""
+        raise RunInterrupted(f"interrupted after {n} of {plan.iterations} iterations; kept in {where}: "
+                             f"metrics.jsonl ({n} iterations), {curve}config.json, "
                              "spec_initial.npz and result.json with status \"interrupted\" (no final spec)") from None
     except Exception as exc:
-        for rd in runs_dirs:
+        for rd in plan.dirs:
             rd.close()
-            rd.set_status("failed", error=f"{type(exc).__name__}: {exc}", iterations_done=len(history))
+            rd.set_status("failed", error=f"{type(exc).__name__}: {exc}", iterations_done=len(plan.history))
         raise
-    return results[0] if single else results
+    return results[0] if plan.single else results
 
 
 def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterations: int = 2000, lr=1e-3,
@@ -296,14 +358,21 @@ def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterati
                 backend_options: dict | None = None, neuron: str = "rate", out: str | Path | None = None,
                 overwrite: bool = False, allow_large: bool = False) -> None:
     """Every check :func:`train` makes before it writes anything, without training or writing: a
-    :class:`NeurorateError` (one line) for the first problem found. The arguments are those of :func:`train`."""
-    _validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, floss_every,
-              lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron, out, overwrite, allow_large)
+    :class:`NeurorateError` (one line) for the first problem found (:func:`validate`, then :func:`build`). The
+    arguments are those of :func:`train`."""
+    build(validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, 8,
+                   1e-3, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron,
+                   out, overwrite, allow_large))
 
 
-def _validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode,
-              floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron, out,
-              overwrite, allow_large):
+# ------------------------------------------------------------------------------------------ the pipeline's steps
+def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, floss_k,
+             floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron,
+             out, overwrite, allow_large) -> Plan:
+    """Step 1: check every argument of :func:`train` (same names) before anything is allocated or written, and
+    return the :class:`Plan`. The backend is asked through its declared capabilities
+    (:func:`~neurorate.backends.base.backend_capabilities`, :func:`check_backend`), never by its name; the
+    size ceilings and the memory estimate (:func:`check_resources`) and ``out`` are checked last."""
     single = isinstance(spec, NetworkSpec)
     specs = [spec] if single else list(spec)
     if not specs or not all(isinstance(s, NetworkSpec) for s in specs):
@@ -330,104 +399,159 @@ def _validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flo
             if (s.n_in, s.n_out) != (t.n_in, t.n_out):
                 raise NeurorateError(f"network has n_in={s.n_in}, n_out={s.n_out} but task {t.name!r} needs "
                                      f"n_in={t.n_in}, n_out={t.n_out}")
-    if neuron not in ("rate", "lif", "alif"):
+    if neuron not in NEURONS:
         raise NeurorateError(f"unknown neuron {neuron!r}; choose rate, lif or alif")
+    caps = backend_capabilities(backend)
     if floss_every is not None:
         _check_positive("floss_every", floss_every, integer=True)
-        if backend != "torch":
-            raise NeurorateError("periodic flossing (floss_every) runs on the torch backend only")
+        if not caps.resumable:
+            raise NeurorateError(f"periodic flossing (floss_every) needs a backend whose training resumes with its "
+                                 f"optimizer state; the {caps.title} backend's does not")
         if floss_iterations <= 0:
             raise NeurorateError("floss_every needs floss_iterations > 0 (the length of each flossing phase)")
+    options = dict(backend_options or {})
     if neuron == "rate":
-        be = get_backend("torch", device=device, dtype=dtype) if backend == "torch" else get_backend(backend)
-        check_backend(be, rule, optimizer, profile, specs)
+        check_backend(backend, rule, optimizer, profile, specs)
+        check_compatible(caps, dtype=dtype, device=device, batch=tasks[0].batch_size, options=options)
     else:
-        be = None
-        _check_lif(neuron, rule, backend, optimizer, profile, floss_iterations, tasks, backend_options)
+        _check_spiking(neuron, rule, optimizer, profile, floss_iterations, tasks, options)
+        check_compatible(caps, rule, neuron=neuron)
     t0 = tasks[0]
     check_resources(specs[0].n_hidden, specs[0].n_in, specs[0].n_out, t0.batch_size, t0.n_steps, int(iterations),
                     networks=len(specs), rule=rule, dtype=dtype, lyapunov_k=lyapunov_k if lyapunov else None,
                     allow_large=allow_large)
-    unknown_options = sorted(set(backend_options or ()) - set(getattr(be, "options", ())))
-    if unknown_options and getattr(be, "name", None) in ("torch", "lava"):
-        raise NeurorateError(f"{be.name} backend: unknown option(s) {', '.join(unknown_options)}")
     if out is not None:
         check_out_dir(out, overwrite)
-    return single, specs, tasks, lrs, be
+    return Plan(single=single, specs=specs, tasks=tasks, rule=rule, neuron=neuron, iterations=int(iterations),
+                lrs=lrs, optimizer=optimizer, profile=profile, backend=backend, caps=caps, options=options,
+                floss_iterations=int(floss_iterations), floss_mode=floss_mode, floss_k=floss_k, floss_lr=floss_lr,
+                floss_every=None if floss_every is None else int(floss_every), lyapunov=bool(lyapunov),
+                lyapunov_k=lyapunov_k, lyapunov_units=lyapunov_units, device=device, dtype=dtype)
 
-def _train_rate(be, specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, floss_mode,
-                floss_k, floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, progress,
-                callback, backend_options, floss_callback, runs_dirs, history) -> list[TrainResult]:
-    be_opts = dict(backend_options or {})
-    config = _config(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, floss_iterations, floss_mode,
-                     floss_k, floss_lr, lyapunov, lyapunov_k, lyapunov_units, device, dtype)
-    for j, rd in enumerate(runs_dirs):
-        from neurorate.provenance import environment
 
-        rd.write_json("config.json", {**config, "network_index": j, "lr": lrs[j],
-                                      "network": specs[j].meta()})
+def build(plan: Plan) -> Plan:
+    """Step 2: the backend instance (a name is instantiated with ``device``/``dtype`` when its capabilities
+    declare them; an instance is used as given), its label for :class:`TrainResult` and the run's configuration.
+    Spiking neurons train with :mod:`neurorate.model.spiking_learning` and need no instance. Writes nothing."""
+    caps = plan.caps
+    if plan.neuron == "rate":
+        kwargs = {}
+        if caps.devices:
+            kwargs["device"] = plan.device
+        if caps.dtypes:
+            kwargs["dtype"] = plan.dtype
+        plan.be = get_backend(plan.backend, **kwargs) if isinstance(plan.backend, str) else plan.backend
+        plan.label = plan.be.name
+        plan.config = _config(plan.specs, plan.tasks, plan.rule, plan.backend, plan.iterations, plan.lrs,
+                              plan.optimizer, plan.profile, plan.floss_iterations, plan.floss_mode, plan.floss_k,
+                              plan.floss_lr, plan.lyapunov, plan.lyapunov_k, plan.lyapunov_units, plan.device,
+                              plan.dtype)
+    else:
+        plan.label = f"{caps.name} ({plan.neuron})"
+        plan.config = {"neuron": plan.neuron, "task": plan.tasks[0].config(), "rule": plan.rule,
+                       "iterations": plan.iterations, "optimizer": plan.optimizer,
+                       "spiking": _spiking_constants(plan.neuron, plan.options)}
+    return plan
+
+
+def record_start(plan: Plan) -> None:
+    """Step 3: each run directory's ``config.json`` (the run's configuration, its network's index, learning rate
+    and metadata), ``environment.json`` and ``spec_initial.npz``, before any training."""
+    from neurorate.provenance import environment
+
+    for j, rd in enumerate(plan.dirs):
+        extra = {"network_index": j} if plan.neuron == "rate" else {}
+        rd.write_json("config.json", {**plan.config, **extra, "lr": float(plan.lrs[j]),
+                                      "network": plan.specs[j].meta()})
         rd.write_json("environment.json", environment())
-        rd.save_spec("spec_initial.npz", specs[j])
+        rd.save_spec("spec_initial.npz", plan.specs[j])
+    plan.start_specs = list(plan.specs)
+    plan.t_start = time.perf_counter()
 
-    lyap_task = tasks[0]
-    floss_progress = floss_callback if floss_callback is not None else progress
-    t_start = time.perf_counter()
-    spectra: dict[str, np.ndarray | None] = {"before": None, "flossed": None, "after": None}
-    if lyapunov:
-        spectra["before"] = _spectrum(specs, lyap_task, lyapunov_k, lyapunov_units)
-    start_specs = specs
-    floss_losses = None
-    if floss_iterations > 0:
-        from neurorate.analysis.flossing import floss
 
-        start_specs, floss_losses = floss(specs, lyap_task, iterations=int(floss_iterations), mode=floss_mode,
-                                          k=floss_k, lr=floss_lr, progress=floss_progress)
-        if lyapunov:
-            spectra["flossed"] = _spectrum(start_specs, lyap_task, lyapunov_k, lyapunov_units)
+def measure(plan: Plan, when: str) -> None:
+    """Steps 4, 6 and 8: the top ``lyapunov_k`` Lyapunov exponents of every network (docs/lyapunov.md) ``"before"``
+    training, ``"flossed"`` (after flossing, if it ran) and ``"after"`` training, on the first task. Nothing when
+    ``lyapunov`` is off or the networks are spiking."""
+    if not plan.measures or (when == "flossed" and plan.floss_iterations <= 0):
+        return
+    specs = {"before": plan.specs, "flossed": plan.start_specs, "after": [r.spec for r in plan.runs]}[when]
+    plan.spectra[when] = _spectrum(specs, plan.tasks[0], plan.lyapunov_k, plan.lyapunov_units)
+
+
+def floss_step(plan: Plan) -> None:
+    """Step 5: gradient-flossing pre-training (``floss_iterations`` > 0; docs/theory.md), on torch for every
+    backend: the flossed weights reach the backend through the NetworkSpecs."""
+    if plan.floss_iterations <= 0:
+        return
+    from neurorate.analysis.flossing import floss
+
+    plan.start_specs, plan.floss_losses = floss(plan.specs, plan.tasks[0], iterations=plan.floss_iterations,
+                                                mode=plan.floss_mode, k=plan.floss_k, lr=plan.floss_lr,
+                                                progress=_floss_progress(plan))
+
+
+def train_step(plan: Plan) -> None:
+    """Step 7: train from the (flossed) specs, one :class:`~neurorate.backends.base.BackendRun` per network in
+    ``plan.runs``. Rate networks: the backend's ``train`` (in chunks with flossing phases between them for
+    ``floss_every``); spiking networks: :func:`neurorate.model.spiking_learning.train_lif`. Every iteration goes
+    to the history, each run directory's ``metrics.jsonl`` and the user's callback; the metrics are closed after."""
 
     def on_iteration(i, losses, acc):
-        history.append((np.array(losses, dtype=float), np.array(acc, dtype=float)))
-        for j, rd in enumerate(runs_dirs):
+        plan.history.append((np.array(losses, dtype=float), np.array(acc, dtype=float)))
+        for j, rd in enumerate(plan.dirs):
             rd.append_metrics(i, losses[j], acc[j])
-        if callback is not None:
-            callback(i, losses, acc)
+        if plan.callback is not None:
+            plan.callback(i, losses, acc)
 
-    task_arg = tasks if len(tasks) > 1 else tasks[0]
+    task_arg = plan.tasks if len(plan.tasks) > 1 else plan.tasks[0]
     try:
-        if floss_every is None:
-            runs = be.train(start_specs, task_arg, rule, iterations=int(iterations), lr=lrs, optimizer=optimizer,
-                            profile=profile, progress=progress, callback=on_iteration, **be_opts)
+        if plan.neuron != "rate":
+            plan.runs = _train_spiking(plan, on_iteration)
+        elif plan.floss_every is None:
+            plan.runs = plan.be.train(plan.start_specs, task_arg, plan.rule, iterations=plan.iterations, lr=plan.lrs,
+                                      optimizer=plan.optimizer, profile=plan.profile, progress=plan.progress,
+                                      callback=on_iteration, **plan.options)
         else:
-            runs = _train_with_periodic_flossing(be, start_specs, task_arg, lyap_task, rule, int(iterations), lrs,
-                                                 optimizer, profile, progress, floss_progress, on_iteration, be_opts,
-                                                 int(floss_every), int(floss_iterations), floss_mode, floss_k, floss_lr)
+            plan.runs = _train_with_periodic_flossing(plan, task_arg, on_iteration)
     finally:
-        for rd in runs_dirs:
+        for rd in plan.dirs:
             rd.close()
-    if lyapunov:
-        spectra["after"] = _spectrum([r.spec for r in runs], lyap_task, lyapunov_k, lyapunov_units)
-    wall = time.perf_counter() - t_start
 
+
+def record(plan: Plan) -> list[TrainResult]:
+    """Step 9: one :class:`TrainResult` per network (divergence by :func:`divergence_iteration` against the
+    backend's own, the spectra, the wall time shared out) and, with run directories, their final files
+    (:func:`~neurorate.io.results.write_final`; a spiking network's ``spec_final.npz`` keeps its constants)."""
+    wall = time.perf_counter() - plan.t_start
+    flossed = plan.floss_iterations > 0
     results = []
-    for j, run in enumerate(runs):
-        sp = {k: (None if v is None else np.asarray(v[j])) for k, v in spectra.items()}
+    for j, run in enumerate(plan.runs):
+        sp = {k: (None if v is None else np.asarray(v[j])) for k, v in plan.spectra.items()}
         diverged_at = _diverged_at(run.losses, run.diverged_at if run.diverged else None,
-                                   baseline_loss(tasks[j] if len(tasks) > 1 else tasks[0]))
+                                   baseline_loss(plan.task_of(j)))
         res = TrainResult(
-            losses=run.losses, accuracy=run.accuracy, spec=run.spec, spec_initial=specs[j], rule=rule,
-            backend=be.name, lr=float(lrs[j]), optimizer=optimizer, iterations=int(iterations),
-            diverged=diverged_at is not None, diverged_at=diverged_at, wall_time=wall / len(runs),
-            spec_flossed=start_specs[j] if floss_iterations > 0 else None,
-            floss_losses=None if floss_losses is None else np.asarray(floss_losses[j]),
+            losses=run.losses, accuracy=run.accuracy, spec=run.spec, spec_initial=plan.specs[j], rule=plan.rule,
+            backend=plan.label, lr=float(plan.lrs[j]), optimizer=plan.optimizer, iterations=plan.iterations,
+            diverged=diverged_at is not None, diverged_at=diverged_at, wall_time=wall / len(plan.runs),
+            spec_flossed=plan.start_specs[j] if flossed else None,
+            floss_losses=None if plan.floss_losses is None else np.asarray(plan.floss_losses[j]),
             lambda_max_before=_first(sp["before"]), lambda_max_flossed=_first(sp["flossed"]),
             lambda_max_after=_first(sp["after"]), spectrum_before=sp["before"], spectrum_flossed=sp["flossed"],
-            spectrum_after=sp["after"], lyapunov_unit=lyapunov_units if lyapunov else None,
-            config={**config, "lr": float(lrs[j])}, run_dir=runs_dirs[j].path if runs_dirs else None,
+            spectrum_after=sp["after"], lyapunov_unit=plan.lyapunov_units if plan.measures else None,
+            config={**plan.config, "lr": float(plan.lrs[j])}, run_dir=plan.dirs[j].path if plan.dirs else None,
         )
-        if runs_dirs:
-            write_final(runs_dirs[j], res)
+        if plan.dirs:
+            write_final(plan.dirs[j], res)
+            if "network" in run.extra:
+                plan.dirs[j].save_spec("spec_final.npz", run.extra["network"])  # with the LIF constants
         results.append(res)
     return results
+
+
+# ------------------------------------------------------------------------------------------ helpers of the steps
+def _floss_progress(plan: Plan):
+    return plan.floss_callback if plan.floss_callback is not None else plan.progress
 
 
 def _diverged_at(losses, backend_at: int | None, reference: float | None) -> int | None:
@@ -437,26 +561,25 @@ def _diverged_at(losses, backend_at: int | None, reference: float | None) -> int
     return min(found) if found else None
 
 
-def _write_partial(runs_dirs, specs, history, rule, be, lrs, optimizer, iterations) -> None:
+def _write_partial(plan: Plan) -> None:
     """After Ctrl-C: result.json marked "interrupted" with the losses so far, and their learning curve."""
-    for j, rd in enumerate(runs_dirs):
+    for j, rd in enumerate(plan.dirs):
         rd.close()
-        losses = np.array([h[0][j] for h in history], dtype=float)
-        acc = np.array([h[1][j] for h in history], dtype=float)
-        res = TrainResult(losses=losses, accuracy=acc, spec=specs[j], spec_initial=specs[j], rule=rule,
-                          backend=getattr(be, "name", "torch"), lr=float(lrs[j]), optimizer=optimizer,
-                          iterations=iterations, run_dir=rd.path, interrupted=True)
+        losses = np.array([h[0][j] for h in plan.history], dtype=float)
+        acc = np.array([h[1][j] for h in plan.history], dtype=float)
+        res = TrainResult(losses=losses, accuracy=acc, spec=plan.specs[j], spec_initial=plan.specs[j],
+                          rule=plan.rule, backend=plan.label, lr=float(plan.lrs[j]), optimizer=plan.optimizer,
+                          iterations=plan.iterations, run_dir=rd.path, interrupted=True)
         write_final(rd, res)
 
 
-def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations, lrs, optimizer, profile, progress,
-                                  floss_progress, callback, be_opts, every, floss_iterations, floss_mode, floss_k,
-                                  floss_lr):
-    """Train in chunks of ``every`` iterations with a flossing phase between chunks (optimizer state kept)."""
+def _train_with_periodic_flossing(plan: Plan, task, callback) -> list[BackendRun]:
+    """Train in chunks of ``floss_every`` iterations with a flossing phase between chunks (optimizer state kept:
+    the backend is ``resumable``)."""
     from neurorate.analysis.flossing import floss
-    from neurorate.backends.base import BackendRun
 
-    done, state, current, chunks = 0, None, list(specs), []
+    every, iterations = plan.floss_every, plan.iterations
+    done, state, current, chunks = 0, None, list(plan.start_specs), []
     while done < iterations:
         n = min(every, iterations - done)
         offset = done
@@ -464,17 +587,18 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
         def cb(i, losses, acc, offset=offset):
             callback(offset + i, losses, acc)
 
-        runs = be.train(current, task, rule, iterations=n, lr=lrs, optimizer=optimizer, profile=profile,
-                        progress=progress, callback=cb, start_iteration=done, optimizer_state=state, **be_opts)
+        runs = plan.be.train(current, task, plan.rule, iterations=n, lr=plan.lrs, optimizer=plan.optimizer,
+                             profile=plan.profile, progress=plan.progress, callback=cb, start_iteration=done,
+                             optimizer_state=state, **plan.options)
         state = runs[0].extra.get("optimizer_state")
         chunks.append(runs)
         done += n
         current = [r.spec for r in runs]
         if done < iterations:
-            current, _ = floss(current, floss_task, iterations=floss_iterations, mode=floss_mode, k=floss_k,
-                               lr=floss_lr, progress=floss_progress)
+            current, _ = floss(current, plan.tasks[0], iterations=plan.floss_iterations, mode=plan.floss_mode,
+                               k=plan.floss_k, lr=plan.floss_lr, progress=_floss_progress(plan))
     out = []
-    for j in range(len(specs)):
+    for j in range(len(plan.specs)):
         parts = [c[j] for c in chunks]
         div = [k for k, p in enumerate(parts) if p.diverged]
         at = None if not div else sum(len(p.losses) for p in parts[:div[0]]) + parts[div[0]].diverged_at
@@ -487,15 +611,16 @@ def _train_with_periodic_flossing(be, specs, task, floss_task, rule, iterations,
 _SPIKING_OPTIONS = ("threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction")
 
 
-def _check_lif(neuron, rule, backend, optimizer, profile, floss_iterations, tasks, constants) -> None:
-    if backend != "torch" or optimizer != "adam" or profile is not None or floss_iterations:
-        raise NeurorateError(f"neuron={neuron!r} trains on the torch backend with adam, without a profile or flossing")
+def _check_spiking(neuron, rule, optimizer, profile, floss_iterations, tasks, constants) -> None:
+    """What the spiking model (:mod:`neurorate.model.spiking_learning`) trains: Adam, full precision, no flossing,
+    its rules, one shared task and its constants (``backend_options``)."""
+    if optimizer != "adam" or profile is not None or floss_iterations:
+        raise NeurorateError(f"neuron={neuron!r} trains with adam, without a profile or flossing")
     if rule not in rule_names(neuron=neuron):
         raise NeurorateError(f"neuron={neuron!r} supports the rules {', '.join(rule_names(neuron=neuron))}, "
                              f"not {rule!r}")
     if len(tasks) != 1:
         raise NeurorateError(f"neuron={neuron!r} trains every network on one shared task")
-    constants = dict(constants or {})
     unknown = set(constants) - set(_SPIKING_OPTIONS)
     if unknown:
         raise NeurorateError(f"unknown spiking option(s) {', '.join(sorted(unknown))}; choose "
@@ -504,45 +629,33 @@ def _check_lif(neuron, rule, backend, optimizer, profile, floss_iterations, task
         raise NeurorateError("neuron='lif' has no threshold adaptation; use neuron='alif' for beta_a > 0")
 
 
-def _train_lif(specs, tasks, rule, iterations, lrs, dirs, callback, neuron: str = "lif",
-               constants: dict | None = None) -> list[TrainResult]:
-    """The spiking variant: :func:`neurorate.model.spiking_learning.train_lif`, one ensemble per distinct lr
-    (arguments checked by :func:`_check_lif`)."""
-    from neurorate.model.spiking_learning import train_lif
-    from neurorate.provenance import environment
-
-    constants = dict(constants or {})
+def _spiking_constants(neuron: str, options: dict) -> dict:
+    """The spiking constants of ``backend_options`` (``"alif"``: ``beta_a = 1`` unless given)."""
+    constants = dict(options)
     if neuron == "alif":
         constants.setdefault("beta_a", 1.0)
-    for j, rd in enumerate(dirs):
-        rd.write_json("config.json", {"neuron": neuron, "task": tasks[0].config(), "rule": rule,
-                                      "iterations": iterations, "lr": float(lrs[j]), "optimizer": "adam",
-                                      "network": specs[j].meta(), "spiking": constants})
-        rd.write_json("environment.json", environment())
-    results: list[TrainResult | None] = [None] * len(specs)
-    for lr in sorted(set(float(v) for v in lrs)):
-        idx = [j for j, v in enumerate(lrs) if float(v) == lr]
-        res = train_lif([specs[j] for j in idx], tasks[0], rule=rule, iterations=iterations, lr=lr, **constants)
+    return constants
+
+
+def _train_spiking(plan: Plan, callback) -> list[BackendRun]:
+    """The spiking variant of step 7: :func:`neurorate.model.spiking_learning.train_lif`, one ensemble per distinct
+    learning rate; the iterations reach ``callback`` once every ensemble has trained."""
+    from neurorate.model.spiking_learning import train_lif
+
+    constants = plan.config["spiking"]
+    runs: list[BackendRun | None] = [None] * len(plan.specs)
+    for lr in sorted(set(float(v) for v in plan.lrs)):
+        idx = [j for j, v in enumerate(plan.lrs) if float(v) == lr]
+        res = train_lif([plan.start_specs[j] for j in idx], plan.tasks[0], rule=plan.rule,
+                        iterations=plan.iterations, lr=lr, **constants)
         for col, j in enumerate(idx):
-            losses = np.asarray(res["losses"][:, col], dtype=float)
-            acc = np.asarray(res["accuracy"][:, col], dtype=float)
-            at = divergence_iteration(losses, reference=baseline_loss(tasks[0]))
             net = res["networks"][col]
-            results[j] = TrainResult(losses=losses, accuracy=acc, spec=net.spec, spec_initial=specs[j], rule=rule,
-                                     backend=f"torch ({neuron})", lr=lr, optimizer="adam", iterations=iterations,
-                                     diverged=at is not None, diverged_at=at,
-                                     wall_time=float(res["wall_time"]) / len(idx), config={"neuron": neuron},
-                                     run_dir=dirs[j].path if dirs else None)
-            if dirs:
-                for i in range(iterations):
-                    dirs[j].append_metrics(i, losses[i], acc[i])
-                dirs[j].close()
-                write_final(dirs[j], results[j])
-                dirs[j].save_spec("spec_final.npz", net)  # with the LIF constants in its header
-    if callback is not None:
-        for i in range(iterations):
-            callback(i, np.array([r.losses[i] for r in results]), np.array([r.accuracy[i] for r in results]))
-    return results
+            runs[j] = BackendRun(spec=net.spec, losses=np.asarray(res["losses"][:, col], dtype=float),
+                                 accuracy=np.asarray(res["accuracy"][:, col], dtype=float),
+                                 wall_time=float(res["wall_time"]) / len(idx), extra={"network": net})
+    for i in range(plan.iterations):
+        callback(i, np.array([r.losses[i] for r in runs]), np.array([r.accuracy[i] for r in runs]))
+    return runs
 
 
 def _first(spectrum):

@@ -72,8 +72,9 @@ def run(
                                                   f"{_FMT(RUN_DEFAULTS['lr_sgd'])} with sgd)"),
     iterations: int = typer.Option(RUN_DEFAULTS["iterations"], help="training iterations"),
     seed: int = typer.Option(RUN_DEFAULTS["seed"], help="seed of the network and of the task's batches"),
-    optimizer: Optional[str] = typer.Option(None, help="adam | sgd (default: adam on torch, sgd on lava, where "
-                                                    "updates are applied inside the Lava process)"),
+    optimizer: Optional[str] = typer.Option(None, help="adam | sgd (default: the backend's first, adam on torch, "
+                                                    "sgd on lava, where updates are applied inside the Lava "
+                                                    "process)"),
     profile: Optional[str] = typer.Option(None, help="hardware profile (see `neurorate profiles list`)"),
     floss_iterations: int = typer.Option(0, help="local gradient-flossing pre-training iterations (paper: 100)"),
     floss_mode: str = typer.Option("state", help="state | onestep | full"),
@@ -98,6 +99,7 @@ def run(
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr
+    from neurorate.backends.base import backend_capabilities
     from neurorate.io.results import unique_run_dir
     from neurorate.training import check_resources, check_sizes, check_train
 
@@ -115,13 +117,14 @@ def run(
             raise NeurorateError(f"--floss-iterations must be >= 0, got {floss_iterations}")
         if neuron not in ("rate", "lif", "alif"):
             raise NeurorateError(f"unknown neuron {neuron!r}; choose rate, lif or alif")
+        caps = backend_capabilities(backend)  # the backend's declared defaults and limits (backends/base.py)
         if optimizer is None:
-            optimizer = "sgd" if backend == "lava" else "adam"
+            optimizer = caps.default_optimizer
         if lr is None:
-            lr = RUN_DEFAULTS["lr"] if optimizer == "adam" else RUN_DEFAULTS["lr_sgd"]
+            lr = caps.default_lr.get(optimizer, RUN_DEFAULTS["lr"] if optimizer == "adam" else RUN_DEFAULTS["lr_sgd"])
         if neuron != "rate":
-            if backend != "torch" or profile is not None or floss_iterations:
-                raise NeurorateError(f"--neuron {neuron} runs on the torch backend without --profile or flossing")
+            if profile is not None or floss_iterations:
+                raise NeurorateError(f"--neuron {neuron} runs without --profile or flossing")
             if optimizer != "adam":
                 raise NeurorateError(f"--neuron {neuron} trains with adam")
         check_sizes(allow_large, iterations=iterations, hidden=hidden, batch=batch)
@@ -132,7 +135,7 @@ def run(
         spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
                                      activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
         if neuron != "rate":
-            kwargs = dict(rule=rule, iterations=iterations, lr=lr, neuron=neuron, lyapunov=False)
+            kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, neuron=neuron, lyapunov=False)
         else:
             kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
                           profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,

@@ -20,12 +20,12 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from neurorate.backends.base import backend_capabilities
 from neurorate.errors import NeurorateError, require
 
 # cost of one flossing iteration (4 trials, k = 8, with its backward pass) in training iterations; measured on
 # Romo, N = 64, 40 networks: 100 flossing iterations 40 s, 300 training iterations 9 s
 _FLOSS_COST = 13.0
-_LAVA_COST = 5.0  # a Lava network-iteration (one OS process per network, tick-bound) in torch network-iterations
 SMALL_STUDY = 5000  # network-iterations per ensemble below which the default runs in-process
 
 
@@ -34,8 +34,9 @@ def default_workers(cfg, n_jobs: int) -> int:
 
     ``NEURORATE_WORKERS`` if set; otherwise the usable CPU cores, except that a study runs in-process when it is
     small (fewer than ``SMALL_STUDY`` network-iterations per ensemble: a worker's start-up, importing torch, about
-    3 s, would cost more than it saves) or has Lava ensembles (Lava already runs one OS process per network; two
-    Lava ensembles side by side on 2 cores took 226 s against 181 s one after another). Never more than ``n_jobs``.
+    3 s, would cost more than it saves) or has ensembles on a backend that declares ``own_processes`` (Lava already
+    runs one OS process per network; two Lava ensembles side by side on 2 cores took 226 s against 181 s one after
+    another). Never more than ``n_jobs``.
     """
     env = os.environ.get("NEURORATE_WORKERS")
     if env is not None:
@@ -43,7 +44,8 @@ def default_workers(cfg, n_jobs: int) -> int:
             wanted = int(env)
         except ValueError:
             raise NeurorateError(f"NEURORATE_WORKERS must be a positive integer, got {env!r}") from None
-    elif "lava" in cfg.backends or cfg.iterations * cfg.n_networks() < SMALL_STUDY:
+    elif (any(backend_capabilities(b).own_processes for b in cfg.backends)
+          or cfg.iterations * cfg.n_networks() < SMALL_STUDY):
         wanted = 1
     else:
         wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -67,7 +69,7 @@ def estimated_cost(cfg, job) -> float:
     its = cfg.iterations * (2.0 if job.rule == "bptt" else 1.0)
     if job.flossing:
         its += _FLOSS_COST * cfg.floss_iterations
-    return float(steps) * its * (_LAVA_COST if job.backend == "lava" else 1.0)
+    return float(steps) * its * backend_capabilities(job.backend).cost
 
 
 def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None, run_dirs: bool,

@@ -112,11 +112,14 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
     if job.neuron != "rate":
         return _run_spiking(config, job, grid, tasks, specs, progress)
     backend = job.backend
-    if job.backend == "torch" and os.environ.get("NEURORATE_THREADS"):  # a worker process: its own thread budget
-        from neurorate.backends.base import get_backend
+    if os.environ.get("NEURORATE_THREADS"):  # a worker process: its own thread budget, where the backend takes one
+        from neurorate.backends.base import backend_capabilities, get_backend
 
-        backend = get_backend("torch", device=config.device, dtype=config.dtype,
-                              threads=int(os.environ["NEURORATE_THREADS"]))
+        caps = backend_capabilities(job.backend)
+        if caps.threads:
+            placement = {k: v for k, v, declared in (("device", config.device, caps.devices),
+                                                     ("dtype", config.dtype, caps.dtypes)) if declared}
+            backend = get_backend(job.backend, threads=int(os.environ["NEURORATE_THREADS"]), **placement)
     start = time.perf_counter()
     results = nr.train(specs, tasks, rule=job.rule, backend=backend, iterations=config.iterations,
                        lr=[lr for _, lr, _ in grid], optimizer=config.optimizer, profile=job.profile,
@@ -471,7 +474,13 @@ def preflight(cfg: StudyConfig) -> None:
     known and importable, every profile loads and accepts the study's networks, and each (backend, rule,
     optimizer) can run (e.g. Lava runs neither BPTT nor Adam). One line (:class:`NeurorateError`) otherwise."""
     import neurorate as nr
-    from neurorate.backends.base import available_backends, get_backend
+    from neurorate.backends.base import (
+        available_backends,
+        backend_capabilities,
+        check_available,
+        check_compatible,
+        get_backend,
+    )
     from neurorate.hardware.profiles import load_profile
     from neurorate.training import check_resources
 
@@ -491,16 +500,15 @@ def preflight(cfg: StudyConfig) -> None:
                                      recurrent_bias=cfg.recurrent_bias)
         for profile in profiles.values():
             profile.check(spec)
-    for name in cfg.backends:
-        if name == "lava":  # the Lava backend's own capability check (no BPTT, no Adam), then its install
-            from neurorate.backends.lava._compat import ensure_lava_importable
-            from neurorate.backends.lava.backend import check_rule
-
+    first_profile = next(iter(profiles.values()), None)
+    for name in cfg.backends:  # what each backend declares it runs (backends/base.py), then its install
+        caps = backend_capabilities(name)
+        for neuron in cfg.neurons:
             for rule in cfg.rules:
-                check_rule(rule, cfg.optimizer)
-            ensure_lava_importable()
-        elif name != "torch":
-            get_backend(name)  # a plugin: importable and constructible
+                check_compatible(caps, rule, cfg.optimizer if neuron == "rate" else None,
+                                 first_profile if neuron == "rate" else None, neuron=neuron)
+        check_available(name)
+        get_backend(name)  # constructible
 
 
 class StudyLock:

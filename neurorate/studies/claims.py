@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -431,13 +431,12 @@ def _c4a(runs, task, rule, tol: float) -> list[dict]:
     out = []
     if done:
         flat = np.abs([lam[id(r)] for r in done])
-        n_min = min(Counter(r["gain"] for r in done).values())
         sem = flat.std(ddof=1) / math.sqrt(len(flat)) if len(flat) > 1 else math.inf
         gains = sorted({r["gain"] for r in done})
         out.append(_claim("C4a", f"{task} {rule}", f"solved networks: mean abs(lambda_after) + 2 s.e.m. < {tol:g}/tau",
                           f"mean abs(lambda_after)={flat.mean():.3f}/tau (s.e.m. {sem:.3f}), max {flat.max():.3f}; "
                           f"{len(done)} solved at g={', '.join(f'{g:g}' for g in gains)}",
-                          None, len(done) if len(done) < 2 else n_min,
+                          None, len(done),
                           _verdict(flat.mean() + 2 * sem < tol, None, len(done))))
     else:
         out.append(_claim("C4a", f"{task} {rule}", f"solved networks: mean abs(lambda_after) + 2 s.e.m. < {tol:g}/tau",

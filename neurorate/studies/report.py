@@ -227,7 +227,7 @@ def flossing_data(runs: list[dict]) -> dict[tuple, dict[float, tuple]]:
 def _flossing_fig(runs: list[dict], path: Path) -> Path:
     plt = _plt()
     data = flossing_data(runs)
-    fig, axes = plt.subplots(1, max(1, len(data)), figsize=(4.2 * max(1, len(data)), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(data)), figsize=(max(5.0, 4.2 * len(data)), 3.6), squeeze=False)
     for ax, ((task, rule), by_gain) in zip(axes[0], data.items()):
         g = sorted(by_gain)
         m = np.array([by_gain[x][0] for x in g])
@@ -243,7 +243,8 @@ def _flossing_fig(runs: list[dict], path: Path) -> Path:
         ax.set_xlabel("initial gain g")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("final-loss improvement by flossing")
-    fig.suptitle("improvement paired by seed at each setting's best lr: mean and t-based 95 % CI", fontsize=9)
+    fig.suptitle("no-floss minus floss final loss, paired by seed at each\nsetting's best lr: mean and t-based 95 % CI",
+                 fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -254,7 +255,7 @@ def _vs_gain(best: list[dict], fields: list[tuple[str, str]], path: Path, ylabel
              only_floss_rules: bool = False) -> Path:
     plt = _plt()
     tasks = list(dict.fromkeys(r["task"] for r in best))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(max(5.0, 4.2 * len(tasks)), 3.8), squeeze=False)
     floss_rules = {r["rule"] for r in best if r["flossing"]}
     for ax, task in zip(axes[0], tasks):
         settings = list(dict.fromkeys((r["rule"], r["flossing"], _neuron(r)) for r in best if r["task"] == task))
@@ -282,7 +283,7 @@ def _vs_gain(best: list[dict], fields: list[tuple[str, str]], path: Path, ylabel
         ax.set_xlabel("initial gain g")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(ylabel)
-    fig.suptitle("mean +- s.e.m. over seeds at each setting's best lr (n seeds in the legend); diverged and "
+    fig.suptitle("mean +- s.e.m. over seeds at each setting's best lr (n seeds in\nthe legend); diverged and "
                  "blown-up runs left out", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -10,7 +10,7 @@ The core never branches on a backend's name: it reads the class's declared capab
 what a backend cannot do with one line (:func:`check_compatible`) before anything is written. ``train`` of a
 backend does only the training itself; :func:`neurorate.train` wraps it with the backend-neutral parts
 (validation, flossing pre-training and Lyapunov spectra from the shared modules). The helpers the backends share
-(:func:`check_ensemble`, :func:`progress_bar`, :func:`make_profile_quantizer`) live here.
+(:func:`check_ensemble`, :func:`task_list`, :func:`progress_bar`, :func:`make_profile_quantizer`) live here.
 """
 
 from __future__ import annotations
@@ -341,6 +341,15 @@ def check_ensemble(specs: Sequence[Any]) -> None:
             if getattr(s, attr) != getattr(specs[0], attr):
                 raise NeurorateError(f"networks run together must share {attr}: network 0 has "
                                      f"{getattr(specs[0], attr)!r}, network {i} has {getattr(s, attr)!r}")
+
+
+def task_list(task: Any, m: int) -> list:
+    """``task`` as a list: one shared task, or one per network (``m`` of them); any other count is a one-line
+    error."""
+    tasks = list(task) if isinstance(task, (list, tuple)) else [task]
+    if len(tasks) not in (1, m):
+        raise NeurorateError(f"give one task or one per network ({m}), got {len(tasks)}")
+    return tasks
 
 
 def progress_bar(total: int, progress: bool | None, desc: str):

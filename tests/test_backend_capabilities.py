@@ -23,6 +23,7 @@ from neurorate.backends.base import (
     check_ensemble,
     get_backend,
     progress_bar,
+    task_list,
 )
 from neurorate.cli.app import main
 from neurorate.cli.defaults import RUN_DEFAULTS
@@ -187,6 +188,10 @@ def test_shared_helpers():
         check_ensemble([a, nr.NetworkSpec.random(n_hidden=4)])
     with pytest.raises(NeurorateError, match="no networks given"):
         check_ensemble([])
+    task = nr.make_task("romo", batch_size=2)
+    assert task_list(task, 3) == [task] and task_list([task, task], 2) == [task, task]
+    with pytest.raises(NeurorateError, match=r"give one task or one per network \(3\), got 2"):
+        task_list([task, task], 3)
     assert progress_bar(3, False, "x") is None
     bar = progress_bar(3, True, "x")
     assert bar.leave is True and bar.total == 3

@@ -22,6 +22,7 @@ from neurorate.backends.base import (
     check_ensemble,
     make_profile_quantizer,
     progress_bar,
+    task_list,
 )
 from neurorate.errors import NeurorateError
 from neurorate.learning.feedback import feedback_matrix
@@ -168,9 +169,7 @@ class LavaBackend:
         specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
         check_ensemble(specs)
         learning = check_rule(rule, optimizer)
-        tasks = list(task) if isinstance(task, (list, tuple)) else [task]
-        if len(tasks) not in (1, len(specs)):
-            raise NeurorateError(f"give one task or one per network ({len(specs)}), got {len(tasks)}")
+        tasks = task_list(task, len(specs))
         iterations = int(iterations)
         m = len(specs)
         lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (m,)))

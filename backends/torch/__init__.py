@@ -15,15 +15,15 @@ import numpy as np
 import torch
 
 from neurorate.backends.base import (
-    OPTIMIZERS,
     BackendCapabilities,
     BackendRun,
     SimResult,
+    check_compatible,
     make_profile_quantizer,
+    task_list,
 )
 from neurorate.backends.base import progress_bar as _progress
 from neurorate.errors import NeurorateError
-from neurorate.learning.registry import check_rule
 from neurorate.model.dynamics import on_grid
 from neurorate.model.spec import NetworkSpec
 from neurorate.optim import EnsembleOptimizer
@@ -168,12 +168,8 @@ class TorchBackend:
         specs = list(specs)
         if not specs:
             raise NeurorateError("no networks given")
-        the_rule = check_rule(rule, backend="torch", form=specs[0].form)
-        if optimizer not in OPTIMIZERS:
-            raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        tasks = list(task) if isinstance(task, (list, tuple)) else [task]
-        if len(tasks) not in (1, len(specs)):
-            raise NeurorateError(f"give one task or one per network ({len(specs)}), got {len(tasks)}")
+        the_rule = check_compatible(self.capabilities, rule, optimizer, specs=specs[:1])
+        tasks = task_list(task, len(specs))
         kind = tasks[0].loss_kind
         lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (len(specs),)))
         ens = stack(specs, self.dtype, self.device)

@@ -2,14 +2,20 @@
 
 Figures (PNG, in ``DIR/figures``), all at each setting's best learning rate (see :mod:`neurorate.studies.claims`):
 
-* ``curves_<task>.png``: learning curves by gain, one panel per rule (and flossing), mean +- s.e.m. over seeds;
-* ``final_loss_vs_gain.png``: final loss vs gain per task and rule, mean +- s.e.m.;
-* ``lambda_vs_gain.png``: lambda_max before and after training vs gain;
-* ``flossing_vs_gain.png``: final loss with and without flossing by gain (rules with flossing only);
+* ``curves_<task>.png``: loss (top) and decision accuracy (bottom) by gain, one column per rule (and flossing),
+  mean +- s.e.m. over seeds (n in the legend), per-panel y-limits fitted to the mean curves, dashed lines at the
+  Romo no-memory plateau and at chance; blown-up runs (:func:`exploded_runs`) drawn apart and left out of the mean;
+* ``final_loss_vs_gain.png``: final and best-so-far loss vs gain per task and rule, mean +- s.e.m.;
+* ``lambda_vs_gain.png``: lambda_max per tau before and after training, every run a point, solved and unsolved
+  networks distinguished;
+* ``flossing_vs_gain.png``: improvement (no flossing - flossing final loss, paired by seed) vs gain with t-based
+  95 % CIs (rules with flossing only);
 * ``richlazy_vs_gain.png``: relative weight change and representation alignment vs gain;
 * ``accuracy_by_profile.png``: final accuracy per backend/hardware profile (only when those axes vary).
 
-Diverged runs (``status == "diverged"``) are left out of every mean, figure and claim and counted per setting in
+The header counts solved and unlearned runs (:mod:`neurorate.studies.claims`, metrics per run); the table shows the
+final and the best-so-far loss. Diverged runs (``status == "diverged"``) are left out of every mean, figure and
+claim and counted per setting in
 the report's header (:func:`neurorate.studies.claims.diverged_by_setting`). The header also says which ensembles
 of the config have not finished (an interrupted study) and whether ``results.parquet`` had to be rebuilt from
 the parts. A corrupt part, ``config.json`` or ``manifest.json`` is a one-line error naming the file.

@@ -412,7 +412,9 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
         One row per (run, logged iteration): ``run_id``, the axes (task, rule, flossing, rank, backend, profile,
         gain, lr, seed), ``iteration`` (updates done; ``loss``/``accuracy`` are means over the ``log_every``
         iterations ending there), run-level ``final_loss`` (mean of the last ``final_fraction`` of iterations),
-        ``auc``, ``lambda_max_before/flossed/after`` (per step), rich/lazy metrics, ``wall_time``, ``status``
+        ``auc``, ``best_loss`` (minimum of the ``best_window`` running mean), ``time_to_solve`` (NaN: never below
+        ``solved_loss``), ``unlearned``, ``alpha`` (the network's leak), ``base_task`` (a variant's task),
+        ``lambda_max_before/flossed/after`` (per step), rich/lazy metrics, ``wall_time``, ``status``
         ("ok" or "diverged"). The same table is in ``out/results.parquet``.
 
     Raises

@@ -253,6 +253,8 @@ def test_cli_asks_the_toy_backend(toy_backend, capsys, tmp_path):
     # no --optimizer: the toy's default (sgd, not adam); the run then fails only on the dtype it does not declare
     rc, so, err = run_main(capsys, *base, "--out", str(tmp_path / "b"))
     assert rc == 2 and "unknown dtype 'float32' for the toy backend" in err and "optimizer" not in err
+    rc, so, err = run_main(capsys, *base, "--neuron", "lif", "--out", str(tmp_path / "c"))
+    assert rc == 2 and err.strip() == "error: the toy backend does not train lif networks (it trains rate)"
 
 
 # ------------------------------------------------------------------------------------------ one pipeline

@@ -99,7 +99,7 @@ def run(
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr
-    from neurorate.backends.base import backend_capabilities
+    from neurorate.backends.base import backend_capabilities, check_compatible
     from neurorate.io.results import unique_run_dir
     from neurorate.training import check_resources, check_sizes, check_train
 
@@ -118,6 +118,7 @@ def run(
         if neuron not in ("rate", "lif", "alif"):
             raise NeurorateError(f"unknown neuron {neuron!r}; choose rate, lif or alif")
         caps = backend_capabilities(backend)  # the backend's declared defaults and limits (backends/base.py)
+        check_compatible(caps, neuron=neuron)
         if optimizer is None:
             optimizer = caps.default_optimizer
         if lr is None:

@@ -281,7 +281,8 @@ def train(
     task : a :class:`~neurorate.tasks.base.Task` (shared data) or one per network.
     rule : one of :data:`neurorate.backends.base.RULES` (``bptt``, ``eprop``, ``eprop_online``, ``eprop_random``,
         ``rflo``, ``trunc1``).
-    backend : "torch", "lava" or a plugin name.
+    backend : "torch", "lava", a plugin name or a backend instance; what it runs is read from its declared
+        capabilities (:class:`~neurorate.backends.base.BackendCapabilities`).
     iterations : training iterations (one batch and one update each).
     lr : learning rate, or one per network.
     optimizer : "adam" or "sgd".
@@ -290,10 +291,12 @@ def train(
     floss_mode : "state" (the paper's detach reading), "onestep" (strictly local in time) or "full".
     floss_k, floss_lr : exponents flossed and flossing learning rate.
     floss_every : also floss (``floss_iterations`` each time) after every ``floss_every`` training iterations
-        ("inter-flossing", Engelken 2023); the optimizer state carries over. torch backend only.
+        ("inter-flossing", Engelken 2023); the optimizer state carries over: a backend whose capabilities are
+        ``resumable`` (the torch backend).
     lyapunov : measure the top ``lyapunov_k`` exponents before and after (and after flossing).
     lyapunov_units : "step", "tau" or "second".
-    device, dtype : torch backend placement ("auto" = CUDA if present) and precision.
+    device, dtype : placement ("auto" = CUDA if present) and precision, passed to a backend whose capabilities
+        declare them (the torch backend; the Lava backend fixes its own).
     progress : show progress bars (None: only on a terminal).
     out : write a run directory (per network ``net-XXX/`` for an ensemble); None writes nothing.
     callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.

@@ -23,6 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from neurorate.defaults import DEFAULT_LR
 from neurorate.errors import NeurorateError
 from neurorate.learning.registry import BUILTIN_RULES
 
@@ -110,7 +111,7 @@ class BackendCapabilities:
     rules: tuple[str, ...] | None = None
     online_only: bool = False
     optimizers: tuple[str, ...] = ("adam", "sgd")
-    default_lr: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"adam": 1e-3, "sgd": 0.05})
+    default_lr: Mapping[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_LR))
     refusals: Mapping[str, str] = dataclasses.field(default_factory=dict)
     forms: tuple[str, ...] = FORMS
     activations: tuple[str, ...] = ACTIVATIONS

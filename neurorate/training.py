@@ -31,6 +31,7 @@ from neurorate.backends.base import (
     check_compatible,
     get_backend,
 )
+from neurorate.defaults import DEFAULT_LR, RUN_DEFAULTS
 from neurorate.errors import NeurorateError
 from neurorate.io.results import RunDirectory, RunInterrupted, TrainResult, check_out_dir, open_out_dir, write_final
 from neurorate.learning.registry import get_rule, rule_names
@@ -250,8 +251,8 @@ def train(
     task: Task | Sequence[Task],
     rule: str = "eprop",
     backend: str = "torch",
-    iterations: int = 2000,
-    lr: float | Sequence[float] = 1e-3,
+    iterations: int = RUN_DEFAULTS["iterations"],
+    lr: float | Sequence[float] | None = None,
     optimizer: str = "adam",
     profile: Any = None,
     floss_iterations: int = 0,
@@ -283,8 +284,10 @@ def train(
         ``rflo``, ``trunc1``).
     backend : "torch", "lava", a plugin name or a backend instance; what it runs is read from its declared
         capabilities (:class:`~neurorate.backends.base.BackendCapabilities`).
-    iterations : training iterations (one batch and one update each).
-    lr : learning rate, or one per network.
+    iterations : training iterations (one batch and one update each); the default is ``neurorate run``'s
+        (:data:`neurorate.defaults.RUN_DEFAULTS`).
+    lr : learning rate, or one per network; None: the backend's default for the optimizer (``default_lr`` of its
+        capabilities; 2e-4 for Adam and 0.05 for SGD on the built-in backends, as ``neurorate run``).
     optimizer : "adam" or "sgd".
     profile : hardware profile name or :class:`~neurorate.hardware.profiles.HardwareProfile` (None: full precision).
     floss_iterations : local gradient-flossing pre-training iterations (0: none; the paper uses 100).
@@ -354,7 +357,8 @@ def train(
     return results[0] if plan.single else results
 
 
-def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterations: int = 2000, lr=1e-3,
+def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterations: int = RUN_DEFAULTS["iterations"],
+                lr=None,
                 optimizer: str = "adam", profile: Any = None, floss_iterations: int = 0, floss_mode: str = "state",
                 floss_every: int | None = None, lyapunov: bool = True, lyapunov_k: int = 8,
                 lyapunov_units: str = "step", device: str = "auto", dtype: str = "float32",
@@ -388,6 +392,8 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
         raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     _check_positive("iterations", iterations, integer=True, allow_zero=True)
     _check_positive("floss_iterations", floss_iterations, integer=True, allow_zero=True)
+    if lr is None:
+        lr = backend_capabilities(backend).default_lr.get(optimizer, DEFAULT_LR[optimizer])
     lrs = list(np.broadcast_to(np.asarray(lr, dtype=float), (len(specs),))) if np.ndim(lr) == 0 else list(lr)
     if len(lrs) != len(specs):
         raise NeurorateError(f"give one learning rate or one per network ({len(specs)}), got {len(lrs)}")

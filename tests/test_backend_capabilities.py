@@ -26,7 +26,7 @@ from neurorate.backends.base import (
     task_list,
 )
 from neurorate.cli.app import main
-from neurorate.cli.defaults import RUN_DEFAULTS
+from neurorate.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
 from neurorate.io.results import RunInterrupted
 from neurorate.learning.registry import rules

@@ -349,7 +349,7 @@ def test_ctrl_c_during_lyapunov_says_nothing_was_written(tmp_path):
 # ------------------------------------------------------------------------------------ help agrees with behaviour
 def test_lyapunov_draws_the_network_of_run_with_the_same_defaults(tmp_path, capsys):
     from neurorate.analysis.lyapunov import lyapunov_spectrum
-    from neurorate.cli.defaults import RUN_DEFAULTS
+    from neurorate.defaults import RUN_DEFAULTS
 
     rc, so, err = run_main(capsys, "lyapunov", "--hidden", "16", "--k", "4", "--json", "--out", str(tmp_path / "l"))
     assert rc == 0, err

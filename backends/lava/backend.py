@@ -24,6 +24,7 @@ from neurorate.backends.base import (
     progress_bar,
     task_list,
 )
+from neurorate.defaults import DEFAULT_LR
 from neurorate.errors import NeurorateError
 from neurorate.learning.feedback import feedback_matrix
 from neurorate.learning.registry import BUILTIN_RULES, Rule
@@ -40,7 +41,7 @@ _WEIGHTS = ("w_in", "w_rec", "w_out", "b", "b_out")
 
 
 CAPABILITIES = BackendCapabilities(
-    name="lava", title="Lava", online_only=True, optimizers=("sgd",), default_lr={"sgd": 0.05},
+    name="lava", title="Lava", online_only=True, optimizers=("sgd",), default_lr={"sgd": DEFAULT_LR["sgd"]},
     refusals={"adam": "is not local"}, profiles=True, neurons=("rate",), extra="lava", own_processes=True,
     cost=5.0)
 """What the Lava backend runs: the rules that list ``lava`` in ``Rule.backends`` and run forward in time (no

@@ -23,6 +23,7 @@ from neurorate.backends.base import (
     task_list,
 )
 from neurorate.backends.base import progress_bar as _progress
+from neurorate.defaults import DEFAULT_LR
 from neurorate.errors import NeurorateError
 from neurorate.model.dynamics import on_grid
 from neurorate.model.spec import NetworkSpec
@@ -93,7 +94,7 @@ class TorchBackend:
 
     name = "torch"
     capabilities = BackendCapabilities(
-        name="torch", optimizers=("adam", "sgd"), default_lr={"adam": 1e-3, "sgd": 0.05}, profiles=True,
+        name="torch", optimizers=("adam", "sgd"), default_lr=DEFAULT_LR, profiles=True,
         dtypes=("float32", "float64"), devices=("auto", "cpu", "cuda"), neurons=("rate", "lif", "alif"),
         options=("compiled",), resumable=True, threads=True)
     """Every rule listing ``torch`` in ``Rule.backends``, Adam (default) and SGD, all forms and activations,

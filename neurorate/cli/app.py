@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from neurorate.cli.defaults import RUN_DEFAULTS
+from neurorate.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
 from neurorate.learning.registry import rule_help
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from neurorate.cli.defaults import RUN_DEFAULTS
+from neurorate.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
 
 

@@ -3,7 +3,7 @@
 A backend is any class with ``name``, ``capabilities`` (a :class:`BackendCapabilities`), ``simulate``, ``train``
 and ``jacobian_vector`` (the :class:`Backend` protocol) registered under the ``neurorate.backends`` entry-point
 group; a third party adds one without touching the core. Every backend must pass the conformance suite
-(``tests/test_conformance.py``): same trajectories, same weight updates, same losses.
+(``tests/conformance/test_conformance.py``): same trajectories, same weight updates, same losses.
 
 The core never branches on a backend's name: it reads the class's declared capabilities
 (:func:`backend_capabilities`, without instantiating the backend or importing its heavy dependencies) and refuses

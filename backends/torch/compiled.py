@@ -12,7 +12,7 @@ runs the forward pass, the rule's gradient, the loss, the accuracy and the optim
 * Adam and SGD as :class:`neurorate.optim.EnsembleOptimizer`, whose moments it updates in place, with its freeze:
   a network whose loss is not finite is made inactive and from then on gets no update (its moments decay).
 
-The torch implementations stay the reference: ``tests/test_compiled.py`` checks the two against each other
+The torch implementations stay the reference: ``tests/unit/test_compiled.py`` checks the two against each other
 (float64 to 1e-12 after 30 Adam iterations for every rule, activation and loss). :class:`CompiledStep` is what
 :class:`neurorate.backends.torch.TorchBackend` calls when :func:`applies` (CPU, form A, no profile, one of
 :data:`COMPILED_RULES`, tanh or relu); ``TorchBackend(compiled=False)``, ``backend_options={"compiled": False}`` or

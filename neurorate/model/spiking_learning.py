@@ -2,7 +2,7 @@
 
 The equations are in :mod:`neurorate.model.spiking`. :func:`autograd_gradients` and :func:`online_gradients`
 (the forward traces, :func:`neurorate.learning.eprop.lif_online_gradients`, beside the rate e-prop)
-compute the same e-prop gradient in two ways (checked to 1e-10 in float64 by tests/test_spiking.py);
+compute the same e-prop gradient in two ways (checked to 1e-10 in float64 by tests/unit/test_spiking.py);
 :func:`train_lif` trains an ensemble (e.g. one network per initial gain) with Adam.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 FORBIDDEN = {
     "a private specification (science.md)": re.compile(r"science\.md", re.IGNORECASE),

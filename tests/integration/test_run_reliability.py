@@ -32,7 +32,7 @@ from neurorate.training import (
     estimate_bytes,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--iterations", "6", "--hidden", "8", "--batch", "4", "--no-lyapunov", "--device", "cpu"]
 
 

@@ -1,9 +1,9 @@
 """NIR export/import of rate networks: lossless round trip, an independent executor (nirtorch) that reproduces
-the torch backend's trajectories, the documented behaviour of norse's and snntorch's NIR importers, errors, CLI."""
+the torch backend's trajectories, errors, CLI (what norse's, snntorch's and nirtorch's importers do is in
+tests/upstream)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -128,42 +128,6 @@ def test_malformed_files_raise_one_line_file_format_error(tmp_path):
         with pytest.raises(FileFormatError) as info:
             nir_io.from_nir(path)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
-
-
-def test_norse_from_nir_cannot_run_the_recurrent_rate_graph():
-    """norse 1.1 maps no nir.LI node and does not import recurrent graphs: its executor drops the LI and the
-    recurrence. Depending on which node it picks as input it fails with a shape error or returns W_in x + b."""
-    norse = pytest.importorskip("norse.torch")
-    spec = _spec()
-    logging.disable(logging.WARNING)
-    try:
-        module = norse.from_nir(nir_io.to_nir(spec))
-        x = torch.as_tensor(_inputs()[0], dtype=torch.float32)
-        try:
-            out, _ = module(x)
-        except RuntimeError as exc:
-            assert "shape" in str(exc)
-        else:
-            np.testing.assert_allclose(out.detach().numpy(), x.numpy() @ spec.w_in.T + spec.b, atol=1e-5)
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def test_snntorch_import_from_nir_has_no_li_mapping():
-    pytest.importorskip("snntorch")
-    from snntorch.import_nir import import_from_nir
-
-    with pytest.raises(ValueError, match="LI"):
-        import_from_nir(nir_io.to_nir(_spec()))
-
-
-def test_nirtorch_default_affine_map_drops_the_bias():
-    """Why to_torch maps Affine itself: nirtorch 2.6's default sets ``weight.bias`` instead of ``bias``."""
-    nirtorch = pytest.importorskip("nirtorch")
-    spec = _spec()
-    node = nir.Affine(weight=spec.w_in, bias=spec.b)
-    lin = nirtorch.nir_interpreter.DEFAULT_MAP[nir.Affine](node)
-    assert not np.allclose(lin.bias.detach().double().numpy(), spec.b)
 
 
 def _cli(*args):

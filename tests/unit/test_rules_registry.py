@@ -22,7 +22,7 @@ from neurorate.model.spiking import LIFNetwork
 from neurorate.model.spiking_learning import LIF_RULES, autograd_gradients, online_gradients
 
 torch.set_num_threads(1)
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # ---------------------------------------------------------------- registry and derived tables

@@ -13,7 +13,7 @@ import pytest
 import neurorate as nr
 from neurorate.defaults import DEFAULT_LR, RUN_DEFAULTS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _readme_example() -> str:

@@ -20,9 +20,9 @@ from neurorate.backends.base import (
     SimResult,
     check_compatible,
     make_profile_quantizer,
+    progress_bar,
     task_list,
 )
-from neurorate.backends.base import progress_bar as _progress
 from neurorate.defaults import DEFAULT_LR
 from neurorate.errors import NeurorateError
 from neurorate.model.dynamics import on_grid
@@ -192,7 +192,7 @@ class TorchBackend:
         acc_hist = np.full((m, iterations), np.nan)
         diverged_at: list[int | None] = [None] * m
         t0 = time.perf_counter()
-        bar = _progress(iterations, progress, f"torch {the_rule.name} x{m}")
+        bar = progress_bar(iterations, progress, f"torch {the_rule.name} x{m}")
         try:
             for i in range(iterations):
                 x, target, mask = _batch_tensors(tasks, start_iteration + i, self.dtype, self.device)

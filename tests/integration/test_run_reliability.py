@@ -370,14 +370,17 @@ def test_lyapunov_draws_the_network_of_run_with_the_same_defaults(tmp_path, caps
 def test_help_states_the_defaults_it_uses(capsys):
     rc, so, _ = run_main(capsys, "run", "--help")
     flat = " ".join(so.replace("│", " ").split())
-    assert rc == 0 and "(default: 0.001 with adam, 0.05 with sgd)" in flat and "3e-3" not in flat
+    from neurorate.defaults import RUN_DEFAULTS
+
+    assert rc == 0 and f"(default: {RUN_DEFAULTS['lr']:g} with adam, {RUN_DEFAULTS['lr_sgd']:g} with sgd)" in flat
+    assert "3e-3" not in flat and "0.0002 with adam" in flat
     rc, so, _ = run_main(capsys, "--version")
     assert rc == 0 and so.strip() == f"neurorate {nr.__version__}"
 
 
 def test_training_progress_bars_stay_on_screen():
-    from neurorate.backends.torch import _progress
+    from neurorate.backends.base import progress_bar
 
-    bar = _progress(3, True, "torch")
+    bar = progress_bar(3, True, "torch")
     assert bar.leave is True
     bar.close()

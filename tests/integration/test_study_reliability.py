@@ -23,7 +23,7 @@ import neurorate as nr
 from neurorate.errors import NeurorateError
 from neurorate.studies.config import embedded_configs, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # two small ensembles (BPTT, e-prop), 2 gains x 2 seeds, no Lyapunov spectra or rich/lazy probes: a few seconds
 SMALL = {"name": "small", "tasks": ["romo"], "rules": ["bptt", "eprop"], "gains": [0.5, 1.5], "lrs": [1e-2],
          "seeds": [0, 1], "iterations": 12, "hidden": 8, "batch": 4, "log_every": 4, "lyapunov": False,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
@@ -330,6 +331,21 @@ def get_backend(name: str | Backend, **options: Any) -> Backend:
     if not isinstance(name, str):
         return name
     return backend_class(name)(**options)
+
+
+def env_threads() -> int | None:
+    """The CPU threads asked for by the environment variable ``NEURORATE_THREADS`` (None when unset); a value that
+    is not a positive integer is a one-line error."""
+    env = os.environ.get("NEURORATE_THREADS", "").strip()
+    if not env:
+        return None
+    try:
+        value = int(env)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise NeurorateError(f"NEURORATE_THREADS must be a positive integer, got {env!r}")
+    return value
 
 
 def check_ensemble(specs: Sequence[Any]) -> None:

@@ -29,7 +29,10 @@ from neurorate.backends.base import (
     backend_capabilities,
     check_available,
     check_compatible,
+    check_ensemble,
+    env_threads,
     get_backend,
+    task_list,
 )
 from neurorate.defaults import DEFAULT_LR, RUN_DEFAULTS
 from neurorate.errors import NeurorateError
@@ -253,7 +256,7 @@ def train(
     backend: str = "torch",
     iterations: int = RUN_DEFAULTS["iterations"],
     lr: float | Sequence[float] | None = None,
-    optimizer: str = "adam",
+    optimizer: str | None = None,
     profile: Any = None,
     floss_iterations: int = 0,
     floss_mode: str = "state",
@@ -280,15 +283,15 @@ def train(
     ----------
     spec : a :class:`NetworkSpec` or a list of them (sharing N, form and activation).
     task : a :class:`~neurorate.tasks.base.Task` (shared data) or one per network.
-    rule : one of :data:`neurorate.backends.base.RULES` (``bptt``, ``eprop``, ``eprop_online``, ``eprop_random``,
-        ``rflo``, ``trunc1``).
+    rule : a rule name of ``nr.rules()`` (the built-ins ``bptt``, ``eprop``, ``eprop_online``, ``eprop_random``,
+        ``rflo``, ``trunc1``, or a plugin's; docs/rules.md).
     backend : "torch", "lava", a plugin name or a backend instance; what it runs is read from its declared
         capabilities (:class:`~neurorate.backends.base.BackendCapabilities`).
     iterations : training iterations (one batch and one update each); the default is ``neurorate run``'s
         (:data:`neurorate.defaults.RUN_DEFAULTS`).
     lr : learning rate, or one per network; None: the backend's default for the optimizer (``default_lr`` of its
         capabilities; 2e-4 for Adam and 0.05 for SGD on the built-in backends, as ``neurorate run``).
-    optimizer : "adam" or "sgd".
+    optimizer : "adam" or "sgd"; None: the backend's default (Adam on torch, SGD on Lava), as ``neurorate run``.
     profile : hardware profile name or :class:`~neurorate.hardware.profiles.HardwareProfile` (None: full precision).
     floss_iterations : local gradient-flossing pre-training iterations (0: none; the paper uses 100).
     floss_mode : "state" (the paper's detach reading), "onestep" (strictly local in time) or "full".
@@ -359,7 +362,7 @@ def train(
 
 def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterations: int = RUN_DEFAULTS["iterations"],
                 lr=None,
-                optimizer: str = "adam", profile: Any = None, floss_iterations: int = 0, floss_mode: str = "state",
+                optimizer: str | None = None, profile: Any = None, floss_iterations: int = 0, floss_mode: str = "state",
                 floss_every: int | None = None, lyapunov: bool = True, lyapunov_k: int = 8,
                 lyapunov_units: str = "step", device: str = "auto", dtype: str = "float32",
                 backend_options: dict | None = None, neuron: str = "rate", out: str | Path | None = None,
@@ -388,19 +391,32 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
     if not all(isinstance(t, Task) for t in tasks):
         raise NeurorateError("task must be a neurorate Task (see neurorate.make_task) or a list of them")
     get_rule(rule)  # unknown -> one-line error listing the rules (built-ins and plugins)
+    check_ensemble(specs)  # the networks of one call share N, n_in, n_out, form and activation
+    tasks = task_list(tasks, len(specs))  # one shared task or one per network
+    env_threads()  # a bad NEURORATE_THREADS is a one-line error before anything is written
+    if optimizer is None:
+        optimizer = backend_capabilities(backend).default_optimizer
     if optimizer not in OPTIMIZERS:
         raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
     _check_positive("iterations", iterations, integer=True, allow_zero=True)
     _check_positive("floss_iterations", floss_iterations, integer=True, allow_zero=True)
     if lr is None:
         lr = backend_capabilities(backend).default_lr.get(optimizer, DEFAULT_LR[optimizer])
-    lrs = list(np.broadcast_to(np.asarray(lr, dtype=float), (len(specs),))) if np.ndim(lr) == 0 else list(lr)
+    try:
+        lrs = list(np.broadcast_to(np.asarray(lr, dtype=float), (len(specs),))) if np.ndim(lr) == 0 else list(lr)
+        lrs = [float(v) for v in lrs]
+    except (TypeError, ValueError):
+        raise NeurorateError(f"lr must be a positive number or one per network, got {lr!r}") from None
     if len(lrs) != len(specs):
         raise NeurorateError(f"give one learning rate or one per network ({len(specs)}), got {len(lrs)}")
     for v in lrs:
         _check_positive("lr", v)
     if floss_mode not in FLOSS_MODES:
         raise NeurorateError(f"unknown floss mode {floss_mode!r}; choose one of {', '.join(FLOSS_MODES)}")
+    if lyapunov:
+        _check_positive("lyapunov_k", lyapunov_k, integer=True)
+    if floss_iterations:
+        _check_positive("floss_k", floss_k, integer=True)  # (more than N is clipped to N by the flossing)
     if lyapunov_units not in LYAPUNOV_UNITS:
         raise NeurorateError(f"unknown Lyapunov unit {lyapunov_units!r}; choose one of {', '.join(LYAPUNOV_UNITS)}")
     for s in specs:

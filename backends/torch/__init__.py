@@ -19,6 +19,7 @@ from neurorate.backends.base import (
     BackendRun,
     SimResult,
     check_compatible,
+    env_threads,
     make_profile_quantizer,
     progress_bar,
     task_list,
@@ -110,17 +111,9 @@ class TorchBackend:
         self.compiled = compiled
 
     def _requested_threads(self) -> int | None:
-        import os
-
         if self.threads is not None:
             return int(self.threads)
-        env = os.environ.get("NEURORATE_THREADS", "").strip()
-        if env:
-            try:
-                return max(1, int(env))
-            except ValueError:
-                raise NeurorateError(f"NEURORATE_THREADS must be a positive integer, got {env!r}") from None
-        return None
+        return env_threads()
 
     def _set_threads(self, compiled: bool) -> int | None:
         """torch's intra-op threads on the CPU: the requested threads on the torch path, else 1. Returns the

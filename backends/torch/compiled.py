@@ -65,8 +65,10 @@ def kernel_threads(threads: int | None = None) -> int:
     One by default: on the busy 2-core machine a second kernel thread made every measured size slower (the wait for
     a descheduled thread at the end of each iteration; docs/benchmarks.md), and a study already runs one worker
     process per core. Ask for more where the cores are free."""
-    if threads is None and os.environ.get("NEURORATE_THREADS", "").strip():
-        threads = int(os.environ["NEURORATE_THREADS"])
+    if threads is None:
+        from neurorate.backends.base import env_threads
+
+        threads = env_threads()
     if threads is None:
         threads = 1
     cap = numba.config.NUMBA_NUM_THREADS if numba is not None else 1

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from neurorate.backends.base import env_threads
 from neurorate.errors import NeurorateError
 from neurorate.studies.config import StudyConfig, load_config
 
@@ -99,7 +100,7 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
 
     import neurorate as nr
 
-    torch.set_num_threads(max(1, min(torch.get_num_threads(), int(os.environ.get("NEURORATE_THREADS", "1")))))
+    torch.set_num_threads(max(1, min(torch.get_num_threads(), env_threads() or 1)))
     grid = [(g, lr, s) for g in config.gains for lr in config.lrs for s in config.seeds]
     tasks = [config.make_task(job.task, batch_size=config.batch, seed=s) for _, _, s in grid]
     t0 = tasks[0]
@@ -119,7 +120,7 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
         if caps.threads:
             placement = {k: v for k, v, declared in (("device", config.device, caps.devices),
                                                      ("dtype", config.dtype, caps.dtypes)) if declared}
-            backend = get_backend(job.backend, threads=int(os.environ["NEURORATE_THREADS"]), **placement)
+            backend = get_backend(job.backend, threads=env_threads(), **placement)
     start = time.perf_counter()
     results = nr.train(specs, tasks, rule=job.rule, backend=backend, iterations=config.iterations,
                        lr=[lr for _, lr, _ in grid], optimizer=config.optimizer, profile=job.profile,

@@ -384,3 +384,29 @@ def test_training_progress_bars_stay_on_screen():
     bar = progress_bar(3, True, "torch")
     assert bar.leave is True
     bar.close()
+
+
+@pytest.mark.parametrize("case", ["tasks", "shapes", "lyapunov_k", "floss_k", "lr", "threads"])
+def test_train_checks_ensembles_k_lr_and_threads_before_writing(tmp_path, monkeypatch, case):
+    s8 = nr.NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, seed=0)
+    s16 = nr.NetworkSpec.random(n_in=1, n_hidden=16, n_out=2, seed=0)
+    task = nr.make_task("romo", batch_size=4)
+    kwargs = {"tasks": dict(spec=[s8, s8, s8], task=[task, task]), "shapes": dict(spec=[s8, s16], task=task),
+              "lyapunov_k": dict(spec=s8, task=task, lyapunov_k=0),
+              "floss_k": dict(spec=s8, task=task, floss_iterations=1, floss_k=0),
+              "lr": dict(spec=s8, task=task, lr="x"), "threads": dict(spec=s8, task=task)}[case]
+    if case == "threads":
+        monkeypatch.setenv("NEURORATE_THREADS", "abc")
+    words = {"tasks": "one task or one per network", "shapes": "must share n_hidden", "lyapunov_k": "lyapunov_k",
+             "floss_k": "floss_k must be a positive integer", "lr": "lr must be a positive number", "threads": "NEURORATE_THREADS"}
+    with pytest.raises(NeurorateError, match=words[case]) as info:
+        nr.train(**kwargs, iterations=2, out=tmp_path / "run")
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_uses_the_backends_default_optimizer():
+    spec = nr.NetworkSpec.random(n_in=1, n_hidden=6, n_out=2, seed=0)
+    task = nr.make_task("romo", batch_size=2)
+    result = nr.train(spec, task, backend="lava", iterations=2, lyapunov=False, progress=False)
+    assert result.optimizer == "sgd" and result.lr == 0.05

@@ -30,15 +30,17 @@ def _python(code: str) -> subprocess.CompletedProcess:
 @pytest.mark.lava
 @pytest.mark.skipif(importlib.util.find_spec("lava") is None, reason="lava-nc missing")
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="the dataclass check exists from Python 3.11")
-@pytest.mark.xfail(strict=True, reason="lava-nc 0.10 uses a mutable dataclass default (ByteEncoder) that Python 3.11 "
-                                       "refuses; neurorate.backends.lava._compat patches it (docs/lava.md)")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="lava-nc 0.10 uses a mutable dataclass default (ByteEncoder) that Python 3.11 refuses; "
+                          "neurorate.backends.lava._compat patches it (docs/lava.md)")
 def test_lava_imports_on_python_311_without_the_shim():
     res = _python("import lava.magma.compiler.var_model")
     assert res.returncode == 0, res.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="norse 1.1 maps no nir.LI node and does not import recurrent graphs; "
-                                       "neurorate.io.nir.to_torch executes neurorate's graphs itself (docs/nir.md)")
+@pytest.mark.xfail(strict=True, raises=(AssertionError, RuntimeError),
+                   reason="norse 1.1 maps no nir.LI node and does not import recurrent graphs (it fails with a shape "
+                          "error or drops the LI); neurorate.io.nir.to_torch executes neurorate's graphs itself")
 def test_norse_runs_a_recurrent_leaky_integrator_graph():
     norse = pytest.importorskip("norse.torch")
     torch = pytest.importorskip("torch")
@@ -71,8 +73,9 @@ def test_snntorch_imports_a_leaky_integrator_graph():
     assert import_from_nir(nir_io.to_nir(nr.NetworkSpec.random(**_SPEC))) is not None
 
 
-@pytest.mark.xfail(strict=True, reason="nirtorch 2.6's default Affine map sets weight.bias instead of the Linear's "
-                                       "bias; neurorate.io.nir.to_torch maps Affine itself")
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="nirtorch 2.6's default Affine map sets weight.bias instead of the Linear's bias; "
+                          "neurorate.io.nir.to_torch maps Affine itself")
 def test_nirtorch_default_affine_map_keeps_the_bias():
     nir = pytest.importorskip("nir")
     nirtorch = pytest.importorskip("nirtorch")

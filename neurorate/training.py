@@ -663,24 +663,17 @@ def _spiking_constants(neuron: str, options: dict) -> dict:
 
 
 def _train_spiking(plan: Plan, callback) -> list[BackendRun]:
-    """The spiking variant of step 7: :func:`neurorate.model.spiking_learning.train_lif`, one ensemble per distinct
-    learning rate; the iterations reach ``callback`` once every ensemble has trained."""
+    """The spiking variant of step 7: :func:`neurorate.model.spiking_learning.train_lif`, the whole ensemble in one
+    program (every network with its own learning rate)."""
     from neurorate.model.spiking_learning import train_lif
 
-    constants = plan.config["spiking"]
-    runs: list[BackendRun | None] = [None] * len(plan.specs)
-    for lr in sorted(set(float(v) for v in plan.lrs)):
-        idx = [j for j, v in enumerate(plan.lrs) if float(v) == lr]
-        res = train_lif([plan.start_specs[j] for j in idx], plan.tasks[0], rule=plan.rule,
-                        iterations=plan.iterations, lr=lr, **constants)
-        for col, j in enumerate(idx):
-            net = res["networks"][col]
-            runs[j] = BackendRun(spec=net.spec, losses=np.asarray(res["losses"][:, col], dtype=float),
-                                 accuracy=np.asarray(res["accuracy"][:, col], dtype=float),
-                                 wall_time=float(res["wall_time"]) / len(idx), extra={"network": net})
-    for i in range(plan.iterations):
-        callback(i, np.array([r.losses[i] for r in runs]), np.array([r.accuracy[i] for r in runs]))
-    return runs
+    res = train_lif(list(plan.start_specs), plan.tasks[0], rule=plan.rule, iterations=plan.iterations,
+                    lr=[float(v) for v in plan.lrs], callback=callback, **plan.config["spiking"])
+    m = len(plan.specs)
+    return [BackendRun(spec=net.spec, losses=np.asarray(res["losses"][:, j], dtype=float),
+                       accuracy=np.asarray(res["accuracy"][:, j], dtype=float),
+                       wall_time=float(res["wall_time"]) / m, extra={"network": net})
+            for j, net in enumerate(res["networks"])]
 
 
 def _first(spectrum):

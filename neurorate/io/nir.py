@@ -326,14 +326,15 @@ def to_torch(graph, dtype: str = "float64"):
     torch = require("torch", "torch")
     nirtorch = require("nirtorch", "nir", "running NIR graphs in torch")
     nir = _nir()
-    from neurorate.model.dynamics import activation
+    from neurorate.model.dynamics import activation, integrate, rate
 
     tdtype = {"float64": torch.float64, "float32": torch.float32}[dtype]
     meta = {**dict(graph.metadata or {})}
     dt = float(_meta_value(meta, "neurorate.dt", NOMINAL_DT))
 
     class RateLI(torch.nn.Module):
-        """NIR LI node as a rate unit: ``v <- v + (dt/tau)(-v + r I + v_leak)`` plus the neurorate activation."""
+        """NIR LI node as a rate unit: ``v <- v + (dt/tau)(-v + r I + v_leak)`` plus the neurorate activation
+        (the step of :func:`neurorate.model.dynamics.integrate` for the node's form, with alpha = dt / tau)."""
 
         def __init__(self, node):
             super().__init__()
@@ -347,15 +348,8 @@ def to_torch(graph, dtype: str = "float64"):
 
         def forward(self, current, state=None):
             v = torch.zeros_like(current) if state is None else state
-            drive = self.r * current + self.v_leak
-            if self.form == "A":
-                v = v + self.alpha * (drive - v)
-                return self.f(v), v
-            if self.form == "B":
-                v = self.f(v + self.alpha * (drive - v))
-                return v, v
-            v = v + self.alpha * (self.f(drive) - v)
-            return v, v
+            v, _ = integrate(v, self.r * current + self.v_leak, self.alpha, self.form, self.f)
+            return rate(v, self.form, self.f), v
 
     def dense(node):
         w, bias = _weights(node)

@@ -105,15 +105,23 @@ def step(state, drive_t, w_rec, alpha, form: str, f, detach_pre: bool = False, d
     pre = rate(prev, form, f)
     if detach_pre:
         pre = pre.detach()
-    rec = torch.matmul(pre, w_rec.transpose(-1, -2))
+    return integrate(prev, torch.matmul(pre, w_rec.transpose(-1, -2)) + drive_t, alpha, form, f)
+
+
+def integrate(prev, total_input, alpha, form: str, f):
+    """The leak and nonlinearity of one step, given the unit's whole input ``W pre + U x_t + b``.
+
+    Returns ``(new_state, pre_activation)`` as :func:`step` does (which calls it after its recurrent matmul);
+    an executor that computes the input elsewhere (NIR's graph of Affine nodes, :mod:`neurorate.io.nir`) calls
+    it directly.
+    """
     if form == "A":
-        a = (1 - alpha) * prev + alpha * (rec + drive_t)
+        a = (1 - alpha) * prev + alpha * total_input
         return a, a
     if form == "B":
-        u = (1 - alpha) * prev + alpha * (rec + drive_t)
+        u = (1 - alpha) * prev + alpha * total_input
         return f(u), u
-    u = rec + drive_t
-    return (1 - alpha) * prev + alpha * f(u), u
+    return (1 - alpha) * prev + alpha * f(total_input), total_input
 
 
 def readout(rates: torch.Tensor, w_out: torch.Tensor, b_out: torch.Tensor) -> torch.Tensor:

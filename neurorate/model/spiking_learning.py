@@ -21,6 +21,7 @@ from neurorate.model import losses
 from neurorate.model.dynamics import readout_random_feedback
 from neurorate.model.spec import NetworkSpec
 from neurorate.model.spiking import TRAINED, LIFNetwork, _constants, _tensors, forward, lif_rule
+from neurorate.optim import EnsembleOptimizer
 
 LIF_RULES = tuple(r.name for r in BUILTIN_RULES if "lif" in r.neurons)
 """Built-in rules that train LIF networks (derived from the registry, :mod:`neurorate.learning.registry`)."""
@@ -70,7 +71,7 @@ def as_lif(specs, threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3
     return [s if isinstance(s, LIFNetwork) else LIFNetwork(s, threshold, kappa, gamma, **adaptation) for s in specs]
 
 
-def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float = 1e-3,
+def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
               threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3,
               dtype: str = "float32", beta_a: float = 0.0, rho: float = 0.95, adaptive_fraction: float = 1.0,
               callback=None) -> dict:
@@ -82,8 +83,8 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
     task : a :class:`neurorate.tasks.base.Task` (every network sees the same batches) or one task per network.
     rule : "eprop" (autograd with the presynaptic detach; equals the online traces), "eprop_random"
         (random feedback ``spec.feedback``) or "bptt" (surrogate-gradient BPTT).
-    iterations, lr : Adam iterations and learning rate (Adam is element-wise, so the ensemble trains
-        exactly as M separate networks would).
+    iterations, lr : Adam iterations and learning rate, one value or one per network (Adam is element-wise,
+        :class:`neurorate.optim.EnsembleOptimizer`, so the ensemble trains exactly as M separate networks would).
     threshold, kappa, gamma, beta_a, rho, adaptive_fraction : the constants of
         :class:`~neurorate.model.spiking.LIFNetwork` for ``NetworkSpec`` inputs (``beta_a > 0``: ALIF units).
     callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
@@ -94,14 +95,20 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
     ``(iterations, M)``), ``networks`` (trained ``LIFNetwork``s) and ``wall_time`` seconds.
     """
     rule = lif_rule(rule)
-    if iterations <= 0 or not lr > 0:
-        raise NeurorateError(f"iterations must be > 0 and lr > 0, got {iterations} and {lr}")
     nets = as_lif(specs, threshold, kappa, gamma, beta_a=beta_a, rho=rho, adaptive_fraction=adaptive_fraction)
+    try:
+        lrs = np.broadcast_to(np.asarray(lr, dtype=np.float64), (len(nets),))
+    except ValueError:
+        raise NeurorateError(f"lr must be one value or one per network ({len(nets)}), got {lr!r}") from None
+    if iterations <= 0 or not np.all(lrs > 0):
+        raise NeurorateError(f"iterations must be > 0 and lr > 0, got {iterations} and {lr}")
     rule = lif_rule(rule, nets)
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
     params = _tensors(nets, tdtype)
-    leaves = [params[k].requires_grad_(True) for k in TRAINED]
-    opt = torch.optim.Adam(leaves, lr=lr)
+    for k in TRAINED:
+        params[k].requires_grad_(True)
+    opt = EnsembleOptimizer("adam", torch.tensor(lrs, dtype=tdtype))
+    active = torch.ones(len(nets), dtype=torch.bool)
     hist = np.zeros((3, iterations, len(nets)))
     start = time.perf_counter()
     tasks = list(task) if isinstance(task, (list, tuple)) else None
@@ -116,9 +123,10 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr: float
             xb, target, mask = (np.stack(a) for a in zip(*(t.batch(i) for t in tasks)))
         x, target, mask = tt(xb), tt(target), tt(mask)
         loss, y, z = _loss(nets, params, x, target, mask, kind, rule)
-        opt.zero_grad()
+        for k in TRAINED:
+            params[k].grad = None
         loss.sum().backward()
-        opt.step()
+        opt.step({k: params[k].data for k in TRAINED}, {k: params[k].grad for k in TRAINED}, active)
         with torch.no_grad():
             hist[0, i] = loss.detach().cpu().numpy()
             hist[1, i] = losses.accuracy(kind, y, target, mask).cpu().numpy()

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from neurorate.backends.base import backend_capabilities
 from neurorate.errors import NeurorateError
 from neurorate.learning.registry import BUILTIN_RULES, rule_names
 
@@ -222,9 +223,14 @@ class StudyConfig(BaseModel):
             if True in self.flossing:
                 raise ValueError(f"flossing: gradient flossing is not defined for {spiking[0]} networks; "
                                  "use flossing = [false]")
-            if self.backends != ["torch"]:
-                raise ValueError(f"backends: {spiking[0]} networks train on the torch backend only, "
-                                 f"got {self.backends}")
+            for name in self.backends:
+                try:
+                    neurons = backend_capabilities(name).neurons
+                except NeurorateError:
+                    continue  # an unknown backend is named by the study's preflight
+                if spiking[0] not in neurons:
+                    raise ValueError(f"backends: {name} does not train {spiking[0]} networks (it trains "
+                                     f"{', '.join(neurons)})")
             if self.profiles != [None]:
                 raise ValueError(f"profiles: {spiking[0]} networks train at full precision only (profiles = ['none'])")
         return self

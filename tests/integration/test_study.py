@@ -305,7 +305,7 @@ def test_tangent_features_match_finite_differences_and_kernel_alignment_properti
 @pytest.mark.parametrize("change, message", [
     ({"neurons": ["lif"], "rules": ["eprop", "rflo"]}, "rflo cannot train lif networks"),
     ({"neurons": ["rate", "alif"], "flossing": [False, True]}, "gradient flossing is not defined for alif"),
-    ({"neurons": ["lif"], "flossing": [False], "backends": ["lava"]}, "torch backend only"),
+    ({"neurons": ["lif"], "flossing": [False], "backends": ["lava"]}, "lava does not train lif networks"),
     ({"neurons": ["lif"], "flossing": [False], "profiles": ["loihi2"]}, "full precision only"),
     ({"neurons": ["rate", "spike"]}, "unknown neuron 'spike'"),
     ({"lif": {"kappa": 1.5}}, "lif.kappa"),

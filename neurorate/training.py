@@ -27,6 +27,7 @@ from neurorate.backends.base import (
     BackendCapabilities,
     BackendRun,
     backend_capabilities,
+    backend_class,
     check_available,
     check_compatible,
     check_ensemble,
@@ -438,6 +439,9 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
     if neuron == "rate":
         check_backend(backend, rule, optimizer, profile, specs)
         check_compatible(caps, dtype=dtype, device=device, batch=tasks[0].batch_size, options=options)
+        hook = getattr(backend_class(backend) if isinstance(backend, str) else backend, "check_options", None)
+        if callable(hook):  # limits that depend on the backend's options (e.g. the Lava loihi graph's)
+            hook(options, specs=specs, batch=tasks[0].batch_size, profile=profile)
     else:
         _check_spiking(neuron, rule, optimizer, profile, floss_iterations, tasks, options)
         check_compatible(caps, rule, neuron=neuron)

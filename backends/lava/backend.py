@@ -3,7 +3,9 @@
 Each network is one vectorised :class:`~neurorate.backends.lava.procs.rate_rnn.RateRNN` process (its B
 trials inside) fed by a :class:`~neurorate.backends.lava.procs.rate_rnn.TrialSource`; M networks are M
 RateRNN processes in one Lava graph, running in lock step (one OS process each). One tick is one network
-step; a training iteration is T ticks; the update is applied inside Lava after the trial's last step.
+step; a training iteration is T ticks; the update is applied inside Lava after the trial's last step. This is the
+``fused`` graph (the default of the ``graph`` option); ``graph="loihi"`` runs e-prop on Lava's own learning engine
+instead, one trial at a time (:mod:`neurorate.backends.lava.loihi`, docs/lava.md).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from neurorate.learning.feedback import feedback_matrix
 from neurorate.learning.registry import BUILTIN_RULES, Rule
 from neurorate.model.spec import NetworkSpec
 
+from . import loihi as _loihi
 from ._compat import ensure_lava_importable
 from ._io import FixedFeed, Mailbox, TaskFeed
 
@@ -42,12 +45,14 @@ _WEIGHTS = ("w_in", "w_rec", "w_out", "b", "b_out")
 
 CAPABILITIES = BackendCapabilities(
     name="lava", title="Lava", online_only=True, optimizers=("sgd",), default_lr={"sgd": DEFAULT_LR["sgd"]},
-    refusals={"adam": "is not local"}, profiles=True, neurons=("rate",), extra="lava", own_processes=True,
-    cost=5.0)
+    refusals={"adam": "is not local"}, profiles=True, neurons=("rate",), options=("graph",), extra="lava",
+    own_processes=True, cost=5.0)
 """What the Lava backend runs: the rules that list ``lava`` in ``Rule.backends`` and run forward in time (no
 BPTT), SGD applied inside the Lava process (Adam is not local), every form and activation, hardware profiles
 (the ``fixed_pt`` models), rate neurons; its precision and placement are Lava's own (no dtype/device). It runs one
-OS process per network, and a network-iteration costs about 5 of the torch backend's (docs/study.md)."""
+OS process per network, and a network-iteration costs about 5 of the torch backend's (docs/study.md). Its one
+``train`` option, ``graph``, picks the fused process ("fused", default) or the loihi graph ("loihi", which runs
+form A, relu, one trial per batch, float only: :func:`LavaBackend.check_options`)."""
 
 
 def check_rule(rule: str | Rule, optimizer: str) -> str:
@@ -119,14 +124,29 @@ class LavaBackend:
 
     Parameters
     ----------
-    chunk_seconds : wall time per ``run()`` call between progress/callback updates during training.
+    chunk_seconds : wall time per ``run()`` call between progress/callback updates during training (fused graph).
+    graph : "fused" (one vectorised process per network, default) or "loihi" (Lava's learning engine,
+        :mod:`neurorate.backends.lava.loihi`) for ``simulate`` and ``train``; ``train(..., graph=...)``
+        (``backend_options={"graph": ...}`` in :func:`neurorate.train`) overrides it for one call.
     """
 
     name = "lava"
     capabilities = CAPABILITIES
 
-    def __init__(self, chunk_seconds: float = 0.5):
+    def __init__(self, chunk_seconds: float = 0.5, graph: str = "fused"):
         self.chunk_seconds = float(chunk_seconds)
+        self.graph = _loihi.check_graph(graph)
+
+    @staticmethod
+    def check_options(options: dict, *, specs=(), batch: int | None = None, profile: Any = None) -> str:
+        """The graph the ``train`` options select, or one line naming what it cannot run: an unknown ``graph``;
+        on the loihi graph a form other than A, an activation other than relu, a batch of more than one trial or
+        a hardware profile (:func:`neurorate.backends.lava.loihi.check_loihi`). :func:`neurorate.train` calls it
+        in its validate step, before anything is written."""
+        graph = _loihi.check_graph((options or {}).get("graph", "fused"))
+        if graph == "loihi":
+            _loihi.check_loihi(specs, batch, profile)
+        return graph
 
     @staticmethod
     def check_available() -> None:
@@ -142,6 +162,9 @@ class LavaBackend:
         x = np.asarray(inputs, dtype=np.float64)
         if x.ndim != 3 or x.shape[-1] != specs[0].n_in:
             raise NeurorateError(f"inputs must have shape (T, B, n_in={specs[0].n_in}), got {x.shape}")
+        if self.graph == "loihi":
+            self.check_options({"graph": "loihi"}, specs=specs, profile=profile)
+            return _loihi.simulate(specs, x)
         t_steps, batch, _ = x.shape
         n, n_out = specs[0].n_hidden, specs[0].n_out
         boxes = [Mailbox({"states": (t_steps, batch, n), "rates": (t_steps, batch, n),
@@ -164,7 +187,8 @@ class LavaBackend:
 
         Batch ``start_iteration + i`` of ``task`` (one shared task, or one per network) is trial batch i.
         ``callback(i, losses (M,), accuracy (M,))`` runs for every iteration, in bursts after each
-        ``run()`` chunk. A network whose loss becomes NaN/inf is frozen and reported as diverged.
+        ``run()`` chunk (after every trial on the loihi graph). A network whose loss becomes NaN/inf is frozen and
+        reported as diverged. ``graph`` ("fused"/"loihi") overrides the constructor's.
         """
         check_compatible(CAPABILITIES, options=options)
         specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
@@ -174,6 +198,12 @@ class LavaBackend:
         iterations = int(iterations)
         m = len(specs)
         lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (m,)))
+        graph = self.check_options({"graph": options.get("graph", self.graph)}, specs=specs,
+                                   batch=tasks[0].batch_size, profile=profile)
+        if graph == "loihi":
+            return _loihi.train(specs, tasks, rule if isinstance(rule, str) else rule.name, learning,
+                                iterations=iterations, lrs=lrs, progress=progress, callback=callback,
+                                start_iteration=start_iteration)
         t_steps, batch = tasks[0].n_steps, tasks[0].batch_size
         n, n_in, n_out = specs[0].n_hidden, specs[0].n_in, specs[0].n_out
         shapes = {"loss": (iterations,), "accuracy": (iterations,), "done": (1,), "diverged_at": (1,),
@@ -222,21 +252,22 @@ class LavaBackend:
         return runs
 
     def jacobian_vector(self, spec: NetworkSpec, state: np.ndarray, q: np.ndarray) -> np.ndarray:
-        """``D q`` of one autonomous step at ``state (N,)`` (form A: a_{t-1}; B/C: the state, zero input)."""
-        from . import _kernels as K
+        """``D q`` of one autonomous step at ``state (N,)`` (form A: a_{t-1}; B/C: the state, zero input):
+        :func:`neurorate.model.dynamics.tangent_step` in torch float64."""
+        import torch
 
-        f, fp = K.activation(spec.activation)
-        s = np.asarray(state, dtype=np.float64).reshape(1, -1)
-        q = np.asarray(q, dtype=np.float64).reshape(spec.n_hidden, -1)
-        a = spec.alpha
+        from neurorate.model import dynamics as dyn
+
+        t = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))  # noqa: E731
+        s = t(state).reshape(-1)
+        qt = t(q).reshape(spec.n_hidden, -1)
+        w_rec = t(spec.w_rec)
+        _, fprime = dyn.activation(spec.activation)
         if spec.form == "A":
-            return (1 - a) * q + a * spec.w_rec @ (fp(s).reshape(-1, 1) * q)
-        out = K.step(s, np.zeros((1, spec.n_in)), spec.w_in, spec.w_rec, spec.b, a, spec.form, f, fp)
-        wq = spec.w_rec @ q
-        psi = out.psi.reshape(-1, 1)
-        if spec.form == "B":
-            return psi * ((1 - a) * q + a * wq)
-        return (1 - a) * q + a * psi * wq
+            return dyn.tangent_step(qt, w_rec, spec.alpha, "A", fprime(s), None).numpy()
+        f, _ = dyn.activation(spec.activation)
+        _, pre = dyn.step(s.reshape(1, -1), t(spec.b).reshape(1, -1), w_rec, spec.alpha, spec.form, f)
+        return dyn.tangent_step(qt, w_rec, spec.alpha, spec.form, None, fprime(pre.reshape(-1))).numpy()
 
     # ------------------------------------------------------------------ helpers
     def _quantizers(self, profile, specs, training: bool):

@@ -84,10 +84,10 @@ def check_loihi(specs: Sequence[NetworkSpec] = (), batch: int | None = None, pro
                                  "trace x1 is unsigned (signed rates would need split trace populations)")
     if batch is not None and int(batch) > 1:
         raise NeurorateError(f"{_WHAT} runs one trial at a time (Loihi has no batch dimension), got a batch of "
-                             f"{int(batch)}; use batch_size 1 or --lava-graph fused")
+                             f"{int(batch)}; use a batch of 1 (--batch 1) or the fused graph")
     if profile is not None:
         raise NeurorateError(f"{_WHAT} runs in float only for now (its neurons have no fixed_pt models yet); "
-                             "drop the profile or use --lava-graph fused")
+                             "drop the profile or use the fused graph")
 
 
 def check_graph(graph: Any) -> str:

@@ -96,6 +96,9 @@ def run(
     progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
     neuron: str = typer.Option("rate", help="rate | lif | alif (spiking variant, docs/spiking.md; torch, "
                                "eprop/eprop_random/bptt)"),
+    lava_graph: Optional[str] = typer.Option(None, "--lava-graph", help="fused | loihi: the Lava graph (lava "
+                                             "backend; default fused; loihi = Lava's learning engine, form A, "
+                                             "relu, --batch 1, docs/lava.md)"),
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr
@@ -119,6 +122,9 @@ def run(
             raise NeurorateError(f"unknown neuron {neuron!r}; choose rate, lif or alif")
         caps = backend_capabilities(backend)  # the backend's declared defaults and limits (backends/base.py)
         check_compatible(caps, neuron=neuron)
+        if lava_graph is not None and "graph" not in caps.options:
+            raise NeurorateError(f"--lava-graph is an option of the lava backend, not of {backend!r}")
+        backend_options = {} if lava_graph is None else {"graph": lava_graph}
         if optimizer is None:
             optimizer = caps.default_optimizer
         if lr is None:
@@ -140,7 +146,8 @@ def run(
         else:
             kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
                           profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
-                          floss_every=floss_every, lyapunov=lyapunov, device=device, progress=progress)
+                          floss_every=floss_every, lyapunov=lyapunov, device=device, progress=progress,
+                          backend_options=backend_options or None)
         check_train(spec, t, out=out, overwrite=overwrite, allow_large=allow_large,
                     **{k: v for k, v in kwargs.items() if k != "progress"})
         if out is None:

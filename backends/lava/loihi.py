@@ -258,7 +258,7 @@ def train(specs: list[NetworkSpec], tasks: list, rule: str, feedback: str, *, it
         for i in range(iterations):
             live = [j for j in range(m) if diverged_at[j] is None]
             for j in live:
-                graphs[j].load(*tasks[j].batch(start_iteration + i), loss_kind)
+                graphs[j].load(*tasks[j if len(tasks) > 1 else 0].batch(start_iteration + i), loss_kind)
             _run_trials([graphs[j] for j in live])
             for j in live:
                 g = graphs[j]

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "DECAY_SHIFT", "EngineSpec", "EngineWidths", "SYN_RANDOM_SEED", "accumulate", "decay_trace", "dense",
-    "eprop_epoch", "initial_weights", "leaky_step", "payload_to_trace", "product", "rate_payload",
+    "eprop_epoch", "initial_weights", "tag_epoch", "leaky_step", "payload_to_trace", "product", "rate_payload",
     "saturate", "saturate_tag", "saturate_weight", "stochastic_round", "synaptic_randoms", "third_factor",
     "trace_payload", "trace_randoms", "weight_update",
 ]
@@ -138,25 +138,27 @@ def product(factors, *, dependency=1, mantissa: int = 1, exponent: int = 0, widt
     """One product ``D * S * F1 * F2 ...`` in accumulator units (``2^-frac_bits`` of the variable's LSB).
 
     ``factors``: a sequence of ``(value, width)`` pairs, or values with ``names`` (``"x1"``, ``"y2"``, ``"t"``,
-    ...) giving the widths; each value is saturated to ``[-2^width, 2^width - 1]``. The product times
+    ...) giving the widths; each value is saturated to ``[-2^width, 2^width - 1]``. ``mantissa`` and
+    ``exponent`` may be arrays that broadcast (one scale per network). The product times
     ``mantissa`` (``[-8, 7]``) is shifted right (floor) by ``max(0, sum of widths + mantissa_bits -
     accumulator_bits)``, left by ``exponent + frac_bits`` (``exponent`` in ``[-7, 8]``) and saturated to
     ``[-2^acc - 1, 2^acc - 1]``.
     """
     if names is not None:
         factors = [(f, widths.width(n)) for f, n in zip(factors, names)]
-    if not -(2 ** (widths.mantissa_bits - 1)) <= mantissa < 2 ** (widths.mantissa_bits - 1):
-        raise ValueError(f"scale mantissa {mantissa} outside [-{2 ** (widths.mantissa_bits - 1)}, "
-                         f"{2 ** (widths.mantissa_bits - 1) - 1}]")
-    if not -7 <= exponent <= 8:
-        raise ValueError(f"scale exponent {exponent} outside [-7, 8]")
+    mantissa, exponent = _i64(mantissa), _i64(exponent)
+    top = 2 ** (widths.mantissa_bits - 1)
+    if np.any(mantissa < -top) or np.any(mantissa >= top):
+        raise ValueError(f"scale mantissa {mantissa.tolist()} outside [-{top}, {top - 1}]")
+    if np.any(exponent < -7) or np.any(exponent > 8):
+        raise ValueError(f"scale exponent {exponent.tolist()} outside [-7, 8]")
     acc = widths.accumulator_bits
     out = _i64(dependency)
     total = 0
     for value, width in factors:
         out = out * saturate(value, width)
         total += width
-    out = out * int(mantissa)
+    out = out * mantissa
     out = np.right_shift(out, max(0, total + widths.mantissa_bits - acc))
     out = np.left_shift(out, exponent + widths.frac_bits)
     return np.clip(out, -(2 ** acc) - 1, 2 ** acc - 1)
@@ -214,20 +216,25 @@ def eprop_epoch(tag, weights, x1, y2, y3, u: float, *, y0=1, apply: bool = False
     targets all read the epoch's starting values). Returns ``(tag, weights)``.
     """
     tag, weights = _i64(tag), _i64(weights)
-    names = ("x1", "y2")
-    p_plus = product((x1, y2), dependency=y0, mantissa=tag_mantissa, exponent=tag_exponent, widths=widths,
-                     names=names)
-    p_minus = product((x1, y3), dependency=y0, mantissa=-tag_mantissa, exponent=tag_exponent, widths=widths,
-                      names=names)
-    prods = [p_plus, p_minus]
     if apply:
+        weights = weight_update(weights, tag, u, w_mantissa=w_mantissa, w_exponent=w_exponent, widths=widths)
+    else:  # no product: the accumulator holds the weight exactly and rounding leaves it
+        weights = saturate_weight(weights, widths)
+    return tag_epoch(tag, x1, y2, y3, u, y0=y0, clear=apply, tag_mantissa=tag_mantissa, tag_exponent=tag_exponent,
+                     widths=widths), weights
+
+
+def tag_epoch(tag, x1, y2, y3, u: float, *, y0=1, clear: bool = False, tag_mantissa=1, tag_exponent=0,
+              widths: EngineWidths = CHIP) -> np.ndarray:
+    """The tag half of :func:`eprop_epoch`: ``t + S_t y0 x1 y2 - S_t y0 x1 y3 (- t if clear)``, rounded with ``u``."""
+    tag = _i64(tag)
+    names = ("x1", "y2")
+    mant = _i64(tag_mantissa)
+    prods = [product((x1, y2), dependency=y0, mantissa=mant, exponent=tag_exponent, widths=widths, names=names),
+             product((x1, y3), dependency=y0, mantissa=-mant, exponent=tag_exponent, widths=widths, names=names)]
+    if clear:
         prods.append(product((tag,), mantissa=-1, exponent=0, widths=widths, names=("t",)))
-        dw = product((tag,), mantissa=w_mantissa, exponent=w_exponent, widths=widths, names=("t",))
-        weights = saturate_weight(stochastic_round(accumulate(weights, [dw], widths), u, widths), widths)
-    else:
-        weights = saturate_weight(stochastic_round(accumulate(weights, [], widths), u, widths), widths)
-    new_tag = saturate_tag(stochastic_round(accumulate(tag, prods, widths), u, widths), widths)
-    return new_tag, weights
+    return saturate_tag(stochastic_round(accumulate(tag, prods, widths), u, widths), widths)
 
 
 def weight_update(weights, tag, u: float, *, w_mantissa: int, w_exponent: int,
@@ -241,12 +248,16 @@ def weight_update(weights, tag, u: float, *, w_mantissa: int, w_exponent: int,
 def dense(weights, s, weight_exp: int = 0) -> np.ndarray:
     """Lava's bit-accurate ``Dense`` with graded input: ``(W s) << weight_exp`` (``>> -weight_exp``, floor).
 
-    ``weights (..., post, pre)`` integers (the learned 9-bit values), ``s (..., pre)``. Lava sums in int32
+    ``weights (..., post, pre)`` integers (the learned 9-bit values), ``s (..., pre)``; ``weight_exp`` a
+    scalar or one per leading index (shape ``(..., 1)``). Lava sums in int32
     (it wraps at 2^31; the engine profile keeps every sum below 2^30) and declares a 16-bit ``a_out`` it does
     not enforce, so neither is modelled.
     """
     acc = np.matmul(_i64(weights), _i64(s)[..., None])[..., 0]
-    return np.left_shift(acc, weight_exp) if weight_exp > 0 else np.right_shift(acc, -weight_exp)
+    if np.ndim(weight_exp) == 0:
+        return np.left_shift(acc, weight_exp) if weight_exp > 0 else np.right_shift(acc, -weight_exp)
+    we = _i64(weight_exp)
+    return np.where(we > 0, np.left_shift(acc, np.maximum(we, 0)), np.right_shift(acc, np.maximum(-we, 0)))
 
 
 def leaky_step(a, drive, decay: int, bits: int = 24) -> np.ndarray:

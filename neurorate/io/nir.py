@@ -91,10 +91,10 @@ def to_nir(spec: NetworkSpec, dt: float | None = None):
     if dt is not None and not (float(dt) > 0 and np.isfinite(float(dt))):
         raise NeurorateError(f"dt must be positive and finite (seconds), got {dt}")
     if not isinstance(spec, NetworkSpec):
-        from neurorate.model import spiking
+        from neurorate.model.spiking import LIFNetwork
 
-        if isinstance(spec, spiking.LIFNetwork):
-            return spiking.lif_to_nir(spec, dt=dt)
+        if isinstance(spec, LIFNetwork):
+            return lif_to_nir(spec, dt=dt)
         raise NeurorateError(f"to_nir needs a NetworkSpec or LIFNetwork, got {type(spec).__name__}")
     nir = _nir()
     nominal = dt is None and spec.dt is None
@@ -273,9 +273,7 @@ def _number(meta: dict, key: str, what: str) -> float | None:
 def _network_from_parts(parts: dict, dt: float | None, what: str):
     cell = parts["nodes"][parts["neuron"]]
     if type(cell).__name__ != "LI":
-        from neurorate.model import spiking
-
-        return spiking.lif_from_nir(parts, dt=dt, what=what)
+        return lif_from_nir(parts, dt=dt, what=what)
     meta = parts["metadata"]
     dt_meta = _number(meta, "neurorate.dt", what)
     step = float(dt if dt is not None else (dt_meta if dt_meta is not None else NOMINAL_DT))
@@ -362,3 +360,83 @@ def to_torch(graph, dtype: str = "float64"):
 
     node_map = {nir.LI: RateLI, nir.Affine: dense, nir.Linear: dense}
     return nirtorch.nir_to_torch(graph, node_map, dtype=tdtype)
+
+
+# ---------------------------------------------------------------------------------------------------- LIF networks
+def lif_to_nir(net, dt: float | None = None):
+    """Standard NIR graph of a LIF network (docs/spiking.md)::
+
+        input -> Affine(U, b) -> LIF(tau, r=tau/dt, v_leak=0, v_threshold=theta, v_reset=0) <-> Linear(W)
+                                 LIF -> Affine(V, c) -> LI(tau_out, r_out) -> output
+
+    With ``tau = dt/alpha`` and ``r = 1/alpha`` one Euler step is ``v <- beta v + I``; the readout LI has
+    ``tau_out = dt/(1-kappa)``, ``r_out = 1/(1-kappa)``, i.e. ``y <- kappa y + V z + c``. NIR's LIF resets to
+    ``v_reset``; neurorate resets by subtraction one step later (``neurorate.reset = "subtract"`` in metadata).
+    """
+    if net.adaptive:
+        raise NeurorateError("NIR has no adaptive-threshold (ALIF) neuron; only LIF networks (beta_a = 0) export")
+    nir = _nir()
+    spec = net.spec
+    nominal = dt is None and spec.dt is None
+    dt = float(dt if dt is not None else (spec.dt if spec.dt is not None else NOMINAL_DT))
+    n, n_out, a_out = spec.n_hidden, spec.n_out, 1.0 - net.kappa
+    meta = rate_metadata(spec, dt, nominal)
+    for key in ("neurorate.activation", "neurorate.form"):
+        meta.pop(key)
+    meta.update({"neurorate.neuron": "lif", "neurorate.reset": "subtract", "neurorate.kappa": float(net.kappa),
+                 "neurorate.gamma": float(net.gamma), "neurorate.threshold": float(net.threshold)})
+    graph_meta = graph_metadata(spec, meta)
+    nodes = {
+        **input_nodes(nir, spec),
+        "lif": nir.LIF(tau=np.full(n, dt / spec.alpha), r=np.full(n, 1.0 / spec.alpha), v_leak=np.zeros(n),
+                       v_threshold=np.full(n, float(net.threshold)), v_reset=np.zeros(n), metadata=meta),
+        "w_rec": nir.Linear(weight=spec.w_rec.copy()),
+        "w_out": nir.Affine(weight=spec.w_out.copy(), bias=spec.b_out.copy()),
+        "readout": nir.LI(tau=np.full(n_out, dt / a_out), r=np.full(n_out, 1.0 / a_out), v_leak=np.zeros(n_out)),
+        "output": nir.Output(output_type={"output": np.array([n_out])}),
+    }
+    edges = [("input", "w_in"), ("w_in", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "w_out"),
+             ("w_out", "readout"), ("readout", "output")]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph_meta)
+
+
+def lif_from_nir(parts: dict, dt: float | None = None, what: str = "NIR graph"):
+    """A :class:`LIFNetwork` from a parsed LIF graph (see :func:`neurorate.io.nir.parse_recurrent_graph`).
+
+    ``r`` and ``v_leak`` are folded into the weights (``v <- beta v + alpha (r I + v_leak)``); the readout decay
+    comes from ``neurorate.kappa`` or an LI node after the readout (none: ``kappa = 0``).
+    """
+    from neurorate.model.spiking import LIFNetwork
+
+    cell, meta = parts["nodes"][parts["neuron"]], parts["metadata"]
+    if type(cell).__name__ != "LIF":
+        raise FileFormatError(f"{what}: only LIF neurons are imported as spiking networks, got {type(cell).__name__}")
+    dt_meta = _meta_value(meta, "neurorate.dt")
+    step = float(dt if dt is not None else (dt_meta if dt_meta is not None else NOMINAL_DT))
+    alpha = _meta_value(meta, "neurorate.alpha")
+    alpha = float(alpha) if alpha is not None and dt is None else _uniform_alpha(cell.tau, step, what)
+    theta = np.unique(np.asarray(cell.v_threshold, dtype=np.float64))
+    if theta.size != 1:
+        raise FileFormatError(f"{what}: neurorate needs one threshold for all units")
+    n = np.asarray(cell.tau).size
+    gain = alpha * np.broadcast_to(np.asarray(cell.r, dtype=np.float64).reshape(-1), (n,))
+    w_in, b = _weights(parts["w_in"])
+    b = np.zeros(n) if b is None else b
+    w_rec = np.zeros((n, n)) if parts["w_rec"] is None else _weights(parts["w_rec"])[0]
+    if not np.all(gain == 1.0) or np.any(np.asarray(cell.v_leak) != 0):
+        v_leak = np.broadcast_to(np.asarray(cell.v_leak, dtype=np.float64).reshape(-1), (n,))
+        w_in, w_rec, b = gain[:, None] * w_in, gain[:, None] * w_rec, gain * b + alpha * v_leak
+    w_out, b_out = _weights(parts["w_out"])
+    kappa = _meta_value(meta, "neurorate.kappa")
+    if kappa is None:
+        after = [d for s, d in parts["edges"] if s == parts["readout"]]
+        li = [parts["nodes"][d] for d in after if type(parts["nodes"][d]).__name__ == "LI"]
+        kappa = 1.0 - _uniform_alpha(li[0].tau, step, what) if li else 0.0
+    feedback, init = meta.get("neurorate.feedback"), _meta_value(meta, "neurorate.init")
+    nominal = bool(_meta_value(meta, "neurorate.dt_nominal", 0)) and dt is None
+    spec = NetworkSpec(w_in=w_in, w_rec=w_rec, w_out=w_out, b=b,
+                       b_out=np.zeros(w_out.shape[0]) if b_out is None else b_out, alpha=alpha,
+                       feedback=None if feedback is None else np.asarray(feedback, dtype=np.float64),
+                       dt=None if nominal else step, init=json.loads(init) if isinstance(init, str) else {})
+    return LIFNetwork(spec, threshold=float(theta[0]), kappa=float(kappa),
+                      gamma=float(_meta_value(meta, "neurorate.gamma", 0.3)))

@@ -1,6 +1,6 @@
 """Running study ensembles beside each other: worker processes on this machine, or submitit jobs (SLURM).
 
-Each ensemble is one unit of work running :func:`neurorate.studies.runner.ensemble_job_main`, which writes the
+Each ensemble is one unit of work running :func:`neurorate.studies.ensemble.ensemble_job_main`, which writes the
 ensemble's parquet part itself; the submitting process records a job in the manifest only once its result has come back,
 so a study killed while jobs are running resumes exactly as a sequential one does.
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 from neurorate.backends.base import backend_capabilities
 from neurorate.errors import NeurorateError, require
+from neurorate.studies.ensemble import EnsembleJob, ensemble_job_main, progress_units
 
 # cost of one flossing iteration (4 trials, k = 8, with its backward pass) in training iterations; measured on
 # Romo, N = 64, 40 networks: 100 flossing iterations 40 s, 300 training iterations 9 s
@@ -87,8 +88,6 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
     import sys
 
     from tqdm.auto import tqdm
-
-    from neurorate.studies.runner import EnsembleJob, progress_units
 
     order = sorted(todo, key=lambda j: -estimated_cost(cfg, j))
     logs = out / "logs"
@@ -160,14 +159,12 @@ def run_submitit(cfg, todo: list, out: Path, manifest: dict, cluster: str | None
     Parameters
     ----------
     cfg : the StudyConfig.
-    todo : the :class:`~neurorate.studies.runner.EnsembleJob` list still to run.
+    todo : the :class:`~neurorate.studies.ensemble.EnsembleJob` list still to run.
     cluster : None (submitit decides: SLURM if present, else local), "local", "debug" (in-process) or "slurm".
     record : ``record(job, rows, wall)`` called in the submitting process after each finished job.
     """
     submitit = require("submitit", "cluster", "executor='submitit'")
     from tqdm.auto import tqdm
-
-    from neurorate.studies.runner import EnsembleJob, ensemble_job_main
 
     executor = submitit.AutoExecutor(folder=str(out / "submitit"), cluster=cluster)
     executor.update_parameters(timeout_min=max(10, cfg.iterations // 10), name=f"neurorate-{cfg.name}")

@@ -1,8 +1,8 @@
 """One study ensemble in its own process: ``python -m neurorate.studies.worker OUT JOB_JSON RUN_DIRS PARENT_PID``.
 
 Started by :func:`neurorate.studies.executor.run_parallel`. Reads the study's config from ``OUT/config.json``, runs
-:func:`neurorate.studies.runner.ensemble_job_main` (which writes the ensemble's parquet part) and talks to the parent on
-stdout: ``P n`` after ``n`` more training iterations (at most one line per 0.5 s), then ``R {json}`` with the
+:func:`neurorate.studies.ensemble.ensemble_job_main` (which writes the ensemble's parquet part) and talks to the parent
+on stdout: ``P n`` after ``n`` more training iterations (at most one line per 0.5 s), then ``R {json}`` with the
 job, its row count and wall time. A user error ends the process with one ``error:`` line on stderr and exit
 status 2. A watchdog thread exits at once when the parent process is gone (a killed study leaves no orphans).
 """
@@ -31,7 +31,7 @@ def main(argv: list[str]) -> int:
     out, job, run_dirs, parent = Path(argv[0]), json.loads(argv[1]), argv[2] == "1", int(argv[3])
     _watchdog(parent)
     from neurorate.errors import NeurorateError
-    from neurorate.studies.runner import ensemble_job_main
+    from neurorate.studies.ensemble import ensemble_job_main
 
     pending, last = [0], [time.monotonic()]
 

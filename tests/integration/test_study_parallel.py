@@ -112,7 +112,7 @@ def test_sigkill_leaves_no_orphans(tmp_path):
 
 
 SITE = textwrap.dedent("""
-    import neurorate.studies.runner as st
+    import neurorate.studies.ensemble as st
     from neurorate.errors import NeurorateError
     original = st.run_ensemble
     def failing(config, job, **kw):
@@ -140,7 +140,7 @@ def test_a_failing_ensemble_is_reported_with_its_log_and_the_rest_is_kept(tmp_pa
 
 
 def test_progress_counts_training_and_flossing_iterations():
-    from neurorate.studies.runner import progress_units, run_ensemble
+    from neurorate.studies.ensemble import progress_units, run_ensemble
 
     rate = load_config({**TINY, "rules": ["eprop"], "lyapunov": False})
     lif = load_config({**TINY, "neurons": ["lif"], "rules": ["eprop"], "flossing": [False], "lrs": [1e-2, 3e-2]})

@@ -39,6 +39,9 @@ ACTIVATIONS = ("tanh", "relu")
 """Activations the kernel implements."""
 LOSS_KINDS = ("mse", "ce")
 """Losses the kernel implements."""
+REASSOC = {"reassoc", "contract"}
+"""The fast-math flags of the kernel's dot products (the readout): the sum may be reassociated and multiply-adds
+fused, so that LLVM vectorises it. Everything else, the tanh above all, is compiled without fast-math."""
 
 
 def available() -> bool:
@@ -229,6 +232,33 @@ if numba is not None:
             return one - r * r
         return one if r > zero else zero
 
+    @njit(cache=True, fastmath=REASSOC, error_model="numpy")
+    def _readout(r, w, c, y, zero):
+        """``y = c + r @ w^T`` for ``r (B, N)``, ``w (n_out, N)``: dot products over contiguous rows, vectorised
+        (the sum reassociated, :data:`REASSOC`)."""
+        bsz, n = r.shape
+        for bi in range(bsz):
+            rr = r[bi]
+            for o in range(w.shape[0]):
+                wr = w[o]
+                s = zero
+                for i in range(n):
+                    s += rr[i] * wr[i]
+                y[bi, o] = c[o] + s
+
+    @njit(cache=True, fastmath=False, error_model="numpy")
+    def _colsum(acc, e, scale, zero, tmp):
+        """``acc[0] += scale * sum_b e[b]`` (per column, summed over the batch in order, rows vectorised)."""
+        bsz, n = e.shape
+        for i in range(n):
+            tmp[i] = zero
+        for bi in range(bsz):
+            eb = e[bi]
+            for i in range(n):
+                tmp[i] += eb[i]
+        for i in range(n):
+            acc[0, i] += tmp[i] * scale
+
     @njit(cache=True, fastmath=False, error_model="numpy")
     def _step_out(j, t, jx, r, w_out, b_out, tgt, labels, mask, norm, ce, y, g, hp):
         """Readout ``y_t``, its loss term, output gradient ``g_t`` and the step's accuracy counts."""
@@ -238,12 +268,8 @@ if numba is not None:
         loss = 0.0
         hits = 0
         count = 0
+        _readout(r, w_out[j], b_out[j, 0], y, zero)
         for bi in range(bsz):
-            for o in range(n_out):
-                s = zero
-                for i in range(n):
-                    s += r[bi, i] * w_out[j, o, i]
-                y[bi, o] = b_out[j, 0, o] + s
             # argmax of y (first maximum; NaN counts as the maximum, as torch.argmax)
             best = 0
             for o in range(1, n_out):
@@ -316,16 +342,23 @@ if numba is not None:
                     o[i] += ak * row[i]
 
     @njit(cache=True, fastmath=False, error_model="numpy")
-    def _recurrent(j, t, jx, x, w_in, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec, hp):
-        """``state = keep state + alpha (U x_t + b + W r)``; then ``r = f(state)`` (both in place)."""
+    def _recurrent(j, t, jx, x, w_in_t, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec, hp):
+        """``state = keep state + alpha (U x_t + b + W r)``; then ``r = f(state)`` (both in place); ``w_in_t`` is
+        network ``j``'s ``U^T (n_in, N)`` (the input drive's rows vectorised, summed over inputs in order)."""
         bsz, n = r.shape
         n_in = x.shape[3]
+        bj = b[j, 0]
         for bi in range(bsz):
+            rc = rec[bi]
             for i in range(n):
-                s = zero
-                for k in range(n_in):
-                    s += x[jx, t, bi, k] * w_in[j, i, k]
-                rec[bi, i] = s + b[j, 0, i]
+                rc[i] = zero
+            for k in range(n_in):
+                xk = x[jx, t, bi, k]
+                wk = w_in_t[k]
+                for i in range(n):
+                    rc[i] += xk * wk[i]
+            for i in range(n):
+                rc[i] += bj[i]
         _gemm_acc(rec, r, w_rec_t)
         for bi in range(bsz):
             st, rr, rc = state[bi], r[bi], rec[bi]
@@ -338,19 +371,23 @@ if numba is not None:
                 for i in range(n):
                     rr[i] = st[i] if not (st[i] <= zero) else zero  # ReLU, NaN kept
 
-    @njit(cache=True, fastmath=False, error_model="numpy")
+    @njit(cache=True, fastmath=REASSOC, error_model="numpy")
     def _outer_acc(acc, e, v):
-        """``acc += e^T v`` for ``e (B, P)``, ``v (B, Q)``: summed over the batch in order, four trials per pass."""
+        """``acc += e^T v`` for ``e (B, P)``, ``v (B, Q)``: eight trials per pass over a row of ``acc`` (their
+        products summed as a tree, :data:`REASSOC`), so that each row is loaded and stored once per eight."""
         bsz, p = e.shape
-        b4 = bsz - bsz % 4
+        b8 = bsz - bsz % 8
         for i in range(p):
             row = acc[i]
-            for b0 in range(0, b4, 4):
+            for b0 in range(0, b8, 8):
                 s0, s1, s2, s3 = e[b0, i], e[b0 + 1, i], e[b0 + 2, i], e[b0 + 3, i]
+                s4, s5, s6, s7 = e[b0 + 4, i], e[b0 + 5, i], e[b0 + 6, i], e[b0 + 7, i]
                 v0, v1, v2, v3 = v[b0], v[b0 + 1], v[b0 + 2], v[b0 + 3]
+                v4, v5, v6, v7 = v[b0 + 4], v[b0 + 5], v[b0 + 6], v[b0 + 7]
                 for k in range(row.shape[0]):
-                    row[k] = (((row[k] + s0 * v0[k]) + s1 * v1[k]) + s2 * v2[k]) + s3 * v3[k]
-            for bi in range(b4, bsz):
+                    row[k] += (((s0 * v0[k] + s1 * v1[k]) + (s2 * v2[k] + s3 * v3[k]))
+                               + ((s4 * v4[k] + s5 * v5[k]) + (s6 * v6[k] + s7 * v7[k])))
+            for bi in range(b8, bsz):
                 s = e[bi, i]
                 vb = v[bi]
                 for k in range(row.shape[0]):
@@ -395,6 +432,8 @@ if numba is not None:
         alpha_j = alpha[j]
         keep_j = one - alpha_j
         w_rec_t = np.ascontiguousarray(w_rec[j].T)
+        w_in_t = np.ascontiguousarray(w_in[j].T)
+        colsum = np.zeros(n, dtype=dt)
         state = np.zeros((bsz, n), dtype=dt)
         r = np.zeros((bsz, n), dtype=dt)
         rec = np.zeros((bsz, n), dtype=dt)
@@ -423,24 +462,24 @@ if numba is not None:
                         xt[bi, k] = x[jx, t, bi, k]
                         xbar[bi, k] = xbar[bi, k] * keep_j + alpha_j * xt[bi, k]
                 bbar = bbar * keep_j + alpha_j
-                _recurrent(j, t, jx, x, w_in, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec, hp)
+                _recurrent(j, t, jx, x, w_in_t, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec, hp)
                 lo, hi, co = _step_out(j, t, jt, r, w_out, b_out, tgt, labels, mask, norm, ce, y, g, hp)
                 loss += lo
                 hits += hi
                 count += co
-                for bi in range(bsz):
+                for bi in range(bsz):  # e = (g B) * f'(r), rows vectorised, summed over outputs in order
+                    eb, rb = e[bi], r[bi]
                     for i in range(n):
-                        s = zero
-                        for o in range(n_out):
-                            s += g[bi, o] * fb[o, i]
-                        e[bi, i] = s * _fprime(r[bi, i], tanh, one, zero)
+                        eb[i] = zero
+                    for o in range(n_out):
+                        go, fo = g[bi, o], fb[o]
+                        for i in range(n):
+                            eb[i] += go * fo[i]
+                    for i in range(n):
+                        eb[i] = eb[i] * _fprime(rb[i], tanh, one, zero)
                 _outer_acc(g_rec, e, rbar)
                 _outer_acc(g_in, e, xbar)
-                for i in range(n):
-                    s = zero
-                    for bi in range(bsz):
-                        s += e[bi, i]
-                    g_b[0, i] += s * bbar
+                _colsum(g_b, e, bbar, zero, colsum)
                 _outer_acc(g_out, g, r)
                 for o in range(n_out):
                     s = zero
@@ -451,7 +490,7 @@ if numba is not None:
             rates = np.zeros((t_steps, bsz, n), dtype=dt)
             gs = np.zeros((t_steps, bsz, n_out), dtype=dt)
             for t in range(t_steps):
-                _recurrent(j, t, jx, x, w_in, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec, hp)
+                _recurrent(j, t, jx, x, w_in_t, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec, hp)
                 rates[t] = r
                 lo, hi, co = _step_out(j, t, jt, r, w_out, b_out, tgt, labels, mask, norm, ce, y, g, hp)
                 gs[t] = g
@@ -471,24 +510,24 @@ if numba is not None:
             for t in range(t_steps - 1, -1, -1):
                 back[:] = zero
                 _gemm_acc(back, delta, w_j)  # W^T delta_{t+1} as rows
-                for bi in range(bsz):
+                for bi in range(bsz):  # rows vectorised; the readout's term summed over outputs in order
+                    eb, db, bb, rt = e[bi], delta[bi], back[bi], rates[t, bi]
                     for i in range(n):
-                        s = zero
-                        for o in range(n_out):
-                            s += gs[t, bi, o] * w_out[j, o, i]
-                        v = back[bi, i] * alpha_j + s
-                        delta[bi, i] = v * _fprime(rates[t, bi, i], tanh, one, zero) + keep_j * delta[bi, i]
-                        e[bi, i] = alpha_j * delta[bi, i]
+                        eb[i] = zero
+                    for o in range(n_out):
+                        go, wo = gs[t, bi, o], w_out[j, o]
+                        for i in range(n):
+                            eb[i] += go * wo[i]
+                    for i in range(n):
+                        v = bb[i] * alpha_j + eb[i]
+                        db[i] = v * _fprime(rt[i], tanh, one, zero) + keep_j * db[i]
+                        eb[i] = alpha_j * db[i]
                     for k in range(n_in):
                         xt[bi, k] = x[jx, t, bi, k]
                 if t > 0:
                     _outer_acc(g_rec, e, rates[t - 1])
                 _outer_acc(g_in, e, xt)
-                for i in range(n):
-                    s = zero
-                    for bi in range(bsz):
-                        s += e[bi, i]
-                    g_b[0, i] += s
+                _colsum(g_b, e, one, zero, colsum)
         if ce:
             lv = -loss / norm[jt]
         else:

@@ -134,6 +134,9 @@ def run(
                 raise NeurorateError(f"--neuron {neuron} runs without --profile or flossing")
             if optimizer != "adam":
                 raise NeurorateError(f"--neuron {neuron} trains with adam")
+            if form != RUN_DEFAULTS["form"] or activation != RUN_DEFAULTS["activation"]:
+                raise NeurorateError(f"--neuron {neuron} has spiking units: --form and --activation apply to rate "
+                                     "networks only (docs/spiking.md)")
         check_sizes(allow_large, iterations=iterations, hidden=hidden, batch=batch)
         task_kwargs = {} if tau is None else {"tau": tau}
         t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)

@@ -101,6 +101,10 @@ def test_run_lif_writes_run_directory_exportable_to_nir(tmp_path):
     assert q.returncode == 0, q.stderr
     bad = cli("run", "--neuron", "lif", "--rule", "rflo", "--iterations", "2")
     assert bad.returncode == 2 and "supports the rules" in bad.stderr
+    for option in (["--form", "B"], ["--activation", "tanh"]):  # refused, not silently ignored
+        bad = cli("run", "--neuron", "lif", *option, "--iterations", "2", "--out", str(tmp_path / "never"))
+        assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "rate networks only" in bad.stderr
+        assert not (tmp_path / "never").exists()
 
 
 def test_study_cli_runs_reports_and_overrides_neurons(tmp_path):

@@ -58,8 +58,9 @@ class EngineWidths:
 
     ``trace_bits``: x1, x2, y1..y3 (7); ``tag_bits``/``weight_bits``: magnitude of tag and weight (8; signed
     9-bit values); ``frac_bits``: fractional bits of the accumulator below the variable's LSB (7);
-    ``mantissa_bits``: the scale mantissa (4); ``accumulator_bits``: magnitude of the product accumulator
-    (``max(tag_bits, weight_bits) + frac_bits``, 15 on chip).
+    ``mantissa_bits``: the scale mantissa (4); ``exponent_min``: the smallest scale exponent (-7; a what-if
+    engine may go lower, a product then shifts right by the difference, floor); ``accumulator_bits``: magnitude
+    of the product accumulator (``max(tag_bits, weight_bits) + frac_bits``, 15 on chip).
     """
 
     trace_bits: int = 7
@@ -67,6 +68,7 @@ class EngineWidths:
     weight_bits: int = 8
     frac_bits: int = 7
     mantissa_bits: int = 4
+    exponent_min: int = -7
 
     @property
     def accumulator_bits(self) -> int:
@@ -141,7 +143,7 @@ def product(factors, *, dependency=1, mantissa: int = 1, exponent: int = 0, widt
     ...) giving the widths; each value is saturated to ``[-2^width, 2^width - 1]``. ``mantissa`` and
     ``exponent`` may be arrays that broadcast (one scale per network). The product times
     ``mantissa`` (``[-8, 7]``) is shifted right (floor) by ``max(0, sum of widths + mantissa_bits -
-    accumulator_bits)``, left by ``exponent + frac_bits`` (``exponent`` in ``[-7, 8]``) and saturated to
+    accumulator_bits)``, left by ``exponent + frac_bits`` (``exponent`` in ``[exponent_min, 8]``) and saturated to
     ``[-2^acc - 1, 2^acc - 1]``.
     """
     if names is not None:
@@ -150,8 +152,8 @@ def product(factors, *, dependency=1, mantissa: int = 1, exponent: int = 0, widt
     top = 2 ** (widths.mantissa_bits - 1)
     if np.any(mantissa < -top) or np.any(mantissa >= top):
         raise ValueError(f"scale mantissa {mantissa.tolist()} outside [-{top}, {top - 1}]")
-    if np.any(exponent < -7) or np.any(exponent > 8):
-        raise ValueError(f"scale exponent {exponent.tolist()} outside [-7, 8]")
+    if np.any(exponent < widths.exponent_min) or np.any(exponent > 8):
+        raise ValueError(f"scale exponent {exponent.tolist()} outside [{widths.exponent_min}, 8]")
     acc = widths.accumulator_bits
     out = _i64(dependency)
     total = 0
@@ -160,7 +162,8 @@ def product(factors, *, dependency=1, mantissa: int = 1, exponent: int = 0, widt
         total += width
     out = out * mantissa
     out = np.right_shift(out, max(0, total + widths.mantissa_bits - acc))
-    out = np.left_shift(out, exponent + widths.frac_bits)
+    up = exponent + widths.frac_bits
+    out = np.where(up >= 0, np.left_shift(out, np.maximum(up, 0)), np.right_shift(out, np.maximum(-up, 0)))
     return np.clip(out, -(2 ** acc) - 1, 2 ** acc - 1)
 
 
@@ -175,8 +178,10 @@ def accumulate(var, products, widths: EngineWidths = CHIP) -> np.ndarray:
 
 def stochastic_round(acc, u: float, widths: EngineWidths = CHIP) -> np.ndarray:
     """Accumulator -> variable: ``floor(acc / 2^frac) + (u < frac part)`` with one random ``u`` for all."""
-    scaled = np.asarray(acc, dtype=np.float64) / 2 ** widths.frac_bits
-    return (np.floor(scaled) + (u < scaled % 1)).astype(np.int64)
+    # u < rem / 2^frac  <=>  u 2^frac < rem: both sides exact, the same decision as Lava's float test
+    acc = _i64(acc)
+    rem = np.bitwise_and(acc, 2 ** widths.frac_bits - 1)
+    return np.right_shift(acc, widths.frac_bits) + (rem > u * 2.0 ** widths.frac_bits)
 
 
 def saturate_tag(t, widths: EngineWidths = CHIP) -> np.ndarray:
@@ -230,8 +235,14 @@ def tag_epoch(tag, x1, y2, y3, u: float, *, y0=1, clear: bool = False, tag_manti
     tag = _i64(tag)
     names = ("x1", "y2")
     mant = _i64(tag_mantissa)
-    prods = [product((x1, y2), dependency=y0, mantissa=mant, exponent=tag_exponent, widths=widths, names=names),
-             product((x1, y3), dependency=y0, mantissa=-mant, exponent=tag_exponent, widths=widths, names=names)]
+    y2, y3 = _i64(y2), _i64(y3)
+    if np.all((y2 == 0) | (y3 == 0)):  # one of the two products is 0: one signed product gives the same sum
+        prods = [product((x1, y2 - y3), dependency=y0, mantissa=mant, exponent=tag_exponent, widths=widths,
+                         names=names)]
+    else:
+        prods = [product((x1, y2), dependency=y0, mantissa=mant, exponent=tag_exponent, widths=widths, names=names),
+                 product((x1, y3), dependency=y0, mantissa=-mant, exponent=tag_exponent, widths=widths,
+                         names=names)]
     if clear:
         prods.append(product((tag,), mantissa=-1, exponent=0, widths=widths, names=("t",)))
     return saturate_tag(stochastic_round(accumulate(tag, prods, widths), u, widths), widths)
@@ -262,9 +273,10 @@ def dense(weights, s, weight_exp: int = 0) -> np.ndarray:
 
 def leaky_step(a, drive, decay: int, bits: int = 24) -> np.ndarray:
     """The leaky state ``a <- a + floor(d (drive - a) / 2^12)`` (``alpha = d / 4096``), saturated to ``bits``
-    signed bits: form A's ``a_t = (1 - alpha) a_{t-1} + alpha drive_t`` on the integer grid."""
+    signed bits: form A's ``a_t = (1 - alpha) a_{t-1} + alpha drive_t`` on the integer grid (``decay`` a
+    scalar or one per leading index)."""
     a = _i64(a)
-    return saturate(a + np.right_shift(int(decay) * (_i64(drive) - a), DECAY_SHIFT), bits - 1)
+    return saturate(a + np.right_shift(_i64(decay) * (_i64(drive) - a), DECAY_SHIFT), bits - 1)
 
 
 def rate_payload(a, shift: int, bits: int = 24) -> np.ndarray:
@@ -282,10 +294,12 @@ def trace_payload(rbar, shift: int, widths: EngineWidths = CHIP) -> np.ndarray:
 def third_factor(learning_signal, psi, shift: int, widths: EngineWidths = CHIP) -> tuple[np.ndarray, np.ndarray]:
     """``y2 = [L psi]+``, ``y3 = [L psi]-`` as ``trace_bits``-bit unsigned values: ``clip(|L psi| >> shift)``.
 
-    ``psi`` is 0/1 (ReLU's derivative); the shift floors the magnitude (toward zero for both signs)."""
+    ``psi`` is 0/1 (ReLU's derivative); the shift (a scalar or one per leading index) floors the magnitude
+    (toward zero for both signs)."""
     e = _i64(learning_signal) * _i64(psi)
     top = 2 ** widths.trace_bits - 1
-    mag = np.right_shift(np.abs(e), shift) if shift >= 0 else np.left_shift(np.abs(e), -shift)
+    sh = _i64(shift)
+    mag = np.where(sh >= 0, np.right_shift(np.abs(e), np.maximum(sh, 0)), np.left_shift(np.abs(e), np.maximum(-sh, 0)))
     mag = np.minimum(mag, top)
     return np.where(e > 0, mag, 0), np.where(e < 0, mag, 0)
 
@@ -311,6 +325,7 @@ class EngineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trace_bits: int = Field(default=7, ge=1, le=24)
+    exponent_min: int = Field(default=-7, ge=-40, le=-7)
     tag_bits: int = Field(default=8, ge=1, le=30)
     weight_bits: int = Field(default=8, ge=1, le=24)
     frac_bits: int = Field(default=7, ge=0, le=16)
@@ -321,7 +336,6 @@ class EngineSpec(BaseModel):
     third_factor_frac: int | Literal["auto"] = "auto"
     tag_exponent: int | Literal["auto"] = "auto"
     epochs: int = Field(default=0, ge=0)
-    rng_seed: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check(self):
@@ -337,4 +351,4 @@ class EngineSpec(BaseModel):
     def widths(self) -> EngineWidths:
         """The engine's widths as :class:`EngineWidths`."""
         return EngineWidths(trace_bits=self.trace_bits, tag_bits=self.tag_bits, weight_bits=self.weight_bits,
-                            frac_bits=self.frac_bits)
+                            frac_bits=self.frac_bits, exponent_min=self.exponent_min)

@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from neurorate.errors import FileFormatError, NeurorateError
+from neurorate.hardware.engine import EngineSpec
 
 Rounding = Literal["nearest", "stochastic", "floor", "trunc"]
 Scale = Literal["shared_exponent", "per_tensor", "per_row", "pow2", "none"]
@@ -297,6 +298,9 @@ class HardwareProfile(_Strict):
     capacity: CapacitySpec = Field(default_factory=CapacitySpec)
     learning: LearningSpec = Field(default_factory=LearningSpec)
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
+    engine: EngineSpec | None = None
+    """The ``[engine]`` table: e-prop computed as Loihi 2's learning engine does (torch backend; see
+    :mod:`neurorate.hardware.engine` and docs/hardware_profiles.md, "The engine view"). None: the grid view."""
 
     def violations(self, spec: Any) -> list[str]:
         """Why ``spec`` (a :class:`~neurorate.model.spec.NetworkSpec`) cannot run on this device (empty: it can)."""

@@ -31,6 +31,7 @@ from neurorate.model.spec import NetworkSpec
 from neurorate.optim import EnsembleOptimizer
 
 from . import compiled as _compiled
+from . import engine_profile as _engine
 from . import gradients as _grad
 from .ensemble import Ensemble, stack
 
@@ -167,6 +168,11 @@ class TorchBackend:
         kind = tasks[0].loss_kind
         lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (len(specs),)))
         ens = stack(specs, self.dtype, self.device)
+        if _engine.applies(profile):  # the engine view: e-prop as Loihi 2's learning engine computes it
+            self._set_threads(False)
+            return _engine.train(ens, specs, tasks, the_rule, kind, lrs, optimizer, profile, iterations=iterations,
+                                 start_iteration=start_iteration, callback=callback, progress=progress,
+                                 batch_fn=lambda i: _batch_tensors(tasks, i, self.dtype, self.device))
         quant = self._quantizer(profile, training=True, specs=specs)
         on_grid = _prepare_fixed_point(ens, quant, optimizer)
         lr_t = torch.as_tensor(lrs, dtype=self.dtype, device=self.device)

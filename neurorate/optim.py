@@ -27,21 +27,49 @@ class EnsembleOptimizer:
         self.t = 0
         self.m1: dict[str, torch.Tensor] = {}
         self.m2: dict[str, torch.Tensor] = {}
+        # scratch tensors of one step (the masked gradient and two Adam temporaries per parameter), allocated on
+        # the first step and reused: no allocation per step, on any device, and the same arithmetic
+        self._work: dict[str, tuple[torch.Tensor, ...]] = {}
+        self._lr_work: torch.Tensor | None = None
+        self._zeros: dict[tuple, torch.Tensor] = {}
 
-    def _lr(self, p: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-        lr = torch.where(active, self.lr, torch.zeros_like(self.lr))
-        return lr.reshape(-1, *([1] * (p.dim() - 1)))
+    def _zero(self, like: torch.Tensor) -> torch.Tensor:
+        """A 0-dim zero of ``like``'s dtype and device (made once)."""
+        key = (like.dtype, like.device)
+        z = self._zeros.get(key)
+        if z is None:
+            z = self._zeros[key] = torch.zeros((), dtype=like.dtype, device=like.device)
+        return z
+
+    def _workspace(self, name: str, g: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(masked gradient like g[, two temporaries like p])`` of parameter ``name``, reused between steps."""
+        work = self._work.get(name)
+        like = [g] + ([] if self.kind == "sgd" else [p, p])
+        if work is None or any(w.shape != t.shape or w.dtype != t.dtype or w.device != t.device
+                               for w, t in zip(work, like)):
+            work = tuple(torch.empty_like(t) for t in like)
+            self._work[name] = work
+        return work
+
+    def _active_lr(self, active: torch.Tensor) -> torch.Tensor:
+        """``lr`` where ``active``, 0 elsewhere ``(M,)``, written into one buffer kept between steps."""
+        if self._lr_work is None or self._lr_work.shape != self.lr.shape or self._lr_work.device != self.lr.device:
+            self._lr_work = torch.empty_like(self.lr)
+        return torch.where(active, self.lr, self._zero(self.lr), out=self._lr_work)
 
     @torch.no_grad()
     def step(self, params: dict[str, torch.Tensor], grads: dict[str, torch.Tensor], active: torch.Tensor) -> None:
         """One update of every parameter that has a gradient."""
         self.t += 1
+        lr_m = self._active_lr(active)
         for name, g in grads.items():
             p = params[name]
-            lr = self._lr(p, active)
-            g = torch.where(active.reshape(-1, *([1] * (g.dim() - 1))), g, torch.zeros_like(g))
+            shape = (-1, *([1] * (p.dim() - 1)))
+            lr = lr_m.reshape(shape)
+            work = self._workspace(name, g, p)
+            g = torch.where(active.reshape(-1, *([1] * (g.dim() - 1))), g, self._zero(g), out=work[0])
             if self.kind == "sgd":
-                p.sub_(lr * g)
+                p.sub_(g.mul_(lr))
                 continue
             b1, b2 = self.betas
             m1 = self.m1.setdefault(name, torch.zeros_like(p))
@@ -50,8 +78,9 @@ class EnsembleOptimizer:
             m2.mul_(b2).addcmul_(g, g, value=1 - b2)
             bc1 = 1 - b1**self.t
             bc2 = 1 - b2**self.t
-            denom = (m2 / bc2).sqrt_().add_(self.eps)
-            p.sub_(lr * (m1 / bc1) / denom)
+            denom = torch.div(m2, bc2, out=work[1]).sqrt_().add_(self.eps)
+            upd = torch.div(m1, bc1, out=work[2]).mul_(lr).div_(denom)
+            p.sub_(upd)
 
     def state_dict(self) -> dict:
         """Optimizer state (to continue training across calls)."""

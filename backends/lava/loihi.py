@@ -173,13 +173,14 @@ class LoihiGraph:
         self.box["weight"][:] = packed[:, n_in + n_out:n_in + 2 * n_out]
         self.box["decision"][:] = packed[:, -1]
 
-    def start(self) -> None:
-        """Start one trial (non-blocking); :meth:`wait` for it."""
+    def start(self, ticks: int | None = None) -> None:
+        """Run ``ticks`` ticks (default: one whole trial) without blocking; :meth:`wait` for them."""
         from lava.magma.core.run_conditions import RunSteps
 
-        self.source.run(condition=RunSteps(num_steps=self.ticks_per_trial, blocking=False), run_cfg=self.run_cfg)
+        ticks = self.ticks_per_trial if ticks is None else int(ticks)
+        self.source.run(condition=RunSteps(num_steps=ticks, blocking=False), run_cfg=self.run_cfg)
         self.started = True
-        self.ticks += self.ticks_per_trial
+        self.ticks += ticks
 
     def wait(self) -> None:
         """Wait for the trial started by :meth:`start`."""
@@ -206,9 +207,9 @@ class LoihiGraph:
             self.source.stop()
 
 
-def _run_trials(graphs: list[LoihiGraph]) -> None:
+def _run_trials(graphs: list[LoihiGraph], ticks: int | None = None) -> None:
     for g in graphs:
-        g.start()
+        g.start(ticks)
     for g in graphs:
         g.wait()
 
@@ -243,7 +244,8 @@ def train(specs: list[NetworkSpec], tasks: list, rule: str, feedback: str, *, it
     """Train each network on its task, one trial per iteration and SGD once per trial (see the module docstring).
 
     ``callback(i, losses (M,), accuracy (M,))`` runs after every trial. A network whose loss becomes NaN/inf is
-    frozen (it runs no further trials) and reported as diverged, as on the fused graph.
+    frozen (its update epoch is withheld and it runs no further trials) and reported as diverged, as on the fused
+    graph.
     """
     t0 = time.perf_counter()
     m = len(specs)
@@ -259,7 +261,9 @@ def train(specs: list[NetworkSpec], tasks: list, rule: str, feedback: str, *, it
             live = [j for j in range(m) if diverged_at[j] is None]
             for j in live:
                 graphs[j].load(*tasks[j if len(tasks) > 1 else 0].batch(start_iteration + i), loss_kind)
-            _run_trials([graphs[j] for j in live])
+            # the trial's steps first; its last (update) epoch only for a network whose loss stayed finite, so a
+            # diverged network keeps the weights it ran the trial with (as the fused graph and torch do)
+            _run_trials([graphs[j] for j in live], graphs[0].ticks_per_trial - TICKS_PER_STEP)
             for j in live:
                 g = graphs[j]
                 loss = float(g.box["loss"][0])
@@ -269,7 +273,10 @@ def train(specs: list[NetworkSpec], tasks: list, rule: str, feedback: str, *, it
                 correct, total = g.box["hits"]
                 losses[j, i] = loss
                 accuracy[j, i] = correct / total if total > 0 else np.nan
-                g.update_readout()
+            live = [j for j in live if diverged_at[j] is None]
+            _run_trials([graphs[j] for j in live], TICKS_PER_STEP)
+            for j in live:
+                graphs[j].update_readout()
             if callback is not None:
                 callback(i, losses[:, i].copy(), accuracy[:, i].copy())
             if bar is not None:

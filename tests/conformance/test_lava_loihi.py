@@ -120,6 +120,22 @@ def test_cross_entropy_and_two_networks_through_nr_train():
             assert rel_err(getattr(a.spec, key) - getattr(s, key), getattr(b.spec, key) - getattr(s, key)) < TOL
 
 
+def test_divergence_matches_torch():
+    """A learning rate that blows the network up: the same iteration is reported as diverged, NaN losses after,
+    and the network is frozen with the weights it ran that trial with (finite, as torch's)."""
+    spec = _spec(n=8, seed=0, gain=1.0)
+    task = SmallTask(seed=1, n_steps=10)
+    kw = dict(iterations=6, lr=[3e3], optimizer="sgd", progress=False)
+    ref = torch64().train([spec], task, "eprop", **kw)[0]
+    run = loihi().train([spec], task, "eprop", **kw)[0]
+    assert ref.diverged and run.diverged and run.diverged_at == ref.diverged_at
+    np.testing.assert_array_equal(np.isnan(run.losses), np.isnan(ref.losses))
+    ok = ~np.isnan(ref.losses)
+    assert rel_err(run.losses[ok], ref.losses[ok]) < TOL
+    for key in WEIGHTS:  # frozen with the weights the diverging trial ran with
+        assert rel_err(getattr(run.spec, key), getattr(ref.spec, key)) < TOL, key
+
+
 def _refused(tmp_path, spec, task, **kw) -> str:
     out = tmp_path / "run"
     args = dict(rule="eprop", backend="lava", iterations=2, optimizer="sgd", lyapunov=False, progress=False,
@@ -188,6 +204,7 @@ def _cli(args: list[str], cwd) -> subprocess.CompletedProcess:
                           env={"OPENBLAS_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, check=False)
 
 
+@pytest.mark.slow
 def test_cli_run_end_to_end(tmp_path):
     """``neurorate run --backend lava --lava-graph loihi --iterations 3`` trains and prints its result."""
     res = _cli(["run", "--backend", "lava", "--lava-graph", "loihi", "--iterations", "3", "--batch", "1",
@@ -198,14 +215,22 @@ def test_cli_run_end_to_end(tmp_path):
     assert (tmp_path / "r" / "spec_final.npz").exists()
 
 
-def test_cli_refusal_is_one_line(tmp_path):
-    res = _cli(["run", "--backend", "lava", "--lava-graph", "loihi", "--iterations", "3", "--hidden", "16",
-                "--out", "r"], tmp_path)
-    assert res.returncode == 2
-    assert res.stderr.strip().splitlines() == [
-        "error: the Lava loihi graph runs one trial at a time (Loihi has no batch dimension), got a batch of 32; "
-        "use a batch of 1 (--batch 1) or the fused graph"]
+@pytest.mark.parametrize("args,message", [
+    (["--backend", "lava", "--lava-graph", "loihi"],
+     "error: the Lava loihi graph runs one trial at a time (Loihi has no batch dimension), got a batch of 32; "
+     "use a batch of 1 (--batch 1) or the fused graph"),
+    (["--backend", "lava", "--lava-graph", "loihi", "--batch", "1", "--activation", "tanh"],
+     "error: the Lava loihi graph runs relu neurons only, not 'tanh': the synapses' presynaptic trace x1 is "
+     "unsigned (signed rates would need split trace populations)"),
+    (["--lava-graph", "loihi"], "error: --lava-graph is an option of the lava backend, not of 'torch'"),
+    (["--backend", "lava", "--lava-graph", "chip"], "error: unknown Lava graph 'chip'; choose fused or loihi"),
+])
+def test_cli_refusal_is_one_line(tmp_path, capsys, args, message):
+    """Refused before the run directory exists: one ``error:`` line on stderr, exit code 2."""
+    from neurorate.cli.app import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["run", *args, "--iterations", "3", "--hidden", "16", "--out", str(tmp_path / "r")])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [message]
     assert not (tmp_path / "r").exists()
-    res = _cli(["run", "--lava-graph", "loihi", "--iterations", "3"], tmp_path)
-    assert res.returncode == 2 and res.stderr.strip() == "error: --lava-graph is an option of the lava backend, " \
-                                                         "not of 'torch'"

@@ -28,9 +28,10 @@ step ``k = tau // 4`` in phase ``tau % 4``; epoch ``k + 1`` of the trial holds s
 Input arriving in another phase (the products of the trace payloads, ``W 2 rbar`` and ``V 2 rbar``) is ignored. A
 trial of T steps is padded to ``E = 2^K >= T + 1`` epochs: the ``u_K`` dependency fires once per trial, in its last
 (empty) epoch, where ``dw = -uK*t`` applies the trial's summed update and ``-uK*t`` clears the tag. The bias ``b``
-is learned inside the rate neuron, the readout bias ``c`` inside the error neuron (both once per trial, at its last
-step); the readout ``V`` (and ``B = V^T`` for symmetric feedback) is updated by the host between trials from the
-rates and errors the neurons record (see ``docs/lava.md``).
+is learned inside the rate neuron, the readout bias ``c`` inside the error neuron (both once per trial, at the last
+tick of that update epoch, so a host that withholds the epoch of a diverged trial freezes every weight); the readout
+``V`` (and ``B = V^T`` for symmetric feedback) is updated by the host between trials from the rates and errors the
+neurons record (see ``docs/lava.md``).
 
 The neurons exchange trial data and records with the host through a *mailbox* (numpy views over a shared anonymous
 memory map, :class:`neurorate.backends.lava._io.Mailbox`): ``x (T, n_in)``, ``target``/``weight (T, n_out)``,
@@ -69,9 +70,21 @@ def _phase(time_step: int, n_epochs: int) -> tuple[int, int, int]:
     return tau, k, phase
 
 
+BOUND = 1e100
+"""Largest magnitude a trace payload or a post trace is sent with; NaN is sent as 0. In float the engine's
+``dw = -uK*t`` is ``-0 * t``, NaN for a NaN tag even when ``uK`` does not fire, so a diverging trial (whose update
+epoch the host withholds) must not put NaN or inf into the tags; below the bound every value passes unchanged."""
+
+
+def bounded(values: np.ndarray) -> np.ndarray:
+    """``values`` with NaN as 0 and magnitudes clipped to :data:`BOUND` (identity for any trace of a live trial)."""
+    return np.clip(np.nan_to_num(values, nan=0.0, posinf=BOUND, neginf=-BOUND), -BOUND, BOUND)
+
+
 def trace_payload(trace: np.ndarray) -> np.ndarray:
-    """The graded payload that overwrites ``x1`` with ``trace``: ``2 trace``, zeros sent as :data:`TINY`."""
-    out = 2.0 * trace
+    """The graded payload that overwrites ``x1`` with ``trace``: ``2 trace`` (:func:`bounded`), zeros sent as
+    :data:`TINY`."""
+    out = bounded(2.0 * trace)
     out[out == 0.0] = TINY
     return out
 
@@ -211,14 +224,14 @@ class PyLoihiRateNeuronFloat(LearningNeuronModelFloat):
                 out = trace_payload(self.rbar)
             elif phase == 3:
                 z = self.psi * third
-                self.y2[:] = np.maximum(z, 0.0)
-                self.y3[:] = np.maximum(-z, 0.0)
+                self.y2[:] = bounded(np.maximum(z, 0.0))
+                self.y3[:] = bounded(np.maximum(-z, 0.0))
                 bap[:] = True
                 self.b_grad += z * self.bbar[0]
-                if k == p["n_steps"] - 1:
-                    if p["learn_bias"]:
-                        self.b -= self.b_grad
-                    p["mailbox"]["b"][:] = self.b
+        if tau == TICKS_PER_STEP * p["n_epochs"] - 1:  # the trial's last tick (its update epoch)
+            if p["learn_bias"]:
+                self.b -= self.b_grad
+            p["mailbox"]["b"][:] = self.b
         self.s_out.send(out)
         self.s_out_bap.send(bap)
         self.s_out_y1.send(self.y1)
@@ -261,9 +274,10 @@ class PyLoihiErrorNeuronFloat(PyLoihiProcessModel):
             box["outputs"][k] = y[0]
             box["errors"][k] = out
             if k == p["n_steps"] - 1:
-                if p["learn_bias"]:
-                    self.c -= p["lr"] * self.c_grad
-                box["c"][:] = self.c
                 box["loss"][0] = self.trial_loss[0]
                 box["hits"][:] = self.trial_hits
+        if tau == TICKS_PER_STEP * p["n_epochs"] - 1:  # the trial's last tick (its update epoch)
+            if p["learn_bias"]:
+                self.c -= p["lr"] * self.c_grad
+            p["mailbox"]["c"][:] = self.c
         self.s_out.send(out)

@@ -130,6 +130,18 @@ class _TorchOps:
         self.torch = torch
         self.floor, self.trunc, self.clip, self.abs, self.sign = (torch.floor, torch.trunc, torch.clamp,
                                                                   torch.abs, torch.sign)
+        # constants made once per device: 0-dim float64 scalars of `where` and the element indices of `uniform`
+        # (no upload of a Python float or fresh index tensor on every call)
+        self._scalars: dict[tuple, Any] = {}
+        self._indices: dict[tuple, Any] = {}
+
+    def scalar(self, value: float, device):
+        """The 0-dim float64 tensor ``value`` on ``device`` (cached)."""
+        key = (float(value), str(device))
+        t = self._scalars.get(key)
+        if t is None:
+            t = self._scalars[key] = self.torch.tensor(float(value), dtype=self.torch.float64, device=device)
+        return t
 
     def f64(self, x):
         return x.detach().to(self.torch.float64)
@@ -148,17 +160,25 @@ class _TorchOps:
         return ((e + 1023) << 52).view(self.torch.float64)
 
     def uniform(self, like, key1, key2, batch_dims: int = 0):
-        inner = like.shape[batch_dims:]
-        idx = self.torch.arange(int(np.prod(inner)), dtype=self.torch.int64,
-                                device=like.device).reshape(inner).expand(like.shape)
+        inner = tuple(like.shape[batch_dims:])
+        key = (inner, str(like.device))
+        idx = self._indices.get(key)
+        if idx is None:
+            idx = self._indices[key] = self.torch.arange(int(np.prod(inner)), dtype=self.torch.int64,
+                                                         device=like.device).reshape(inner)
+        idx = idx.expand(like.shape)
         return mix32(mix32((idx + key1) & _M32) ^ key2).to(self.torch.float64) * 2.0**-32
 
     def float_round(self, x64, dtype: str):
         return x64.to(self.torch.float32).to(getattr(self.torch, dtype)).to(self.torch.float64)
 
     def where(self, c, a, b):
-        return self.torch.where(c, self.torch.as_tensor(a, dtype=self.torch.float64, device=c.device),
-                                self.torch.as_tensor(b, dtype=self.torch.float64, device=c.device))
+        return self.torch.where(c, self._f64_like(a, c.device), self._f64_like(b, c.device))
+
+    def _f64_like(self, v, device):
+        if isinstance(v, (int, float)):
+            return self.scalar(v, device)
+        return self.torch.as_tensor(v, dtype=self.torch.float64, device=device)
 
 
 _NP = _NumpyOps()
@@ -293,6 +313,7 @@ class Quantizer:
         if self.seed < 0:
             raise NeurorateError(f"seed must be a non-negative integer, got {seed}")
         self._frozen: dict[str, np.ndarray | float] = {}
+        self._frozen_on: dict[tuple[str, str], Any] = {}  # the frozen grids as float64 tensors, once per device
 
     # ------------------------------------------------------------------ helpers
     def _out(self, x, q64):
@@ -306,7 +327,11 @@ class Quantizer:
         g = self._frozen.get(name)
         if g is None or isinstance(g, float) or not _is_torch(x):
             return g
-        return _ops(x).torch.as_tensor(g, dtype=_ops(x).torch.float64, device=x.device)
+        key = (name, str(x.device))
+        t = self._frozen_on.get(key)
+        if t is None:
+            t = self._frozen_on[key] = _ops(x).torch.as_tensor(g, dtype=_ops(x).torch.float64, device=x.device)
+        return t
 
     # ------------------------------------------------------------------ quantities
     def weight(self, w, name: str, *, step: int = 0):
@@ -348,6 +373,7 @@ class Quantizer:
             g = grid_step(ops, ops.f64(w), fmt, vector=name in ("b", "b_out"))
             self._frozen[name] = g if isinstance(g, float) else np.asarray(
                 g.cpu().numpy() if _is_torch(g) else g, dtype=np.float64)
+            self._frozen_on = {k: v for k, v in self._frozen_on.items() if k[0] != name}
         return dict(self._frozen)
 
     def state(self, s, *, step: int = 0):

@@ -89,9 +89,11 @@ def bench_loihi(n: int, tag: str, seconds: float) -> dict:
         done, t1 = 0, time.perf_counter()
         while time.perf_counter() - t1 < seconds:
             graph.load(*task.batch(done + 1), task.loss_kind)
-            graph.start()
+            graph.start(graph.ticks_per_trial - loihi.TICKS_PER_STEP)  # as loihi.train: the steps, the loss check,
             graph.wait()
             assert np.isfinite(graph.box["loss"][0])
+            graph.start(loihi.TICKS_PER_STEP)  # then the update epoch
+            graph.wait()
             graph.update_readout()
             done += 1
         wall = time.perf_counter() - t1

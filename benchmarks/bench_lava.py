@@ -77,8 +77,7 @@ def bench_loihi(n: int, tag: str, seconds: float) -> dict:
     spec = NetworkSpec.random(n_in=1, n_hidden=n, n_out=2, gain=1.0, seed=0)
     task = RomoTask(batch_size=1, seed=0)
     t0 = time.perf_counter()
-    graph = loihi.LoihiGraph(spec, n_steps=task.n_steps, loss_kind=task.loss_kind, lr=1e-3, feedback="symmetric",
-                             record=True)
+    graph = loihi.LoihiGraph(spec, n_steps=task.n_steps, loss_kind=task.loss_kind, lr=1e-3, feedback="symmetric")
     try:
         graph.load(*task.batch(0), task.loss_kind)
         graph.source.run(condition=RunSteps(num_steps=1), run_cfg=graph.run_cfg)

@@ -7,7 +7,7 @@ three-factor rule (:func:`learning_rule`), the readout ``V`` and the feedback ``
 rate and error neurons are neuron processes. What the engine cannot hold is done beside it and said so
 (docs/lava.md, "The loihi graph"): the biases ``b``, ``c`` are learned inside their neurons at the end of each
 trial, the readout ``V`` (and ``B = V^T`` for symmetric feedback) by the host between trials, from the rates and
-errors the neurons record. Float conformance with the torch backend's e-prop holds to ~1e-15
+errors the neurons record. Float conformance with the torch backend's e-prop holds to ~1e-14
 (``tests/conformance/test_lava_loihi.py``).
 
 What it refuses (:func:`check_loihi`), one line each: activations other than ReLU (the synapses' pre-trace ``x1`` is
@@ -101,11 +101,13 @@ class LoihiGraph:
     """One network's loihi graph (source, rate neuron, error neuron, U/W learning synapses, V and B synapses).
 
     ``feedback`` is "symmetric" (``B = V^T``, refreshed after every readout update), "random" (the spec's fixed
-    ``B``) or None (no learning: ``lr`` is ignored and the feedback weights are zero). ``stop()`` in a ``finally``.
+    ``B``) or None (no learning: ``lr`` is ignored and the feedback weights are zero). The neurons always record the
+    trial's states, rates and errors in the mailbox (the host's readout update reads them). ``stop()`` in a
+    ``finally``.
     """
 
     def __init__(self, spec: NetworkSpec, *, n_steps: int, loss_kind: str, lr: float, feedback: str | None,
-                 record: bool, tag: str = "floating_pt"):
+                 tag: str = "floating_pt"):
         ensure_lava_importable()
         from lava.magma.core.learning.constants import GradedSpikeCfg
         from lava.magma.core.run_configs import Loihi2SimCfg
@@ -221,7 +223,7 @@ def simulate(specs: list[NetworkSpec], x: np.ndarray) -> SimResult:
     m = len(specs)
     states, rates, outputs = np.zeros((m, t_steps, batch, n)), np.zeros((m, t_steps, batch, n)), \
         np.zeros((m, t_steps, batch, n_out))
-    graphs = [LoihiGraph(s, n_steps=t_steps, loss_kind="mse", lr=0.0, feedback=None, record=True) for s in specs]
+    graphs = [LoihiGraph(s, n_steps=t_steps, loss_kind="mse", lr=0.0, feedback=None) for s in specs]
     zeros = np.zeros((t_steps, 1, n_out))
     try:
         for b in range(batch):
@@ -253,7 +255,7 @@ def train(specs: list[NetworkSpec], tasks: list, rule: str, feedback: str, *, it
     losses = np.full((m, iterations), np.nan)
     accuracy = np.full((m, iterations), np.nan)
     diverged_at: list[int | None] = [None] * m
-    graphs = [LoihiGraph(s, n_steps=t_steps, loss_kind=loss_kind, lr=float(lrs[j]), feedback=feedback, record=True)
+    graphs = [LoihiGraph(s, n_steps=t_steps, loss_kind=loss_kind, lr=float(lrs[j]), feedback=feedback)
               for j, s in enumerate(specs)]
     bar = progress_bar(iterations, progress, f"lava loihi {rule} x{m}")
     try:

@@ -156,7 +156,8 @@ class LavaBackend:
 
     # ------------------------------------------------------------------ protocol
     def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:
-        """Trajectories ``(M, T, B, N)`` (outputs ``(M, T, B, n_out)``) driven by ``inputs (T, B, n_in)``."""
+        """Trajectories ``(M, T, B, N)`` (outputs ``(M, T, B, n_out)``) driven by ``inputs (T, B, n_in)`` (on the
+        loihi graph the B trials run one after another, each from the zero state)."""
         specs = [specs] if isinstance(specs, NetworkSpec) else list(specs)
         check_ensemble(specs)
         x = np.asarray(inputs, dtype=np.float64)

@@ -33,6 +33,7 @@ from neurorate.optim import EnsembleOptimizer
 from . import compiled as _compiled
 from . import engine_profile as _engine
 from . import gradients as _grad
+from . import loop as _loop
 from .ensemble import Ensemble, stack
 
 __all__ = ["TorchBackend", "Ensemble", "stack", "resolve_device", "resolve_dtype"]
@@ -103,6 +104,12 @@ class TorchBackend:
     hardware profiles, float32/float64 on CPU or CUDA, rate and spiking (LIF/ALIF) neurons, resumable training."""
     options = ("compiled",)
     """Keyword options of :meth:`train` (``backend_options`` of :func:`neurorate.train`)."""
+    readback_every: int | None = None
+    """Iterations whose losses stay on the device before one read (:class:`~neurorate.backends.torch.loop.Readback`;
+    None: 1 on the CPU, on CUDA up to ``loop.READBACK_MAX`` and at least every ``loop.READBACK_SECONDS``)."""
+    prefetch: int | None = None
+    """Iterations whose batches are drawn and uploaded in one block (:class:`~neurorate.backends.torch.loop.Batches`;
+    None: 1 on the CPU, on CUDA up to ``loop.PREFETCH_MAX``)."""
 
     def __init__(self, device: str = "auto", dtype: str = "float32", threads: int | None = None,
                  compiled: bool | None = None):
@@ -187,14 +194,19 @@ class TorchBackend:
         else:
             self._set_threads(False)
         active = torch.ones(m, dtype=torch.bool, device=self.device)
-        loss_hist = np.full((m, iterations), np.nan)
-        acc_hist = np.full((m, iterations), np.nan)
+        # the divergence iteration of each network, on the device (-1: none); read once, after the loop
+        div_at = torch.full((m,), -1, dtype=torch.long, device=self.device)
+        nan = torch.full((), float("nan"), dtype=torch.float64, device=self.device)
         diverged_at: list[int | None] = [None] * m
         t0 = time.perf_counter()
         bar = progress_bar(iterations, progress, f"torch {the_rule.name} x{m}")
+        batches = _loop.Batches(tasks, start_iteration, iterations, self.dtype, self.device,
+                                block=1 if step is not None else self.prefetch)
+        rb = _loop.Readback(m, iterations, self.device, every=1 if step is not None else self.readback_every,
+                            callback=callback, bar=bar)
         try:
             for i in range(iterations):
-                x, target, mask = _batch_tensors(tasks, start_iteration + i, self.dtype, self.device)
+                x, target, mask = batches(i)
                 it = start_iteration + i
                 if step is not None:  # the whole iteration in one kernel call (same numbers, docs/api.md)
                     was = active.numpy().copy()
@@ -202,30 +214,25 @@ class TorchBackend:
                     for j in np.nonzero(was & ~np.isfinite(loss_c))[0].tolist():
                         diverged_at[j] = i
                     loss_np, acc_np = loss_c.astype(np.float64), acc_c.astype(np.float64)
-                else:
+                    rb.push_host(i, np.where(active.numpy(), loss_np, np.nan), acc_np)
+                else:  # nothing here waits for the device: values are read in blocks (backends/torch/loop.py)
                     loss, acc, grads = _grad.gradients(ens, the_rule, kind, x, target, mask, quant,
                                                        step0=it * x.shape[1])
                     finite = torch.isfinite(loss)
-                    for j in torch.nonzero(active & ~finite).flatten().tolist():
-                        diverged_at[j] = i
+                    div_at = torch.where(active & ~finite, i, div_at)
                     active &= finite
                     if on_grid:
                         _grid_sgd_step(ens, quant, grads, lr_t, active, it)
                     else:
                         opt.step(ens.params, grads, active)
-                    loss_np = loss.detach().cpu().double().numpy()
-                    acc_np = acc.detach().cpu().double().numpy()
-                loss_hist[:, i] = np.where(active.cpu().numpy(), loss_np, np.nan)
-                acc_hist[:, i] = acc_np
-                if callback is not None:
-                    callback(i, loss_hist[:, i], acc_np)
-                if bar is not None:
-                    bar.update(1)
-                    if i % 10 == 0 or i == iterations - 1:
-                        bar.set_postfix(loss=f"{np.nanmean(loss_hist[:, i]):.4g}")
+                    rb.push(i, torch.where(active, loss.detach().to(torch.float64), nan), acc.detach())
+            rb.flush()
+            if step is None:
+                diverged_at = [None if v < 0 else int(v) for v in div_at.cpu().tolist()]
         finally:
             if bar is not None:
                 bar.close()
+        loss_hist, acc_hist = rb.loss, rb.acc
         wall = time.perf_counter() - t0
         trained = ens.to_specs(specs)
         runs = [BackendRun(spec=s, losses=loss_hist[j], accuracy=acc_hist[j], diverged=diverged_at[j] is not None,

@@ -157,6 +157,7 @@ class EngineNetworks:
     # ------------------------------------------------------------------ scales
     def calibrate(self, x: np.ndarray, target: np.ndarray, mask: np.ndarray, lr: np.ndarray, norm: np.ndarray):
         """Freeze the third-factor shift, the tag exponent and the weight scale from one float trial."""
+        self._lr = np.asarray(lr, dtype=np.float64)
         p, al = self._float, self._alpha[:, None]
         relu = lambda v: np.maximum(v, 0)  # noqa: E731
         fb = (np.swapaxes(p["w_out"], -1, -2) if self._rule == "eprop"
@@ -258,6 +259,12 @@ class EngineNetworks:
         p_x_all = np.round(x * 2.0 ** R).astype(np.int64)
         x_all = np.round(x * 2.0 ** S).astype(np.int64)
         mask_i = (mask != 0).astype(np.int64)
+        rec_r = np.zeros((m, t_steps, self.n))
+        rec_err = np.zeros((m, t_steps, target.shape[-1]))
+        rec_e = np.zeros((m, t_steps, self.n))
+        indep = self.spec.rounding == "independent"
+        if indep and not (self.compiled and HAVE_KERNEL):
+            raise NeurorateError("engine.rounding = 'independent' needs the compiled trial (numba)")
         if self.compiled and HAVE_KERNEL:
             z = np.zeros(m, dtype=np.int64)
             g = (lambda d, k: d[k]) if learn else (lambda d, k: z)  # noqa: E731
@@ -266,10 +273,12 @@ class EngineNetworks:
                           self.ef if learn else z, g(self.tag_e, "w_rec"), g(self.tag_e, "w_in"),
                           g(self.w_m, "w_rec"), g(self.w_e, "w_rec"), g(self.w_m, "w_in"), g(self.w_e, "w_in"),
                           np.ascontiguousarray(p_x_all), np.ascontiguousarray(x_all), np.ascontiguousarray(y_star),
-                          np.ascontiguousarray(mask_i), u, ys, learn, S, R, X, w.trace_bits, w.tag_bits,
-                          w.weight_bits, w.frac_bits, w.accumulator_bits, w.mantissa_bits)
+                          np.ascontiguousarray(mask_i), u, ys, rec_r, rec_err, rec_e, learn, indep,
+                          self.epoch + 1, S, R, X, w.trace_bits, w.tag_bits, w.weight_bits, w.frac_bits,
+                          w.accumulator_bits, w.mantissa_bits)
             if learn:
                 self.epoch += n_epochs
+                self._host_update(rec_r, rec_err, rec_e, mask)
             return ys
         te_rec, te_in = (self.tag_e["w_rec"][:, None, None], self.tag_e["w_in"][:, None, None]) if learn else (0, 0)
         shift_e = (S - self.ef)[:, None] if learn else 0
@@ -286,6 +295,8 @@ class EngineNetworks:
             err = mask_i[:, k] * (y - y_star[:, k])
             sig = E.dense(self.fb, err, self.we_fb)
             y2, y3 = E.third_factor(sig, (a > 0).astype(np.int64), shift_e, w)
+            rec_r[:, k], rec_err[:, k] = p_r * 2.0 ** -R, err * 2.0 ** -S
+            rec_e[:, k] = sig * (a > 0) * 2.0 ** -S
             x1_r = E.payload_to_trace(E.trace_payload(rbar, S - X - 1, w), w)
             x1_x = E.payload_to_trace(E.trace_payload(xbar, S - X - 1, w), w)
             y2c, y3c = y2[:, :, None], y3[:, :, None]
@@ -302,7 +313,28 @@ class EngineNetworks:
             self.tag_rec = np.zeros_like(self.tag_rec)
             self.tag_in = np.zeros_like(self.tag_in)
             self.epoch += n_epochs
+            self._host_update(rec_r, rec_err, rec_e, mask)
         return ys
+
+    def _host_update(self, rates, errors, signals, mask) -> None:
+        """The host's SGD step between trials (float, as the Lava loihi graph's host does): the readout ``V`` from
+        the recorded rates and errors (rounded to its 8-bit grid, nearest; ``B = V^T`` follows for ``eprop``),
+        the readout bias ``c`` and the bias ``b`` on the state grid. Normaliser: the trial's mask count."""
+        m, t_steps = self.m, rates.shape[1]
+        norm = np.maximum((mask != 0).reshape(m, -1).sum(axis=1), 1.0)[:, None]
+        lr = self._lr[:, None]
+        g_out = np.einsum("mto,mtn->mon", errors, rates) / norm[:, :, None]
+        top = 2 ** self.widths.weight_bits
+        v = self.w_out * np.ldexp(1.0, -self.e_out)[:, None, None] - lr[:, :, None] * g_out
+        self.w_out = np.clip(np.round(v * np.ldexp(1.0, self.e_out)[:, None, None]), -top, top - 1).astype(np.int64)
+        if self._rule == "eprop":
+            self.fb = np.swapaxes(self.w_out, -1, -2).copy()
+        al = self._alpha[:, None]
+        bbar = 1.0 - (1.0 - al) ** np.arange(1, t_steps + 1)[None, :]  # the bias's trace, (M, T)
+        g_b = np.einsum("mtn,mt->mn", signals, bbar) / norm
+        g_c = errors.sum(axis=1) / norm
+        self.b = np.round((self.b * 2.0 ** -self.S - lr * g_b) * 2.0 ** self.S).astype(np.int64)
+        self.b_out = np.round((self.b_out * 2.0 ** -self.S - lr * g_c) * 2.0 ** self.S).astype(np.int64)
 
     def float_params(self) -> dict[str, np.ndarray]:
         """The networks' parameters as floats (integers times their steps; fixed ones as given)."""
@@ -349,7 +381,7 @@ def train(ens, specs, tasks, the_rule, kind: str, lrs: np.ndarray, optimizer: st
             xa, ta, ma = arrays(x, target, mask)
             ys = nets.trial(xa, ta, ma)
             y = torch.as_tensor(ys[:, :, None, :])
-            tt, mm = torch.as_tensor(ta[:, :, None, :]), torch.as_tensor(ma[:, :, None, :])
+            tt, mm = torch.as_tensor(ta[:, :, None, :].copy()), torch.as_tensor(ma[:, :, None, :].copy())
             loss_hist[:, i] = losses.loss(kind, y, tt, mm).numpy()
             acc_hist[:, i] = losses.accuracy(kind, y, tt, mm).numpy()
             if callback is not None:
@@ -410,8 +442,12 @@ def _half_even(p):
 
 @_jit
 def _trial_kernel(w_rec, w_in, w_out, fb, b, b_out, tag_rec, tag_in, we_rec, we_in, we_out, we_fb, decay, ef,
-          te_rec, te_in, wm_rec, wx_rec, wm_in, wx_in, x_pay, x_int, y_star, mask, u, ys, learn,
-          S, R, X, tb, gb, wb, frac, acc_b, mant_b):
+                  te_rec, te_in, wm_rec, wx_rec, wm_in, wx_in, x_pay, x_int, y_star, mask, u, ys, rec_r, rec_err,
+                  rec_e, learn, indep, seed, S, R, X, tb, gb, wb, frac, acc_b, mant_b):
+    """One trial of every network, in place (the numpy path of :meth:`EngineNetworks.trial`, one element at a
+    time); ``indep``: a fresh random number per synapse and epoch instead of Lava's shared one (a what-if)."""
+    if indep:
+        np.random.seed(seed)
     m_count, n = w_rec.shape[0], w_rec.shape[1]
     t_steps, n_in, n_out = x_pay.shape[1], x_pay.shape[2], y_star.shape[2]
     acc_lo, acc_hi = -(1 << acc_b) - 1, (1 << acc_b) - 1
@@ -457,6 +493,8 @@ def _trial_kernel(w_rec, w_in, w_out, fb, b, b_out, tag_rec, tag_in, we_rec, we_
                     s_out += w_out[m, o, j] * p_new[j]
                 y[o] = _shift(s_out, we_out[m]) + b_out[m, o]
                 ys[m, k, o] = y[o] * 2.0 ** -S
+                if learn:
+                    rec_err[m, k, o] = ((y[o] - y_star[m, k, o]) if mask[m, k, o] != 0 else 0) * 2.0 ** -S
             for i in range(n):
                 p_r[i] = p_new[i]
             if not learn:
@@ -469,6 +507,8 @@ def _trial_kernel(w_rec, w_in, w_out, fb, b, b_out, tag_rec, tag_in, we_rec, we_
                 for o in range(n_out):
                     s_fb += fb[m, i, o] * err[o]
                 sig = _shift(s_fb, we_fb[m]) if a[i] > 0 else 0
+                rec_e[m, k, i] = sig * 2.0 ** -S
+                rec_r[m, k, i] = p_r[i] * 2.0 ** -R
                 mag = _shift(abs(sig), -sh_e)
                 mag = mag if mag < tr_top else tr_top
                 ysig[i] = mag if sig > 0 else (-mag if sig < 0 else 0)
@@ -488,13 +528,15 @@ def _trial_kernel(w_rec, w_in, w_out, fb, b, b_out, tag_rec, tag_in, we_rec, we_
                     p = ((x1r[j] if x1r[j] < tr_top else tr_top) * yv) >> sh_p
                     p = _clip(_shift(p, te_rec[m] + frac), acc_lo, acc_hi)
                     acc = _clip((t << frac) + p, acc_lo, acc_hi)
-                    tag_rec[m, i, j] = _clip(_sround(acc, uk, frac), -(1 << gb) - 1, (1 << gb) - 1)
+                    uu = np.random.random() if indep else uk
+                    tag_rec[m, i, j] = _clip(_sround(acc, uu, frac), -(1 << gb) - 1, (1 << gb) - 1)
                 for j in range(n_in):
                     t = tag_in[m, i, j]
                     p = ((x1x[j] if x1x[j] < tr_top else tr_top) * yv) >> sh_p
                     p = _clip(_shift(p, te_in[m] + frac), acc_lo, acc_hi)
                     acc = _clip((t << frac) + p, acc_lo, acc_hi)
-                    tag_in[m, i, j] = _clip(_sround(acc, uk, frac), -(1 << gb) - 1, (1 << gb) - 1)
+                    uu = np.random.random() if indep else uk
+                    tag_in[m, i, j] = _clip(_sround(acc, uu, frac), -(1 << gb) - 1, (1 << gb) - 1)
         if learn:
             ue = u[u.shape[0] - 1]
             t_lo, t_hi = -(1 << (gb + 1)), (1 << (gb + 1)) - 1
@@ -503,11 +545,13 @@ def _trial_kernel(w_rec, w_in, w_out, fb, b, b_out, tag_rec, tag_in, we_rec, we_
                     dw = _clip(_shift((_clip(tag_rec[m, i, j], t_lo, t_hi) * wm_rec[m]) >> sh_w, wx_rec[m] + frac),
                               acc_lo, acc_hi)
                     acc = _clip((w_rec[m, i, j] << frac) + dw, acc_lo, acc_hi)
-                    w_rec[m, i, j] = _clip(_sround(acc, ue, frac), -(1 << wb), (1 << wb) - 1)
+                    uu = np.random.random() if indep else ue
+                    w_rec[m, i, j] = _clip(_sround(acc, uu, frac), -(1 << wb), (1 << wb) - 1)
                     tag_rec[m, i, j] = 0
                 for j in range(n_in):
                     dw = _clip(_shift((_clip(tag_in[m, i, j], t_lo, t_hi) * wm_in[m]) >> sh_w, wx_in[m] + frac),
                               acc_lo, acc_hi)
                     acc = _clip((w_in[m, i, j] << frac) + dw, acc_lo, acc_hi)
-                    w_in[m, i, j] = _clip(_sround(acc, ue, frac), -(1 << wb), (1 << wb) - 1)
+                    uu = np.random.random() if indep else ue
+                    w_in[m, i, j] = _clip(_sround(acc, uu, frac), -(1 << wb), (1 << wb) - 1)
                     tag_in[m, i, j] = 0

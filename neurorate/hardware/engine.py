@@ -319,7 +319,9 @@ class EngineSpec(BaseModel):
     largest filling the 8-bit mantissa) or fixed bits; ``third_factor_frac`` / ``tag_exponent``: ``"auto"``
     (calibrated on the first trial from the initial network so that the largest ``|L psi|`` fills the third
     factor and the largest trial gradient half the tag) or fixed values; ``epochs``: epochs per trial (a
-    power of two > T, the dependency ``u_k``; 0 = the next power of two above the trial length).
+    power of two > T, the dependency ``u_k``; 0 = the next power of two above the trial length); ``rounding``:
+    ``"shared"`` (Lava: one random number per epoch for all synapses) or ``"independent"`` (a what-if: one per
+    synapse and epoch).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -336,6 +338,7 @@ class EngineSpec(BaseModel):
     third_factor_frac: int | Literal["auto"] = "auto"
     tag_exponent: int | Literal["auto"] = "auto"
     epochs: int = Field(default=0, ge=0)
+    rounding: Literal["shared", "independent"] = "shared"
 
     @model_validator(mode="after")
     def _check(self):

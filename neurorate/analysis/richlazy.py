@@ -46,13 +46,26 @@ def last_decision_step(mask: np.ndarray) -> int:
     return int(steps[-1]) if steps.size else int(mask.shape[0] - 1)
 
 
+def analysis_device(device=None):
+    """The torch device the metrics are computed on: ``None``/"cpu" the CPU, "auto" CUDA when present, else as
+    given ("cuda", "cuda:1" or a ``torch.device``). The precision is float64 on every device."""
+    import torch
+
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def tangent_features(spec: NetworkSpec | Sequence[NetworkSpec], probe_inputs: np.ndarray, step: int,
-                     kernel: str = "bptt") -> np.ndarray:
+                     kernel: str = "bptt", device=None) -> np.ndarray:
     """``J (B * n_out, N * N)``: derivatives of the outputs at ``step`` with respect to W_rec (float64).
 
     ``kernel="eprop"`` cuts the presynaptic path ``W r_{t-1}`` (the e-prop truncation) before differentiating.
     A list of specs (sharing N, n_in, n_out, form and activation) gives ``(M, B * n_out, N * N)``, computed for
-    all networks in one vectorised program (``torch.func.vmap`` over ``jacrev``).
+    all networks in one vectorised program (``torch.func.vmap`` over ``jacrev``), on ``device`` (see
+    :func:`analysis_device`; float64 everywhere, the result is a numpy array).
     """
     import torch
 
@@ -63,42 +76,47 @@ def tangent_features(spec: NetworkSpec | Sequence[NetworkSpec], probe_inputs: np
     specs = [spec] if isinstance(spec, NetworkSpec) else list(spec)
     first = specs[0]
     f, _ = dyn.activation(first.activation)
-    x = torch.as_tensor(np.asarray(probe_inputs[: step + 1]), dtype=torch.float64)
-    stack = lambda name: torch.as_tensor(np.stack([getattr(s, name) for s in specs]), dtype=torch.float64)  # noqa: E731
-    alpha = torch.tensor([s.alpha for s in specs], dtype=torch.float64)
+    dev = analysis_device(device)
+    x = torch.as_tensor(np.asarray(probe_inputs[: step + 1]), dtype=torch.float64, device=dev)
+    stack = lambda name: torch.as_tensor(np.stack([getattr(s, name) for s in specs]), dtype=torch.float64,  # noqa: E731
+                                         device=dev)
+    alpha = torch.tensor([s.alpha for s in specs], dtype=torch.float64, device=dev)
 
     def outputs(w_rec, w_in, b, w_out, b_out, a):
         drive = x @ w_in.T + b
-        state = torch.zeros(x.shape[1], first.n_hidden, dtype=torch.float64)
+        state = torch.zeros(x.shape[1], first.n_hidden, dtype=torch.float64, device=dev)
         for t in range(step + 1):
             state, _ = dyn.step(state, drive[t], w_rec, a, first.form, f, detach_pre=kernel == "eprop")
         return (dyn.rate(state, first.form, f) @ w_out.T + b_out).reshape(-1)
 
     jac = torch.func.vmap(torch.func.jacrev(outputs))(stack("w_rec"), stack("w_in"), stack("b"), stack("w_out"),
                                                       stack("b_out"), alpha)
-    jac = jac.reshape(jac.shape[0], jac.shape[1], -1).numpy()
+    jac = jac.reshape(jac.shape[0], jac.shape[1], -1).cpu().numpy()
     return jac[0] if isinstance(spec, NetworkSpec) else jac
 
 
-def rates_at(specs: Sequence[NetworkSpec], inputs: np.ndarray, step: int) -> np.ndarray:
+def rates_at(specs: Sequence[NetworkSpec], inputs: np.ndarray, step: int, device=None) -> np.ndarray:
     """The rates ``(M, B, N)`` of the networks at ``step`` driven by ``inputs (T, B, n_in)`` from the zero state, in
-    float64 on the CPU: the equations of :mod:`neurorate.model.dynamics` (no backend is involved; the specs share
-    N, n_in, form and activation)."""
+    float64 on ``device`` (:func:`analysis_device`; default the CPU): the equations of
+    :mod:`neurorate.model.dynamics` (no backend is involved; the specs share N, n_in, form and activation)."""
     import torch
 
     from neurorate.model import dynamics as dyn
 
     first = specs[0]
     f, _ = dyn.activation(first.activation)
-    stack = lambda name: torch.as_tensor(np.stack([getattr(s, name) for s in specs]), dtype=torch.float64)  # noqa: E731
-    alpha = torch.tensor([s.alpha for s in specs], dtype=torch.float64).reshape(-1, 1, 1)
-    x = torch.as_tensor(np.asarray(inputs[: step + 1]), dtype=torch.float64).unsqueeze(0)
+    dev = analysis_device(device)
+    stack = lambda name: torch.as_tensor(np.stack([getattr(s, name) for s in specs]), dtype=torch.float64,  # noqa: E731
+                                         device=dev)
+    alpha = torch.tensor([s.alpha for s in specs], dtype=torch.float64, device=dev).reshape(-1, 1, 1)
+    x = torch.as_tensor(np.asarray(inputs[: step + 1]), dtype=torch.float64, device=dev).unsqueeze(0)
     with torch.no_grad():
         drv = dyn.drive_sequence(x, stack("w_in"), stack("b").unsqueeze(1))
-        state = torch.zeros(len(specs), x.shape[2], first.n_hidden, dtype=torch.float64)
+        w_rec = stack("w_rec")
+        state = torch.zeros(len(specs), x.shape[2], first.n_hidden, dtype=torch.float64, device=dev)
         for t in range(step + 1):
-            state, _ = dyn.step(state, drv[:, t], stack("w_rec"), alpha, first.form, f)
-        return dyn.rate(state, first.form, f).numpy()
+            state, _ = dyn.step(state, drv[:, t], w_rec, alpha, first.form, f)
+        return dyn.rate(state, first.form, f).cpu().numpy()
 
 
 def _kernel_alignments(j0: np.ndarray, j1: np.ndarray) -> np.ndarray:
@@ -111,14 +129,15 @@ def _kernel_alignments(j0: np.ndarray, j1: np.ndarray) -> np.ndarray:
 
 
 def kernel_alignment(before: NetworkSpec, after: NetworkSpec, probe_inputs: np.ndarray, step: int,
-                     kernel: str = "bptt") -> float:
-    """Alignment of the tangent kernels ``J J^T`` of ``before`` and ``after`` (1 = lazy, lower = richer)."""
-    j = tangent_features([before, after], probe_inputs, step, kernel)
+                     kernel: str = "bptt", device=None) -> float:
+    """Alignment of the tangent kernels ``J J^T`` of ``before`` and ``after`` (1 = lazy, lower = richer); the
+    features on ``device`` (:func:`analysis_device`)."""
+    j = tangent_features([before, after], probe_inputs, step, kernel, device)
     return float(_kernel_alignments(j[:1], j[1:])[0])
 
 
 def richlazy_metrics(initial: Sequence[NetworkSpec], trained: Sequence[NetworkSpec], probe_inputs: np.ndarray,
-                     probe_mask: np.ndarray, kernel_trials: int = 16) -> list[dict[str, float]]:
+                     probe_mask: np.ndarray, kernel_trials: int = 16, device=None) -> list[dict[str, float]]:
     """Per network: ``weight_change``, ``erank_before``, ``erank_after``, ``repr_alignment``, ``kernel_alignment``
     (exact tangent kernel) and ``kernel_alignment_eprop`` (e-prop pseudo-gradient kernel), the kernels on the
     first ``kernel_trials`` probe trials.
@@ -128,16 +147,18 @@ def richlazy_metrics(initial: Sequence[NetworkSpec], trained: Sequence[NetworkSp
     initial, trained : the networks before and after training (same length M).
     probe_inputs : ``(T, B, n_in)`` fixed probe batch (the same for every network).
     probe_mask : the probe batch's loss mask; its last non-zero step is the decision step.
+    device : where the trajectories and tangent features are computed (:func:`analysis_device`: None or "cpu",
+        "auto", "cuda"), in float64 on every device; the CPU's numbers are those of the default.
     """
     t_dec = last_decision_step(probe_mask)
     finite = [bool(np.all(np.isfinite(s.w_rec))) for s in trained]
     safe_trained = [t if ok else i for t, i, ok in zip(trained, initial, finite)]
-    r0 = rates_at(list(initial), probe_inputs, t_dec)
-    r1 = rates_at(safe_trained, probe_inputs, t_dec)
+    r0 = rates_at(list(initial), probe_inputs, t_dec, device)
+    r1 = rates_at(safe_trained, probe_inputs, t_dec, device)
     ka = {}
     for kernel in ("bptt", "eprop"):  # all networks in one program per kernel
-        j0 = tangent_features(list(initial), probe_inputs[:, :kernel_trials], t_dec, kernel)
-        j1 = tangent_features(safe_trained, probe_inputs[:, :kernel_trials], t_dec, kernel)
+        j0 = tangent_features(list(initial), probe_inputs[:, :kernel_trials], t_dec, kernel, device)
+        j1 = tangent_features(safe_trained, probe_inputs[:, :kernel_trials], t_dec, kernel, device)
         ka[kernel] = _kernel_alignments(j0, j1)
     out = []
     for j, (a, b) in enumerate(zip(initial, trained)):

@@ -317,31 +317,6 @@ if numba is not None:
         return loss, hits, count
 
     @njit(cache=True, fastmath=False, error_model="numpy")
-    def _gemm_acc(out, a, w):
-        """``out += a @ w`` for ``a (B, K)``, ``w (K, N)``: four rows of ``a`` per pass over ``w`` (each row of
-        ``out`` still sums over k in order)."""
-        bsz, kk = a.shape
-        b4 = bsz - bsz % 4
-        for b0 in range(0, b4, 4):
-            o0, o1, o2, o3 = out[b0], out[b0 + 1], out[b0 + 2], out[b0 + 3]
-            for k in range(kk):
-                a0, a1, a2, a3 = a[b0, k], a[b0 + 1, k], a[b0 + 2, k], a[b0 + 3, k]
-                row = w[k]
-                for i in range(row.shape[0]):
-                    wi = row[i]
-                    o0[i] += a0 * wi
-                    o1[i] += a1 * wi
-                    o2[i] += a2 * wi
-                    o3[i] += a3 * wi
-        for bi in range(b4, bsz):
-            o = out[bi]
-            for k in range(kk):
-                ak = a[bi, k]
-                row = w[k]
-                for i in range(row.shape[0]):
-                    o[i] += ak * row[i]
-
-    @njit(cache=True, fastmath=False, error_model="numpy")
     def _recurrent(j, t, jx, x, w_in_t, b, w_rec_t, r, state, alpha_j, keep_j, tanh, zero, rec, hp):
         """``state = keep state + alpha (U x_t + b + W r)``; then ``r = f(state)`` (both in place); ``w_in_t`` is
         network ``j``'s ``U^T (n_in, N)`` (the input drive's rows vectorised, summed over inputs in order)."""
@@ -359,7 +334,7 @@ if numba is not None:
                     rc[i] += xk * wk[i]
             for i in range(n):
                 rc[i] += bj[i]
-        _gemm_acc(rec, r, w_rec_t)
+        _outer_acc(rec, r.T, w_rec_t)
         for bi in range(bsz):
             st, rr, rc = state[bi], r[bi], rec[bi]
             for i in range(n):
@@ -373,21 +348,39 @@ if numba is not None:
 
     @njit(cache=True, fastmath=REASSOC, error_model="numpy")
     def _outer_acc(acc, e, v):
-        """``acc += e^T v`` for ``e (B, P)``, ``v (B, Q)``: eight trials per pass over a row of ``acc`` (their
-        products summed as a tree, :data:`REASSOC`), so that each row is loaded and stored once per eight."""
-        bsz, p = e.shape
-        b8 = bsz - bsz % 8
-        for i in range(p):
-            row = acc[i]
-            for b0 in range(0, b8, 8):
+        """``acc += e^T v`` for ``e (K, P)``, ``v (K, Q)`` (``v``'s and ``acc``'s rows contiguous; ``e`` may be a
+        transposed view): the kernel's one matrix product. Two rows of ``acc`` per pass share the loads of eight
+        rows of ``v``, whose products are summed as a tree (:data:`REASSOC`), so that LLVM keeps the partial sums
+        in vector registers and each row of ``acc`` is loaded and stored once per eight multiply-adds. The forward
+        step is ``_outer_acc(rec, r.T, W^T)``, BPTT's backward ``_outer_acc(back, delta.T, W)``, the gradients
+        ``_outer_acc(dW, e, rbar)``."""
+        kk, p = e.shape
+        k8 = kk - kk % 8
+        p2 = p - p % 2
+        for i in range(0, p2, 2):
+            row, rw1 = acc[i], acc[i + 1]
+            for b0 in range(0, k8, 8):
                 s0, s1, s2, s3 = e[b0, i], e[b0 + 1, i], e[b0 + 2, i], e[b0 + 3, i]
                 s4, s5, s6, s7 = e[b0 + 4, i], e[b0 + 5, i], e[b0 + 6, i], e[b0 + 7, i]
+                t0, t1, t2, t3 = e[b0, i + 1], e[b0 + 1, i + 1], e[b0 + 2, i + 1], e[b0 + 3, i + 1]
+                t4, t5, t6, t7 = e[b0 + 4, i + 1], e[b0 + 5, i + 1], e[b0 + 6, i + 1], e[b0 + 7, i + 1]
                 v0, v1, v2, v3 = v[b0], v[b0 + 1], v[b0 + 2], v[b0 + 3]
                 v4, v5, v6, v7 = v[b0 + 4], v[b0 + 5], v[b0 + 6], v[b0 + 7]
                 for k in range(row.shape[0]):
-                    row[k] += (((s0 * v0[k] + s1 * v1[k]) + (s2 * v2[k] + s3 * v3[k]))
-                               + ((s4 * v4[k] + s5 * v5[k]) + (s6 * v6[k] + s7 * v7[k])))
-            for bi in range(b8, bsz):
+                    x0, x1, x2, x3, x4, x5, x6, x7 = v0[k], v1[k], v2[k], v3[k], v4[k], v5[k], v6[k], v7[k]
+                    row[k] += (((s0 * x0 + s1 * x1) + (s2 * x2 + s3 * x3))
+                               + ((s4 * x4 + s5 * x5) + (s6 * x6 + s7 * x7)))
+                    rw1[k] += (((t0 * x0 + t1 * x1) + (t2 * x2 + t3 * x3))
+                               + ((t4 * x4 + t5 * x5) + (t6 * x6 + t7 * x7)))
+            for bi in range(k8, kk):
+                s, t = e[bi, i], e[bi, i + 1]
+                vb = v[bi]
+                for k in range(row.shape[0]):
+                    row[k] += s * vb[k]
+                    rw1[k] += t * vb[k]
+        for i in range(p2, p):  # an odd last row
+            row = acc[i]
+            for bi in range(kk):
                 s = e[bi, i]
                 vb = v[bi]
                 for k in range(row.shape[0]):
@@ -509,7 +502,7 @@ if numba is not None:
             w_j = w_rec[j]
             for t in range(t_steps - 1, -1, -1):
                 back[:] = zero
-                _gemm_acc(back, delta, w_j)  # W^T delta_{t+1} as rows
+                _outer_acc(back, delta.T, w_j)  # W^T delta_{t+1} as rows
                 for bi in range(bsz):  # rows vectorised; the readout's term summed over outputs in order
                     eb, db, bb, rt = e[bi], delta[bi], back[bi], rates[t, bi]
                     for i in range(n):

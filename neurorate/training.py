@@ -475,8 +475,11 @@ def build(plan: Plan) -> Plan:
                               plan.optimizer, plan.profile, plan.floss_iterations, plan.floss_mode, plan.floss_k,
                               plan.floss_lr, plan.lyapunov, plan.lyapunov_k, plan.lyapunov_units, plan.device,
                               plan.dtype)
+        plan.config["backend_options"] = {k: v if isinstance(v, (bool, int, float, str, type(None))) else repr(v)
+                                          for k, v in plan.options.items()}
     else:
         plan.label = f"{caps.name} ({plan.neuron})"
+        analysis_device(plan)  # "cuda" without a GPU is a one-line error before anything is written
         plan.config = {"neuron": plan.neuron, "task": plan.tasks[0].config(), "rule": plan.rule,
                        "iterations": plan.iterations, "optimizer": plan.optimizer,
                        "spiking": _spiking_constants(plan.neuron, plan.options)}
@@ -505,7 +508,8 @@ def measure(plan: Plan, when: str) -> None:
     if not plan.measures or (when == "flossed" and plan.floss_iterations <= 0):
         return
     specs = {"before": plan.specs, "flossed": plan.start_specs, "after": [r.spec for r in plan.runs]}[when]
-    plan.spectra[when] = _spectrum(specs, plan.tasks[0], plan.lyapunov_k, plan.lyapunov_units)
+    plan.spectra[when] = _spectrum(specs, plan.tasks[0], plan.lyapunov_k, plan.lyapunov_units,
+                                   device=analysis_device(plan))
 
 
 def floss_step(plan: Plan) -> None:
@@ -517,7 +521,7 @@ def floss_step(plan: Plan) -> None:
 
     plan.start_specs, plan.floss_losses = floss(plan.specs, plan.tasks[0], iterations=plan.floss_iterations,
                                                 mode=plan.floss_mode, k=plan.floss_k, lr=plan.floss_lr,
-                                                progress=_floss_progress(plan))
+                                                progress=_floss_progress(plan), device=analysis_device(plan))
 
 
 def train_step(plan: Plan) -> None:
@@ -625,7 +629,8 @@ def _train_with_periodic_flossing(plan: Plan, task, callback) -> list[BackendRun
         current = [r.spec for r in runs]
         if done < iterations:
             current, _ = floss(current, plan.tasks[0], iterations=plan.floss_iterations, mode=plan.floss_mode,
-                               k=plan.floss_k, lr=plan.floss_lr, progress=_floss_progress(plan))
+                               k=plan.floss_k, lr=plan.floss_lr, progress=_floss_progress(plan),
+                               device=analysis_device(plan))
     out = []
     for j in range(len(plan.specs)):
         parts = [c[j] for c in chunks]
@@ -672,7 +677,8 @@ def _train_spiking(plan: Plan, callback) -> list[BackendRun]:
     from neurorate.model.spiking_learning import train_lif
 
     res = train_lif(list(plan.start_specs), plan.tasks[0], rule=plan.rule, iterations=plan.iterations,
-                    lr=[float(v) for v in plan.lrs], callback=callback, **plan.config["spiking"])
+                    lr=[float(v) for v in plan.lrs], callback=callback, device=analysis_device(plan),
+                    **plan.config["spiking"])
     m = len(plan.specs)
     return [BackendRun(spec=net.spec, losses=np.asarray(res["losses"][:, j], dtype=float),
                        accuracy=np.asarray(res["accuracy"][:, j], dtype=float),
@@ -687,11 +693,26 @@ def _first(spectrum):
     return v if math.isfinite(v) else None
 
 
-def _spectrum(specs, task, k, units):
+def _spectrum(specs, task, k, units, device="cpu"):
     from neurorate.analysis.lyapunov import lyapunov_spectrum
 
     k = min(int(k), specs[0].n_hidden)
-    return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units))
+    return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units, device=device))
+
+
+def analysis_device(plan: Plan):
+    """Where the backend-neutral steps of ``plan`` compute (Lyapunov spectra, flossing, spiking training): the
+    device of a backend that has one (the torch backend's resolved ``device``), for spiking neurons ``device``
+    resolved as the torch backend resolves it (``"auto"``: CUDA when present), else the CPU. Their precision
+    stays their own (spectra in float64, flossing in float32), so a CPU run gives the same numbers as ever."""
+    dev = getattr(plan.be, "device", None)
+    if dev is not None and type(dev).__module__.startswith("torch"):
+        return dev
+    if plan.neuron != "rate" and plan.caps.devices:
+        from neurorate.backends.torch import resolve_device
+
+        return resolve_device(plan.device)
+    return "cpu"
 
 
 def _open_run_dirs(out_root: Path | None, m: int, iterations: int | None = None) -> list[RunDirectory]:

@@ -160,3 +160,16 @@ def test_periodic_flossing_keeps_optimizer_state_and_matches_manual_chunks():
     np.testing.assert_allclose(res.spec.w_rec, cur[0].w_rec, atol=1e-12)
     with pytest.raises(nr.NeurorateError, match="floss_every needs floss_iterations"):
         nr.train(spec, task, floss_every=5, **kw)
+
+
+def test_run_config_records_backend_options(tmp_path):
+    """config.json says which backend options a run used (a run is reproducible from its directory)."""
+    import json
+
+    task = nr.make_task("romo", batch_size=4, seed=0)
+    spec = small_specs(gains=(1.0,), seeds=(0,), n=8)[0]
+    for options, expected in (({"compiled": False}, {"compiled": False}), (None, {})):
+        out = tmp_path / f"run-{len(expected)}"
+        nr.train(spec, task, rule="eprop", iterations=2, lyapunov=False, progress=False, out=out,
+                 backend_options=options)
+        assert json.loads((out / "config.json").read_text())["backend_options"] == expected

@@ -226,11 +226,12 @@ def lif_rule(rule: str | Rule, nets: list[LIFNetwork] | None = None) -> Rule:
     return r
 
 
-def _tensors(nets: list[LIFNetwork], dtype=torch.float64) -> dict[str, torch.Tensor]:
-    out = {k: torch.as_tensor(np.stack([getattr(n.spec, k) for n in nets]), dtype=dtype) for k in _PARAMS}
+def _tensors(nets: list[LIFNetwork], dtype=torch.float64, device=None) -> dict[str, torch.Tensor]:
+    out = {k: torch.as_tensor(np.stack([getattr(n.spec, k) for n in nets]), dtype=dtype, device=device)
+           for k in _PARAMS}
     out["b"], out["b_out"] = out["b"].unsqueeze(1), out["b_out"].unsqueeze(1)
     fb = [feedback_matrix(n.spec) for n in nets]  # the one recipe of every backend (docs/rules.md)
-    out["feedback"] = torch.as_tensor(np.stack(fb), dtype=dtype)
+    out["feedback"] = torch.as_tensor(np.stack(fb), dtype=dtype, device=device)
     return out
 
 

@@ -52,7 +52,7 @@ def _loss(nets, params, x, target, mask, kind: str, rule: str):
 def autograd_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse", rule: str = "eprop"):
     """Gradients ``{name: (M, ...)}`` of the summed loss by autograd; ``rule="eprop"`` detaches ``z_{t-1}``."""
     rule = lif_rule(rule, nets)
-    params = _tensors(nets)
+    params = _tensors(nets, device=x.device)
     for k in TRAINED:
         params[k].requires_grad_(True)
     loss, _, _ = _loss(nets, params, x, target, mask, kind, rule)
@@ -74,7 +74,7 @@ def as_lif(specs, threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3
 def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
               threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3,
               dtype: str = "float32", beta_a: float = 0.0, rho: float = 0.95, adaptive_fraction: float = 1.0,
-              callback=None) -> dict:
+              callback=None, device="cpu") -> dict:
     """Train an ensemble of LIF networks (one per spec, e.g. one per gain) on ``task`` with Adam.
 
     Parameters
@@ -88,6 +88,9 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
     threshold, kappa, gamma, beta_a, rho, adaptive_fraction : the constants of
         :class:`~neurorate.model.spiking.LIFNetwork` for ``NetworkSpec`` inputs (``beta_a > 0``: ALIF units).
     callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
+    device : where the ensemble trains ("cpu", "cuda", "cuda:1" or a ``torch.device``; :func:`neurorate.train`
+        passes its resolved ``device``); the batches are uploaded once per iteration and the per-iteration
+        values read back with one copy.
 
     Returns
     -------
@@ -104,18 +107,19 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
         raise NeurorateError(f"iterations must be > 0 and lr > 0, got {iterations} and {lr}")
     rule = lif_rule(rule, nets)
     tdtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
-    params = _tensors(nets, tdtype)
+    dev = torch.device(device)
+    params = _tensors(nets, tdtype, dev)
     for k in TRAINED:
         params[k].requires_grad_(True)
-    opt = EnsembleOptimizer("adam", torch.tensor(lrs, dtype=tdtype))
-    active = torch.ones(len(nets), dtype=torch.bool)
+    opt = EnsembleOptimizer("adam", torch.tensor(lrs, dtype=tdtype, device=dev))
+    active = torch.ones(len(nets), dtype=torch.bool, device=dev)
     hist = np.zeros((3, iterations, len(nets)))
     start = time.perf_counter()
     tasks = list(task) if isinstance(task, (list, tuple)) else None
     if tasks is not None and len(tasks) != len(nets):
         raise NeurorateError(f"give one task or one per network ({len(nets)}), got {len(tasks)}")
     kind = (tasks or [task])[0].loss_kind
-    tt = lambda a: torch.as_tensor(a).to(torch.long if a.dtype.kind in "iu" else tdtype)
+    tt = lambda a: torch.as_tensor(a, device=dev).to(torch.long if a.dtype.kind in "iu" else tdtype)  # noqa: E731
     for i in range(iterations):
         if tasks is None:
             xb, target, mask = task.batch(i)
@@ -127,15 +131,17 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
             params[k].grad = None
         loss.sum().backward()
         opt.step({k: params[k].data for k in TRAINED}, {k: params[k].grad for k in TRAINED}, active)
-        with torch.no_grad():
-            hist[0, i] = loss.detach().cpu().numpy()
-            hist[1, i] = losses.accuracy(kind, y, target, mask).cpu().numpy()
-            hist[2, i] = z.mean(dim=(1, 2, 3)).cpu().numpy()
+        with torch.no_grad():  # one copy to the host per iteration
+            row = torch.stack([loss.detach().to(torch.float64),
+                               losses.accuracy(kind, y, target, mask).to(torch.float64),
+                               z.mean(dim=(1, 2, 3)).to(torch.float64)])
+            hist[:, i] = row.cpu().numpy()
         if callback is not None:
             callback(i, hist[0, i], hist[1, i])
     trained = []
     for j, net in enumerate(nets):
-        arrays = {k: params[k][j].detach().double().numpy().reshape(getattr(net.spec, k).shape) for k in TRAINED}
+        arrays = {k: params[k][j].detach().cpu().double().numpy().reshape(getattr(net.spec, k).shape)
+                  for k in TRAINED}
         trained.append(dataclasses.replace(net, spec=net.spec.replace(**arrays)))
     return {"losses": hist[0], "accuracy": hist[1], "rate": hist[2], "networks": trained,
             "wall_time": time.perf_counter() - start}

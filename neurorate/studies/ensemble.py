@@ -117,8 +117,15 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
 
         probe = config.make_task(job.task, batch_size=config.probe_batch, seed=10_000_019)
         x, _, mask = probe.batch(0)
-        metrics = richlazy_metrics(specs, [r.spec for r in results], x, mask)
+        metrics = richlazy_metrics(specs, [r.spec for r in results], x, mask, device=config.device)
     return _rows(config, job, grid, results, metrics, wall)
+
+
+def _device(device: str):
+    """The study's ``device`` as the torch backend resolves it (``"auto"``: CUDA when present)."""
+    from neurorate.backends.torch import resolve_device
+
+    return resolve_device(device)
 
 
 def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, progress):
@@ -137,7 +144,7 @@ def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, prog
     for lr in config.lrs:
         idx = [j for j, (_, v, _) in enumerate(grid) if v == lr]
         res = train_lif([specs[j] for j in idx], [tasks[j] for j in idx], rule=job.rule,
-                        iterations=config.iterations, lr=lr, dtype=config.dtype,
+                        iterations=config.iterations, lr=lr, dtype=config.dtype, device=_device(config.device),
                         callback=None if progress is None else (lambda i, losses, acc: progress(1 / len(config.lrs))),
                         **config.spiking(job.neuron))
         for col, j in enumerate(idx):

@@ -1,0 +1,150 @@
+"""Does the small-gain penalty of e-prop survive Loihi 2's learning engine? (docs/hardware_profiles.md)
+
+The gain study (Romo, e-prop, SGD, batch 1, N = 64, gains 0.5 / 1.0 / 1.5, seeds 0-2) on the torch backend at
+full precision and under the engine view (profile ``loihi2-engine``) at the chip's widths and at wider what-if
+widths (trace / tag / weight bits), plus the chip's widths with one random number per synapse instead of Lava's
+shared one. Each condition is one ensemble of 9 networks; conditions run one after the other.
+
+    OPENBLAS_NUM_THREADS=1 python benchmarks/loihi_engine_gain.py --out results/loihi-engine [--trials 10000]
+
+Writes ``<out>/<condition>.npz`` (loss and accuracy per trial and network), ``<out>/summary.json`` (per condition
+and gain: mean and sd over seeds of the last 10 % of trials' loss and accuracy, the penalty acc(1.5) - acc(0.5)
+with a Welch 95 % CI, wall time, the frozen engine scales) and ``docs/figures/loihi-engine/gain.png`` with
+``--figure``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from neurorate.backends.torch import TorchBackend
+from neurorate.hardware.profiles import load_profile
+from neurorate.model.spec import NetworkSpec
+from neurorate.tasks.romo import RomoTask
+
+GAINS = (0.5, 1.0, 1.5)
+SEEDS = (0, 1, 2)
+WIDE = dict(state_frac=16, message_frac=12, exponent_min=-30)
+CONDITIONS = {
+    "float": None,
+    "engine-7-8": {},
+    "engine-7-8-independent": {"rounding": "independent"},
+    "engine-10-12": dict(WIDE, trace_bits=10, tag_bits=12, trace_frac=9),
+    "engine-16-24": dict(WIDE, trace_bits=16, tag_bits=24, trace_frac=14),
+    "engine-16-24-w16": dict(WIDE, trace_bits=16, tag_bits=24, trace_frac=14, weight_bits=16),
+}
+LABELS = {
+    "float": "torch, full precision",
+    "engine-7-8": "engine, chip: traces 7, tag 9, weights 9 bits",
+    "engine-7-8-independent": "engine, chip widths, independent rounding",
+    "engine-10-12": "engine, traces 10, tag 13 bits",
+    "engine-16-24": "engine, traces 16, tag 25 bits",
+    "engine-16-24-w16": "engine, traces 16, tag 25, weights 17 bits",
+}
+
+
+def run(name: str, trials: int, n: int, lr: float, out: Path) -> dict:
+    specs = [NetworkSpec.random(n_in=1, n_hidden=n, n_out=2, gain=g, seed=s, activation="relu", input_bias=False)
+             for g in GAINS for s in SEEDS]
+    over = CONDITIONS[name]
+    profile = None
+    if over is not None:
+        base = load_profile("loihi2-engine")
+        profile = base.model_copy(update={"engine": base.engine.model_copy(update=over)})
+    t0 = time.perf_counter()
+    runs = TorchBackend(dtype="float64").train(specs, RomoTask(batch_size=1, seed=123), "eprop", iterations=trials,
+                                               lr=lr, optimizer="sgd", profile=profile, progress=False)
+    wall = time.perf_counter() - t0
+    loss = np.array([r.losses for r in runs])
+    acc = np.array([r.accuracy for r in runs])
+    np.savez(out / f"{name}.npz", loss=loss, acc=acc, gains=np.repeat(GAINS, len(SEEDS)),
+             seeds=np.tile(SEEDS, len(GAINS)))
+    tail = max(1, trials // 10)
+    fin_acc, fin_loss = acc[:, -tail:].mean(axis=1), loss[:, -tail:].mean(axis=1)
+    per_gain = {}
+    for i, g in enumerate(GAINS):
+        sl = slice(i * len(SEEDS), (i + 1) * len(SEEDS))
+        per_gain[str(g)] = dict(acc_mean=float(fin_acc[sl].mean()), acc_sd=float(fin_acc[sl].std(ddof=1)),
+                                loss_mean=float(fin_loss[sl].mean()), loss_sd=float(fin_loss[sl].std(ddof=1)),
+                                acc_runs=fin_acc[sl].round(4).tolist())
+    hi, lo = fin_acc[-len(SEEDS):], fin_acc[:len(SEEDS)]
+    diff = float(hi.mean() - lo.mean())
+    se2 = hi.var(ddof=1) / len(hi) + lo.var(ddof=1) / len(lo)
+    if se2 > 0:
+        dof = se2 ** 2 / ((hi.var(ddof=1) / len(hi)) ** 2 / (len(hi) - 1) + (lo.var(ddof=1) / len(lo)) ** 2
+                          / (len(lo) - 1))
+        half = float(stats.t.ppf(0.975, dof) * np.sqrt(se2))
+    else:
+        half = 0.0
+    return dict(label=LABELS[name], wall_s=round(wall, 1), trials=trials, n=n, lr=lr, per_gain=per_gain,
+                penalty=dict(diff=diff, ci95=[diff - half, diff + half]),
+                engine=runs[0].extra.get("engine") if over is not None else None)
+
+
+def figure(out: Path, summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for res in summary.values():
+        m = [res["per_gain"][str(g)]["acc_mean"] for g in GAINS]
+        s = [res["per_gain"][str(g)]["acc_sd"] for g in GAINS]
+        ax1.errorbar(GAINS, m, yerr=s, marker="o", capsize=3, label=res["label"])
+    ax1.axhline(0.5, color="grey", ls="--", lw=0.8)
+    ax1.set_xlabel("initial gain g")
+    ax1.set_ylabel("decision accuracy, last 10 % of trials")
+    ax1.set_title(f"Romo, e-prop, SGD, batch 1, N = 64 (n = {len(SEEDS)} seeds, mean +- sd)", fontsize=9)
+    ax1.legend(fontsize=7)
+    for name, style in (("float", "-"), ("engine-7-8", ":"), ("engine-16-24-w16", "--")):
+        if name not in summary:
+            continue
+        data = np.load(out / f"{name}.npz")
+        for i, g in enumerate(GAINS):
+            acc = data["acc"][i * len(SEEDS):(i + 1) * len(SEEDS)].mean(axis=0)
+            w = max(1, acc.size // 50)
+            smooth = np.convolve(acc, np.ones(w) / w, mode="valid")
+            ax2.plot(np.arange(smooth.size) + w, smooth, style, color=f"C{i}",
+                     label=f"g = {g}, {name}", lw=1)
+    ax2.axhline(0.5, color="grey", ls="--", lw=0.8)
+    ax2.set_xlabel("trial")
+    ax2.set_ylabel("accuracy (running mean, 3 seeds)")
+    ax2.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--trials", type=int, default=10000)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=0.2)
+    ap.add_argument("--conditions", default=",".join(CONDITIONS))
+    ap.add_argument("--figure", type=Path, default=None, help="write the figure here (from the saved results)")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    summary_path = args.out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    for name in [c for c in args.conditions.split(",") if c]:
+        if name not in CONDITIONS:
+            raise SystemExit(f"error: unknown condition {name!r}; choose from {', '.join(CONDITIONS)}")
+        summary[name] = run(name, args.trials, args.hidden, args.lr, args.out)
+        summary_path.write_text(json.dumps(summary, indent=1))
+        pg = summary[name]["per_gain"]
+        print(name, summary[name]["wall_s"], "s;", ", ".join(f"g {g}: {v['acc_mean']:.3f}" for g, v in pg.items()),
+              flush=True)
+    if args.figure is not None:
+        figure(args.out, summary, args.figure)
+
+
+if __name__ == "__main__":
+    main()

@@ -80,7 +80,8 @@ def run(
     floss_mode: str = typer.Option("state", help="state | onestep | full"),
     floss_every: Optional[int] = typer.Option(None, help="also floss after every N training iterations (torch)"),
     hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
-    batch: int = typer.Option(RUN_DEFAULTS["batch"], help="trials per batch"),
+    batch: Optional[int] = typer.Option(None, help=f"trials per batch (default {RUN_DEFAULTS['batch']}; 1 with "
+                                                   "--lava-graph loihi, which runs one trial at a time)"),
     form: str = typer.Option(RUN_DEFAULTS["form"], help="network form A | B | C (docs/model.md)"),
     activation: str = typer.Option(RUN_DEFAULTS["activation"], help="relu | tanh | identity"),
     input_bias: bool = typer.Option(RUN_DEFAULTS["input_bias"], help="torch-default input bias (saturates tanh units)"),
@@ -110,6 +111,8 @@ def run(
     try:
         if out is not None and not out.strip():
             raise NeurorateError("--out must name a directory, got an empty path")
+        if batch is None:  # Loihi has no batch dimension: the loihi graph trains on one trial at a time
+            batch = 1 if lava_graph == "loihi" else RUN_DEFAULTS["batch"]
         for name, value in (("iterations", iterations), ("hidden", hidden), ("batch", batch)):
             if value <= 0:
                 raise NeurorateError(f"--{name} must be > 0, got {value}")
@@ -157,8 +160,9 @@ def run(
             made = unique_run_dir(*default_run_dir(task, rule, gain, seed))
             out = str(made)
         if not as_json:
-            typer.echo(f"neurorate run: {backend} backend, task {task}, rule {rule}, N={hidden}, gain={gain:g}, "
-                       f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
+            graph = f" ({lava_graph} graph)" if lava_graph else ""
+            typer.echo(f"neurorate run: {backend} backend{graph}, task {task}, rule {rule}, N={hidden}, "
+                       f"gain={gain:g}, lr={lr:g}, {iterations} iterations -> {out}", err=True)
     except KeyboardInterrupt:
         _remove_if_empty(made)
         _interrupted("interrupted before training started; nothing was written")

@@ -207,16 +207,18 @@ def _cli(args: list[str], cwd) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_cli_run_end_to_end(tmp_path):
     """``neurorate run --backend lava --lava-graph loihi --iterations 3`` trains and prints its result."""
-    res = _cli(["run", "--backend", "lava", "--lava-graph", "loihi", "--iterations", "3", "--batch", "1",
+    res = _cli(["run", "--backend", "lava", "--lava-graph", "loihi", "--iterations", "3",
                 "--hidden", "16", "--no-lyapunov", "--json", "--out", "r"], tmp_path)
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)
     assert summary["status"] == "ok" and np.isfinite(summary["final_loss"])
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["task"]["batch_size"] == 1 and config["backend_options"] == {"graph": "loihi"}  # one trial a step
     assert (tmp_path / "r" / "spec_final.npz").exists()
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--backend", "lava", "--lava-graph", "loihi"],
+    (["--backend", "lava", "--lava-graph", "loihi", "--batch", "32"],
      "error: the Lava loihi graph runs one trial at a time (Loihi has no batch dimension), got a batch of 32; "
      "use a batch of 1 (--batch 1) or the fused graph"),
     (["--backend", "lava", "--lava-graph", "loihi", "--batch", "1", "--activation", "tanh"],

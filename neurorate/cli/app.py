@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -87,6 +88,8 @@ def run(
     input_bias: bool = typer.Option(RUN_DEFAULTS["input_bias"], help="torch-default input bias (saturates tanh units)"),
     tau: Optional[float] = typer.Option(None, help="unit time constant in the task's time unit (alpha = dt/tau)"),
     device: str = typer.Option("auto", help="auto | cpu | cuda (torch backend)"),
+    threads: Optional[int] = typer.Option(None, help="CPU threads of the training (torch backend; sets "
+                                          "NEURORATE_THREADS; default: NEURORATE_THREADS, else 1)"),
     lyapunov: bool = typer.Option(True, help="measure Lyapunov spectra before/after training"),
     out: Optional[str] = typer.Option(None, help="run directory, new or empty (default: "
                                                  "runs/<timestamp>-<task>-<rule>-g<gain>-s<seed>-<unique suffix>)"),
@@ -128,6 +131,13 @@ def run(
         if lava_graph is not None and "graph" not in caps.options:
             raise NeurorateError(f"--lava-graph is an option of the lava backend, not of {backend!r}")
         backend_options = {} if lava_graph is None else {"graph": lava_graph}
+        if threads is not None:
+            if threads < 1:
+                raise NeurorateError(f"--threads must be a positive integer, got {threads}")
+            if not caps.threads:
+                raise NeurorateError(f"--threads is an option of backends that take a thread count, not of "
+                                     f"{backend!r}")
+            os.environ["NEURORATE_THREADS"] = str(threads)  # the backend's and the compiled kernel's threads
         if optimizer is None:
             optimizer = caps.default_optimizer
         if lr is None:

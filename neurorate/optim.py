@@ -72,8 +72,10 @@ class EnsembleOptimizer:
                 p.sub_(g.mul_(lr))
                 continue
             b1, b2 = self.betas
-            m1 = self.m1.setdefault(name, torch.zeros_like(p))
-            m2 = self.m2.setdefault(name, torch.zeros_like(p))
+            for store in (self.m1, self.m2):  # the moments start at zero, made once
+                if name not in store:
+                    store[name] = torch.zeros_like(p)
+            m1, m2 = self.m1[name], self.m2[name]
             m1.mul_(b1).add_(g, alpha=1 - b1)
             m2.mul_(b2).addcmul_(g, g, value=1 - b2)
             bc1 = 1 - b1**self.t

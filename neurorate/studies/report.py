@@ -13,6 +13,23 @@ Figures (PNG, in ``DIR/figures``), all at each setting's best learning rate (see
 * ``richlazy_vs_gain.png``: relative weight change and representation alignment vs gain;
 * ``accuracy_by_profile.png``: final accuracy per backend/hardware profile (only when those axes vary).
 
+The paper's figures, each in the paper's layout (:func:`paper_figures`; a figure whose data the study lacks is
+skipped and the report says so), under "The paper's figures" in ``report.md``:
+
+* ``fig1_romo.png`` (Fig. 1B): Romo training loss vs iteration, one panel per rule (BPTT, e-prop, RFLO), one line
+  per gain, mean +- s.e.m. band, log y, dashed no-memory plateau;
+* ``fig2_2af_dms.png`` (Fig. 2): the same for 2AF and DMS (rows: tasks, their variants as extra rows; columns:
+  rules), dashed chance level (:func:`reference_loss`);
+* ``fig3_lambda.png`` (Fig. 3): lambda_max per tau before and after training vs gain (Romo), mean +- s.e.m., after
+  split solved / not solved, a line at 0;
+* ``fig4_flossing.png`` (Fig. 4): learning curves with (dashed) and without (solid) flossing per gain, and the
+  improvement vs gain with 95 % CIs;
+* ``fig5_gains.png`` (Fig. 5): final and best-so-far loss vs gain per rule, every gain of the study.
+
+They reuse the data functions of the per-topic figures (:func:`curve_data`, :func:`lambda_points`,
+:func:`flossing_data`, :func:`gain_stats`) and their drawing helpers; blown-up runs are marked and left out of
+every mean, each panel gets :func:`robust_ylim` limits.
+
 The header counts solved and unlearned runs (:mod:`neurorate.studies.claims`, metrics per run); the table shows the
 final and the best-so-far loss. Diverged runs (``status == "diverged"``) are left out of every mean, figure and
 claim and counted per setting in
@@ -124,6 +141,54 @@ def robust_ylim(curves: list[np.ndarray], log: bool = True) -> tuple[float, floa
     return (lo / 1.5, hi * 1.5) if log else (lo - 0.05 * (hi - lo + 1e-12), hi + 0.05 * (hi - lo + 1e-12))
 
 
+def _save(fig, path: Path, title: str, fontsize: float = 9) -> Path:
+    """Suptitle, tight layout, ``path`` written at 110 dpi, the figure closed; returns ``path``."""
+    plt = _plt()
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _gain_colors(gains) -> dict[float, tuple]:
+    """One viridis colour per gain, the smallest dark, the largest yellow (the same in every figure)."""
+    cmap = _plt().get_cmap("viridis")
+    gains = sorted(gains)
+    return {g: cmap(i / max(1, len(gains) - 1)) for i, g in enumerate(gains)}
+
+
+def _loss_lines(ax, data: dict, panel: tuple, colors: dict, field: str = "loss", ls: str = "-", tag: str = "",
+                band: bool = True, log: bool = True) -> list[np.ndarray]:
+    """Draw the ``field`` ("loss" or "accuracy") curves of ``curve_data``'s ``panel`` (rule, flossing, neuron):
+    one line per gain (mean, ``ls``) with a +- s.e.m. band, labelled ``g=.. (n=..)``; the blown-up runs it lists
+    as excluded thin, grey and dotted (loss only). Returns the plotted mean curves (for :func:`robust_ylim`)."""
+    means = []
+    for g, color in colors.items():
+        d = data.get((*panel, g))
+        if d is None:
+            continue
+        its, m, s = d["iteration"], d[field], d[f"{field}_sem"]
+        ax.plot(its, m, color=color, ls=ls, label=f"g={g:g}{tag} (n={d['n']})")
+        if band:
+            ax.fill_between(its, np.maximum(m - s, 1e-12) if log else m - s, m + s, color=color, alpha=0.25)
+        means.append(m)
+        if field == "loss":
+            for v in d["excluded"].values():
+                ax.plot([q[0] for q in v], [q[1] for q in v], color="0.6", lw=0.6, ls=":")
+    return means
+
+
+def _log_ylim(ax, means: list[np.ndarray], ref: tuple[float, str] | None) -> None:
+    """Log y scale, limits from :func:`robust_ylim` over ``means`` (and the reference line's value)."""
+    ax.set_yscale("log")
+    lim = robust_ylim(means + ([np.array([ref[0]])] if ref else []))
+    if lim:
+        ax.set_ylim(*lim)
+    if ref:
+        ax.axhline(ref[0], color="k", ls="--", lw=0.8, label=ref[1])
+
+
 def _curves(table, best: list[dict], task: str, path: Path, exclude: set[str] = frozenset()) -> Path:
     """Loss (top, log scale) and decision accuracy (bottom) against iteration, one column per rule (and
     flossing), one line per gain: mean +- s.e.m. over seeds at the best lr (n in the legend); blown-up runs are
@@ -131,33 +196,14 @@ def _curves(table, best: list[dict], task: str, path: Path, exclude: set[str] = 
     plt = _plt()
     data = curve_data(table, best, task, exclude)
     panels = list(dict.fromkeys(k[:3] for k in data))
-    gains = sorted({k[3] for k in data})
+    colors = _gain_colors({k[3] for k in data})
     base = next((r.get("base_task") or r["task"] for r in best if r["task"] == task), task)
     fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 6.2), squeeze=False)
-    cmap = plt.get_cmap("viridis")
     for col, (rule, floss, neuron) in enumerate(panels):
         ax_l, ax_a = axes[0][col], axes[1][col]
-        means = []
-        for gi, g in enumerate(gains):
-            d = data.get((rule, floss, neuron, g))
-            if d is None:
-                continue
-            color = cmap(gi / max(1, len(gains) - 1))
-            its, m, s = d["iteration"], d["loss"], d["loss_sem"]
-            ax_l.plot(its, m, color=color, label=f"g={g:g} (n={d['n']})")
-            ax_l.fill_between(its, np.maximum(m - s, 1e-12), m + s, color=color, alpha=0.25)
-            ax_a.plot(its, d["accuracy"], color=color, label=f"g={g:g} (n={d['n']})")
-            ax_a.fill_between(its, d["accuracy"] - d["accuracy_sem"], d["accuracy"] + d["accuracy_sem"],
-                              color=color, alpha=0.25)
-            means.append(m)
-            for v in d["excluded"].values():
-                ax_l.plot([p[0] for p in v], [p[1] for p in v], color="0.6", lw=0.6, ls=":")
-        ax_l.set_yscale("log")
-        lim = robust_ylim(means)
-        if lim:
-            ax_l.set_ylim(*lim)
-        if base == "romo":
-            ax_l.axhline(ROMO_PLATEAU, color="k", ls="--", lw=0.8, label="no-memory plateau")
+        means = _loss_lines(ax_l, data, (rule, floss, neuron), colors)
+        _loss_lines(ax_a, data, (rule, floss, neuron), colors, field="accuracy", log=False)
+        _log_ylim(ax_l, means, (ROMO_PLATEAU, "no-memory plateau") if base == "romo" else None)
         ax_a.axhline(CHANCE, color="k", ls="--", lw=0.8, label="chance")
         ax_a.set_ylim(0.3, 1.02)
         ax_l.set_title(f"{task}: {_label(rule, floss, neuron)}")
@@ -166,12 +212,8 @@ def _curves(table, best: list[dict], task: str, path: Path, exclude: set[str] = 
     axes[1][0].set_ylabel("decision accuracy")
     axes[0][-1].legend(fontsize=7)
     axes[1][-1].legend(fontsize=7)
-    fig.suptitle(f"{task}: mean +- s.e.m. over seeds (n per gain in the legend) at the best lr; "
-                 "grey dotted: blown-up runs, not in the mean", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, f"{task}: mean +- s.e.m. over seeds (n per gain in the legend) at the best lr; "
+                 "grey dotted: blown-up runs, not in the mean")
 
 
 def lambda_points(best: list[dict], solved_loss: float) -> list[dict]:
@@ -209,12 +251,8 @@ def _lambda_fig(best: list[dict], path: Path, solved_loss: float) -> Path:
         ax.set_xlabel("initial gain g")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("lambda_max (1/tau)")
-    fig.suptitle(f"lambda_max per tau, every best-lr run a point; solved = best-so-far loss < {solved_loss:g}",
-                 fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, f"lambda_max per tau, every best-lr run a point; solved = best-so-far loss < "
+                 f"{solved_loss:g}")
 
 
 def flossing_data(runs: list[dict]) -> dict[tuple, dict[float, tuple]]:
@@ -230,31 +268,54 @@ def flossing_data(runs: list[dict]) -> dict[tuple, dict[float, tuple]]:
     return out
 
 
+def _improvement(ax, by_gain: dict[float, tuple], label: str) -> None:
+    """Draw one entry of :func:`flossing_data`: mean improvement vs gain with its 95 % CI as error bars, n per
+    gain written next to each point, a dashed line at 0."""
+    g = sorted(by_gain)
+    m = np.array([by_gain[x][0] for x in g])
+    lo = np.array([by_gain[x][1] for x in g])
+    hi = np.array([by_gain[x][2] for x in g])
+    ax.errorbar(g, m, yerr=[np.nan_to_num(m - lo), np.nan_to_num(hi - m)], marker="o", capsize=3, label=label)
+    for x in g:
+        ax.annotate(f"n={by_gain[x][3]}", (x, by_gain[x][0]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="k", ls="--", lw=0.8)
+    ax.set_xlabel("initial gain g")
+
+
 def _flossing_fig(runs: list[dict], path: Path) -> Path:
     plt = _plt()
     data = flossing_data(runs)
     fig, axes = plt.subplots(1, max(1, len(data)), figsize=(max(5.0, 4.2 * len(data)), 3.6), squeeze=False)
     for ax, ((task, rule), by_gain) in zip(axes[0], data.items()):
-        g = sorted(by_gain)
-        m = np.array([by_gain[x][0] for x in g])
-        lo = np.array([by_gain[x][1] for x in g])
-        hi = np.array([by_gain[x][2] for x in g])
-        ax.errorbar(g, m, yerr=[np.nan_to_num(m - lo), np.nan_to_num(hi - m)], marker="o", capsize=3,
-                    label=f"{rule}: no-floss - floss")
-        for x in g:
-            ax.annotate(f"n={by_gain[x][3]}", (x, by_gain[x][0]), fontsize=6, xytext=(3, 3),
-                        textcoords="offset points")
-        ax.axhline(0, color="k", ls="--", lw=0.8)
+        _improvement(ax, by_gain, f"{rule}: no-floss - floss")
         ax.set_title(task)
-        ax.set_xlabel("initial gain g")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("final-loss improvement by flossing")
-    fig.suptitle("no-floss minus floss final loss, paired by seed at each\nsetting's best lr: mean and t-based 95 % CI",
-                 fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "no-floss minus floss final loss, paired by seed at each\nsetting's best lr: mean and "
+                 "t-based 95 % CI", fontsize=8)
+
+
+def gain_stats(runs: list[dict], field: str) -> dict[float, tuple[float, float, int]]:
+    """``{gain: (mean, s.e.m., n)}`` of ``field`` over ``runs`` (one setting's runs; n counts the finite values,
+    which alone enter the mean)."""
+    by_gain = defaultdict(list)
+    for r in runs:
+        by_gain[r["gain"]].append(r.get(field))
+    return {g: (_mean(v), _sem(v), sum(1 for x in v if _finite(x))) for g, v in sorted(by_gain.items())}
+
+
+def _n_text(ns) -> str:
+    ns = sorted(set(ns))
+    return f"n={ns[0]}" if len(ns) == 1 else f"n={ns[0]}-{ns[-1]}"
+
+
+def _errorbar_gain(ax, stats: dict[float, tuple], label: str, **kw) -> np.ndarray:
+    """Draw :func:`gain_stats` as mean +- s.e.m. error bars vs gain, labelled with n; returns the means."""
+    g = sorted(stats)
+    m = np.array([stats[x][0] for x in g])
+    ax.errorbar(g, m, yerr=[stats[x][1] for x in g], marker=kw.pop("marker", "o"), capsize=3,
+                label=f"{label} ({_n_text(stats[x][2] for x in g)})".lstrip(), **kw)
+    return m
 
 
 def _vs_gain(best: list[dict], fields: list[tuple[str, str]], path: Path, ylabel: str, log: bool = False,
@@ -271,30 +332,20 @@ def _vs_gain(best: list[dict], fields: list[tuple[str, str]], path: Path, ylabel
             for rule, floss, neuron in settings:
                 if field == "lambda_max_before" and (floss or rule != settings[0][0] or neuron != settings[0][2]):
                     continue  # lambda_before does not depend on the rule: draw it once
-                by_gain = defaultdict(list)
-                for r in best:
-                    if (r["task"], r["rule"], r["flossing"], _neuron(r)) == (task, rule, floss, neuron):
-                        by_gain[r["gain"]].append(r.get(field))
-                if not any(math.isfinite(_mean(v)) for v in by_gain.values()):
+                stats = gain_stats([r for r in best if (r["task"], r["rule"], r["flossing"], _neuron(r))
+                                    == (task, rule, floss, neuron)], field)
+                if not any(math.isfinite(v[0]) for v in stats.values()):
                     continue  # e.g. no Lyapunov exponents for spiking networks
-                g = sorted(by_gain)
                 label = tag if field == "lambda_max_before" else f"{_label(rule, floss, neuron)} {tag}".strip()
-                ns = sorted({sum(1 for v in by_gain[x] if _finite(v)) for x in by_gain})
-                label += f" (n={ns[0]})" if len(ns) == 1 else f" (n={ns[0]}-{ns[-1]})"
-                ax.errorbar(g, [_mean(by_gain[x]) for x in g], yerr=[_sem(by_gain[x]) for x in g], marker="o",
-                            capsize=3, label=label)
+                _errorbar_gain(ax, stats, label)
         if log:
             ax.set_yscale("log")
         ax.set_title(task)
         ax.set_xlabel("initial gain g")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel(ylabel)
-    fig.suptitle("mean +- s.e.m. over seeds at each setting's best lr (n seeds in\nthe legend); diverged and "
-                 "blown-up runs left out", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "mean +- s.e.m. over seeds at each setting's best lr (n seeds in\nthe legend); diverged "
+                 "and blown-up runs left out", fontsize=8)
 
 
 def _by_profile(runs: list[dict], path: Path) -> Path:
@@ -307,10 +358,266 @@ def _by_profile(runs: list[dict], path: Path) -> Path:
     ax.bar(range(len(keys)), [_mean(groups[k]) for k in keys], yerr=[_sem(groups[k]) for k in keys], capsize=3)
     ax.set_xticks(range(len(keys)), keys, fontsize=7, rotation=30)
     ax.set_ylabel("final accuracy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, "final accuracy per backend/profile: mean +- s.e.m. over the best-lr runs")
+
+
+# ------------------------------------------------------------------------------------------ the paper's figures
+_RULE_ORDER = ("bptt", "eprop", "rflo")
+_RULE_NAMES = {"bptt": "BPTT", "eprop": "e-prop", "rflo": "RFLO"}
+PAPER_FIGURES = (("fig1_romo.png", "Fig. 1B", "Romo learning curves by initial gain, one panel per rule"),
+                 ("fig2_2af_dms.png", "Fig. 2", "2AF and DMS learning curves (rows: tasks, columns: rules)"),
+                 ("fig3_lambda.png", "Fig. 3", "lambda_max before and after training vs gain (Romo)"),
+                 ("fig4_flossing.png", "Fig. 4", "e-prop with and without local flossing (Romo)"),
+                 ("fig5_gains.png", "Fig. 5", "final and best-so-far loss vs gain, all gains of the study (Romo)"))
+
+
+def _rule_key(panel: tuple) -> tuple:
+    """Panels (rule, flossing, neuron) in the paper's order: BPTT, e-prop, RFLO, then the others; rate first."""
+    rule, floss, neuron = panel
+    return (_RULE_ORDER.index(rule) if rule in _RULE_ORDER else len(_RULE_ORDER), rule, neuron != "rate",
+            neuron, floss)
+
+
+def _rule_title(rule: str, floss: bool = False, neuron: str = "rate") -> str:
+    return _label(_RULE_NAMES.get(rule, rule), floss, neuron)
+
+
+def _base(best: list[dict], task: str) -> str:
+    return next((r.get("base_task") or r["task"] for r in best if r["task"] == task), task)
+
+
+def romo_task(best: list[dict]) -> str | None:
+    """The task the paper's Romo figures (1, 3, 4, 5) show: ``romo`` when the study has it, else its first
+    variant of Romo (e.g. ``romo-alpha0.2``), else None."""
+    tasks = [t for t in dict.fromkeys(r["task"] for r in best) if _base(best, t) == "romo"]
+    return "romo" if "romo" in tasks else (tasks[0] if tasks else None)
+
+
+def reference_loss(cfg: dict, task: str, base: str) -> tuple[float, str] | None:
+    """The loss a network without the task's memory reaches, drawn dashed in the paper's figures: Romo's
+    no-memory plateau (:data:`ROMO_PLATEAU`); for a cross-entropy task (2AF, DMS and their variants) the chance
+    level of a network that gets every fixation step right and guesses the choice (ln 2 on each masked step whose
+    label is a choice: ``ln 2 * masked choice steps / masked steps`` of the task's batch 0, 256 trials); None when
+    the task cannot be built here."""
+    if base == "romo":
+        return ROMO_PLATEAU, "no-memory plateau"
+    from neurorate.studies.config import StudyConfig
+
+    try:
+        t = StudyConfig.model_validate(cfg).make_task(task, batch_size=256, seed=0)
+        if t.loss_kind != "ce":
+            return None
+        _, labels, mask = t.batch(0)
+    except Exception:  # noqa: BLE001 - a task that cannot be built here has no reference line
+        return None
+    mask = np.asarray(mask, dtype=float)
+    return float(math.log(2) * (mask * (np.asarray(labels) > 0)).sum() / mask.sum()), "chance (choice guessed)"
+
+
+def _curve_grid(table, best: list[dict], tasks: list[str], refs: dict, exclude: set[str]):
+    """Rows = ``tasks``, columns = the rules without flossing (paper order): loss vs iteration per gain, log y,
+    per-panel robust y-limits, a dashed reference line; returns the figure."""
+    plt = _plt()
+    data = {t: curve_data(table, best, t, exclude) for t in tasks}
+    panels = sorted({k[:3] for d in data.values() for k in d if not k[1]}, key=_rule_key)
+    colors = _gain_colors({k[3] for d in data.values() for k in d})
+    fig, axes = plt.subplots(len(tasks), max(1, len(panels)), figsize=(4.0 * max(1, len(panels)),
+                             3.2 * len(tasks)), squeeze=False)
+    for row, task in enumerate(tasks):
+        for col, panel in enumerate(panels):
+            ax = axes[row][col]
+            means = _loss_lines(ax, data[task], panel, colors)
+            if not means:
+                ax.set_axis_off()
+                continue
+            _log_ylim(ax, means, refs.get(task))
+            ax.set_title(f"{task}: {_rule_title(*panel)}", fontsize=9)
+            ax.legend(fontsize=6)
+            if col == 0:
+                ax.set_ylabel("training loss")
+            if row == len(tasks) - 1:
+                ax.set_xlabel("iteration")
+    return fig
+
+
+def _n_range(data: dict) -> str:
+    return _n_text(d["n"] for d in data.values()) if data else "n=0"
+
+
+def paper_fig1(table, best: list[dict], task: str, ref, exclude: set[str] = frozenset()):
+    """Fig. 1B: Romo training loss vs iteration, one panel per rule (BPTT, e-prop, RFLO when present), one line
+    per gain (mean +- s.e.m. band over the seeds at the gain's best lr), log y, dashed no-memory plateau; blown-up
+    runs grey dotted, not in the mean. Returns ``(figure, suptitle)``."""
+    fig = _curve_grid(table, best, [task], {task: ref}, exclude)
+    n = _n_range(curve_data(table, best, task, exclude))
+    return fig, (f"{task} (paper Fig. 1B): training loss, mean +- s.e.m. over seeds ({n} per gain) at each gain's "
+                 "best lr;\ndashed: no-memory plateau; grey dotted: blown-up runs, not in the mean")
+
+
+def paper_fig2(table, best: list[dict], tasks: list[str], refs: dict, exclude: set[str] = frozenset()):
+    """Fig. 2: the same as :func:`paper_fig1` for 2AF and DMS (and their variants, e.g. the slower leak), rows =
+    tasks, columns = rules; dashed: the chance level of :func:`reference_loss`. Returns ``(figure, suptitle)``."""
+    fig = _curve_grid(table, best, tasks, refs, exclude)
+    n = _n_text(d["n"] for t in tasks for d in curve_data(table, best, t, exclude).values())
+    return fig, (f"2AF / DMS (paper Fig. 2): training loss, mean +- s.e.m. over seeds ({n} per gain) at each "
+                 "gain's best lr;\ndashed: chance (fixation right, choice guessed); grey dotted: blown-up runs")
+
+
+def lambda_stats(points: list[dict]) -> dict[str, dict[float, tuple[float, float, int]]]:
+    """What :func:`paper_fig3` plots per panel from :func:`lambda_points` (one task and rule): ``{"before",
+    "after, solved", "after, not solved"}`` -> ``{gain: (mean, s.e.m., n)}`` of lambda_max per tau."""
+    out = {}
+    for name, field, sel in (("before", "before", lambda p: True), ("after, solved", "after", lambda p: p["solved"]),
+                             ("after, not solved", "after", lambda p: not p["solved"])):
+        by_gain = defaultdict(list)
+        for p in points:
+            if sel(p):
+                by_gain[p["gain"]].append(p[field])
+        if by_gain:
+            out[name] = {g: (_mean(v), _sem(v), sum(1 for x in v if _finite(x))) for g, v in sorted(by_gain.items())}
+    return out
+
+
+def paper_fig3(best: list[dict], task: str, solved_loss: float, blown: list[dict] = ()):
+    """Fig. 3: lambda_max per tau before and after training vs gain, one panel per rule (no flossing): mean +-
+    s.e.m. over seeds of :func:`lambda_stats`, after split solved / not solved, every run a faint point, blown-up
+    runs grey crosses (not in the means), a dashed line at 0. Returns ``(figure, suptitle)``."""
+    plt = _plt()
+    pts = [p for p in lambda_points(best, solved_loss) if p["task"] == task]
+    bad = [p for p in lambda_points(list(blown), solved_loss) if p["task"] == task]
+    rules = sorted(dict.fromkeys(p["rule"] for p in pts), key=lambda r: _rule_key((r, False, "rate")))
+    fig, axes = plt.subplots(1, max(1, len(rules)), figsize=(4.0 * max(1, len(rules)), 3.4), squeeze=False)
+    style = {"before": ("0.45", "o", "-"), "after, solved": ("C0", "o", "-"), "after, not solved": ("C3", "s", "--")}
+    for ax, rule in zip(axes[0], rules):
+        mine = [p for p in pts if p["rule"] == rule]
+        shown = []
+        for name, stats in lambda_stats(mine).items():
+            color, marker, ls = style[name]
+            field = "before" if name == "before" else "after"
+            sel = [p for p in mine if name == "before" or p["solved"] == (name == "after, solved")]
+            ax.scatter([p["gain"] for p in sel], [p[field] for p in sel], color=color, s=8, alpha=0.3)
+            shown.append(_errorbar_gain(ax, stats, name, color=color, marker=marker, ls=ls))
+            shown += [np.array([p[field] for p in sel])]
+        mine_bad = [p for p in bad if p["rule"] == rule]
+        if mine_bad:
+            ax.scatter([p["gain"] for p in mine_bad], [p["after"] for p in mine_bad], color="0.5", marker="x",
+                       label=f"after, blown up (n={len(mine_bad)}, not in the means)")
+        lim = robust_ylim(shown + [np.array([0.0])], log=False)
+        if lim:
+            ax.set_ylim(*lim)
+        ax.axhline(0, color="k", ls="--", lw=0.8)
+        ax.set_title(f"{task}: {_rule_title(rule)}", fontsize=9)
+        ax.set_xlabel("initial gain g")
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("lambda_max (1/tau)")
+    return fig, (f"{task} (paper Fig. 3): lambda_max per tau before and after training, mean +- s.e.m. over seeds "
+                 f"(n per series in the legend)\nat each gain's best lr; solved = best-so-far loss < {solved_loss:g}")
+
+
+def paper_fig4(table, best: list[dict], task: str, ref, exclude: set[str] = frozenset()):
+    """Fig. 4: per rule with flossing on ``task`` (a row each): left, the learning curves without (solid) and
+    with (dashed) flossing per gain, mean +- s.e.m. bands; right, :func:`flossing_data`'s improvement vs gain with
+    95 % CIs (blown-up runs left out of both). Returns ``(figure, suptitle)``."""
+    plt = _plt()
+    data = curve_data(table, best, task, exclude)
+    clean = [r for r in best if r["run_id"] not in exclude]
+    imp = flossing_data(clean)
+    rules = sorted((k[1] for k in imp if k[0] == task), key=lambda r: _rule_key((r, False, "rate")))
+    colors = _gain_colors({k[3] for k in data})
+    fig, axes = plt.subplots(len(rules), 2, figsize=(9.0, 3.4 * len(rules)), squeeze=False)
+    for row, rule in enumerate(rules):
+        ax_c, ax_i = axes[row]
+        means = []
+        for floss, ls, tag in ((False, "-", ""), (True, "--", " floss")):
+            neuron = next((k[2] for k in data if k[:2] == (rule, floss)), "rate")
+            means += _loss_lines(ax_c, data, (rule, floss, neuron), colors, ls=ls, tag=tag, band=True)
+        _log_ylim(ax_c, means, ref)
+        ax_c.set_title(f"{task}: {_rule_title(rule)}, solid: no flossing, dashed: flossing", fontsize=8)
+        ax_c.set_xlabel("iteration")
+        ax_c.set_ylabel("training loss")
+        ax_c.legend(fontsize=6, ncol=2)
+        _improvement(ax_i, imp[(task, rule)], f"{_rule_title(rule)}: no-floss - floss")
+        ax_i.set_title(f"{task}: final-loss improvement by flossing", fontsize=8)
+        ax_i.set_ylabel("no-floss - floss final loss")
+        ax_i.legend(fontsize=6)
+    n = _n_range(data)
+    return fig, (f"{task} (paper Fig. 4): left, mean +- s.e.m. over seeds ({n} per gain); right, improvement paired "
+                 "by seed,\nmean and t-based 95 % CI (n pairs per gain at the points); each setting at its best lr")
+
+
+def paper_fig5(best: list[dict], task: str, ref, blown: list[dict] = ()):
+    """Fig. 5: final loss (solid, circles) and best-so-far loss (dashed, squares) vs gain, one panel per rule
+    without flossing, mean +- s.e.m. over seeds of :func:`gain_stats`, every gain of the study; blown-up runs grey
+    crosses at their final loss, not in the means. Returns ``(figure, suptitle)``."""
+    plt = _plt()
+    mine = [r for r in best if r["task"] == task and not r["flossing"]]
+    panels = sorted(dict.fromkeys((r["rule"], False, _neuron(r)) for r in mine), key=_rule_key)
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.0 * max(1, len(panels)), 3.4), squeeze=False)
+    for ax, (rule, _, neuron) in zip(axes[0], panels):
+        runs = [r for r in mine if (r["rule"], _neuron(r)) == (rule, neuron)]
+        means = [_errorbar_gain(ax, gain_stats(runs, "final_loss"), "final", color="C0"),
+                 _errorbar_gain(ax, gain_stats(runs, "best_loss"), "best-so-far", color="C1", marker="s", ls="--")]
+        bad = [r for r in blown if (r["task"], r["rule"], r["flossing"], _neuron(r)) == (task, rule, False, neuron)]
+        if bad:
+            ax.scatter([r["gain"] for r in bad], [r["final_loss"] for r in bad], color="0.5", marker="x",
+                       label=f"blown up (n={len(bad)}, not in the means)")
+        _log_ylim(ax, means, ref)
+        ax.set_title(f"{task}: {_rule_title(rule, False, neuron)}", fontsize=9)
+        ax.set_xlabel("initial gain g")
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("loss (final: last 10 %; best-so-far)")
+    return fig, (f"{task} (paper Fig. 5): final and best-so-far loss vs initial gain, mean +- s.e.m. over seeds "
+                 "(n in the legend)\nat each gain's best lr; diverged runs left out, blown-up runs crosses")
+
+
+def paper_figures(table, best: list[dict], cfg: dict, figs: Path, blown: list[dict] = ()) -> list[tuple]:
+    """Write the paper's figures 1-5 into ``figs`` (see :data:`PAPER_FIGURES`) from the best-lr runs ``best``
+    (diverged runs already left out) and the blown-up runs ``blown`` (left out of every mean, marked); returns one
+    ``(file name, paper figure, what it shows, path or None, why not made)`` per figure: a figure whose data the
+    study lacks (no Romo task; no 2AF/DMS; no Lyapunov exponents; no flossing on Romo) is skipped."""
+    solved_loss = cfg.get("solved_loss", SOLVED_LOSS)
+    ids = {r["run_id"] for r in blown}
+    clean = [r for r in best if r["run_id"] not in ids]
+    blown_best = [r for r in best if r["run_id"] in ids]
+    romo = romo_task(best)
+    ref = reference_loss(cfg, romo, "romo") if romo else None
+    neuro = [t for t in dict.fromkeys(r["task"] for r in best) if _base(best, t) in ("2af", "dms")]
+    neuro.sort(key=lambda t: (t != _base(best, t), _base(best, t) == "dms"))  # 2af, dms, then the variants
+    has_lambda = romo and any(r["task"] == romo and not r["flossing"] and _finite(r.get("lambda_max_after"))
+                              for r in clean)
+    has_floss = romo and any(r["task"] == romo and r["flossing"] for r in clean)
+    plans = [
+        (lambda: paper_fig1(table, best, romo, ref, ids)) if romo else "the study has no Romo task",
+        (lambda: paper_fig2(table, best, neuro, {t: reference_loss(cfg, t, _base(best, t)) for t in neuro}, ids))
+        if neuro else "the study has no 2AF or DMS task",
+        (lambda: paper_fig3(clean, romo, solved_loss, blown_best)) if has_lambda
+        else "no Lyapunov exponents of a Romo task (no Romo task, or spiking units only)",
+        (lambda: paper_fig4(table, best, romo, ref, ids)) if has_floss else "no flossing axis on a Romo task",
+        (lambda: paper_fig5(clean, romo, ref, blown_best)) if romo else "the study has no Romo task",
+    ]
+    out = []
+    for (name, fig_name, what), plan in zip(PAPER_FIGURES, plans):
+        if isinstance(plan, str):
+            out.append((name, fig_name, what, None, plan))
+            continue
+        fig, title = plan()
+        out.append((name, fig_name, what, _save(fig, figs / name, title, fontsize=8), None))
+    return out
+
+
+def paper_figures_markdown(made: list[tuple]) -> list[str]:
+    """The report's "The paper's figures" section: each made figure embedded under its paper figure, then one
+    line naming the figures not made and why."""
+    lines = ["## The paper's figures", "",
+             "Each at every setting's best lr, diverged runs left out, blown-up runs marked and left out of the means; "
+             "error bars and n in each figure's title and legends.", ""]
+    for name, fig_name, what, path, _ in made:
+        if path is not None:
+            lines += [f"**{fig_name}** ({what}), `{name}`:", "", f"![{Path(name).stem}](figures/{name})", ""]
+    skipped = [f"`{name}` ({why})" for name, _, _, path, why in made if path is None]
+    lines += [f"Made: {', '.join(f'`{m[0]}`' for m in made if m[3] is not None) or 'none'}. "
+              + (f"Not made, the study lacks their data: {'; '.join(skipped)}." if skipped else ""), ""]
+    return lines
 
 
 def _finite(v) -> bool:
@@ -390,8 +697,10 @@ def report(out: str | Path, criterion: str | None = None, notes: list[str] | Non
                              figs / "richlazy_vs_gain.png", "relative weight change"))
     if len({(r["backend"], r["profile"]) for r in runs}) > 1:
         made.append(_by_profile(best, figs / "accuracy_by_profile.png"))
+    paper = paper_figures(table, best_main, cfg, figs, exploded)
     claims = check_claims(all_runs, criterion)
-    text = _markdown(cfg, all_runs, best, claims, made, out, criterion, exploded, missing=missing, rebuilt=rebuilt)
+    text = _markdown(cfg, all_runs, best, claims, made, out, criterion, exploded, missing=missing, rebuilt=rebuilt,
+                     paper=paper)
     (out / "report.md").write_text(text)
     (out / "claims.json").write_text(json.dumps(claims, indent=1, default=float))
     return out / "report.md"
@@ -437,13 +746,6 @@ def _divergence_text(runs: list[dict]) -> str:
     return text + ", per setting: " + ", ".join(per) + "."
 
 
-_PAPER_FIGURES = ("The paper's figures: Fig. 1 (Romo learning curves by gain, BPTT and e-prop) = `curves_romo.png`; "
-                  "Fig. 2 (2AF, DMS) = `curves_2af.png`, `curves_dms.png` (and their slower-leak variants); Fig. 3 "
-                  "(lambda_max before/after) = `lambda_vs_gain.png`; Fig. 4 (flossing) = `flossing_vs_gain.png`; "
-                  "Fig. 5 (intermediate gains) = `final_loss_vs_gain.png` (and `curves_romo.png` of the fig5 config). "
-                  "Each file is written where its data exist.")
-
-
 def _median(v) -> float:
     v = [x for x in v if x is not None and math.isfinite(x)]
     return float(np.median(v)) if v else math.nan
@@ -472,7 +774,7 @@ def _unlearned_text(runs: list[dict], cfg: dict) -> str:
 
 
 def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, exploded: list[dict] = (),
-              missing: list[str] = (), rebuilt: str | None = None) -> str:
+              missing: list[str] = (), rebuilt: str | None = None, paper: list[tuple] = ()) -> str:
     groups: dict[tuple, int] = {}
     for r in exploded:
         key = (r["task"], r["rule"], r["flossing"], r["gain"], r["lr"])
@@ -530,6 +832,7 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, explo
                      f"{_fmt(_mean([r.get('kernel_alignment') for r in rs]))} | "
                      f"{_fmt(_mean([r.get('kernel_alignment_eprop') for r in rs]))} |")
     lines += ["", "Solved: best-so-far loss below the solved threshold; time to solve: median over the seeds that "
-              "solved (iterations until the running mean first fell below it).", "", "## Figures", "",
-              _PAPER_FIGURES, ""] + [f"![{p.stem}](figures/{p.name})" for p in figures]
+              "solved (iterations until the running mean first fell below it).", ""]
+    lines += (paper_figures_markdown(paper) if paper else []) + ["## Figures by topic", ""]
+    lines += [f"![{p.stem}](figures/{p.name})" for p in figures]
     return "\n".join(lines) + "\n"

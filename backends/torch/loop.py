@@ -128,6 +128,11 @@ class Readback:
 
     def push(self, i: int, loss: torch.Tensor, acc: torch.Tensor) -> None:
         """Iteration ``i``'s losses ``(M,)`` (NaN for frozen networks) and accuracies, on the device."""
+        if self.every == 1 and self.seconds is None and not self._pending:  # read at once: no block to keep
+            self.reads += 1
+            self.loss[:, i] = loss.detach().cpu().numpy()
+            self._notify(i, acc.detach().cpu().double().numpy())
+            return
         # copies: a value the next iteration overwrites in place (a kernel's workspace) must not be read late
         self._pending.append((i, loss.to(torch.float64, copy=True), acc.to(torch.float64, copy=True)))
         if len(self._pending) >= self.every or (

@@ -163,7 +163,7 @@ class CompiledStep:
         loss = np.empty(m, dtype=dt)
         acc = np.empty(m, dtype=dt)
         prev = numba.get_num_threads()
-        numba.set_num_threads(kernel_threads(self.requested_threads))
+        numba.set_num_threads(min(kernel_threads(self.requested_threads), m))  # no idle thread for M < threads
         try:
             _iteration(*self.p, self.fb_t, self.alpha, x, tgt, labels, mask4, norm, ce, self.mode,
                        self.ens.activation == "tanh", opt.kind == "adam", *m1, *m2, hp, self.lr, act, loss, acc)
@@ -434,6 +434,7 @@ if numba is not None:
         g = np.zeros((bsz, n_out), dtype=dt)
         e = np.zeros((bsz, n), dtype=dt)
         g_in = np.zeros((n, n_in), dtype=dt)
+        g_in_t = np.zeros((n_in, n), dtype=dt)  # accumulated as U's transpose: rows of length N, vectorised
         g_rec = np.zeros((n, n), dtype=dt)
         g_out = np.zeros((n_out, n), dtype=dt)
         g_b = np.zeros((1, n), dtype=dt)
@@ -471,7 +472,7 @@ if numba is not None:
                     for i in range(n):
                         eb[i] = eb[i] * _fprime(rb[i], tanh, one, zero)
                 _outer_acc(g_rec, e, rbar)
-                _outer_acc(g_in, e, xbar)
+                _outer_acc(g_in_t, xbar, e)
                 _colsum(g_b, e, bbar, zero, colsum)
                 _outer_acc(g_out, g, r)
                 for o in range(n_out):
@@ -519,8 +520,11 @@ if numba is not None:
                         xt[bi, k] = x[jx, t, bi, k]
                 if t > 0:
                     _outer_acc(g_rec, e, rates[t - 1])
-                _outer_acc(g_in, e, xt)
+                _outer_acc(g_in_t, xt, e)
                 _colsum(g_b, e, one, zero, colsum)
+        for i in range(n):
+            for k in range(n_in):
+                g_in[i, k] = g_in_t[k, i]
         if ce:
             lv = -loss / norm[jt]
         else:

@@ -366,9 +366,9 @@ _RULE_ORDER = ("bptt", "eprop", "rflo")
 _RULE_NAMES = {"bptt": "BPTT", "eprop": "e-prop", "rflo": "RFLO"}
 PAPER_FIGURES = (("fig1_romo.png", "Fig. 1B", "Romo learning curves by initial gain, one panel per rule"),
                  ("fig2_2af_dms.png", "Fig. 2", "2AF and DMS learning curves (rows: tasks, columns: rules)"),
-                 ("fig3_lambda.png", "Fig. 3", "lambda_max before and after training vs gain (Romo)"),
-                 ("fig4_flossing.png", "Fig. 4", "e-prop with and without local flossing (Romo)"),
-                 ("fig5_gains.png", "Fig. 5", "final and best-so-far loss vs gain, all gains of the study (Romo)"))
+                 ("fig3_lambda.png", "Fig. 3", "lambda_max before and after training vs gain, Romo"),
+                 ("fig4_flossing.png", "Fig. 4", "e-prop with and without local flossing, Romo"),
+                 ("fig5_gains.png", "Fig. 5", "final and best-so-far loss vs gain, all gains of the study, Romo"))
 
 
 def _rule_key(panel: tuple) -> tuple:
@@ -555,8 +555,13 @@ def paper_fig5(best: list[dict], task: str, ref, blown: list[dict] = ()):
     fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(4.0 * max(1, len(panels)), 3.4), squeeze=False)
     for ax, (rule, _, neuron) in zip(axes[0], panels):
         runs = [r for r in mine if (r["rule"], _neuron(r)) == (rule, neuron)]
-        means = [_errorbar_gain(ax, gain_stats(runs, "final_loss"), "final", color="C0"),
-                 _errorbar_gain(ax, gain_stats(runs, "best_loss"), "best-so-far", color="C1", marker="s", ls="--")]
+        means = []
+        for field, name, kw in (("final_loss", "final", {"color": "C0"}),
+                                ("best_loss", "best-so-far", {"color": "C1", "marker": "s", "ls": "--"})):
+            stats = gain_stats(runs, field)
+            m = _errorbar_gain(ax, stats, name, **kw)
+            s = np.array([stats[g][1] for g in sorted(stats)])
+            means += [m, m + s, m - s]  # the y-limits hold the error bars (robust_ylim drops values <= 0)
         bad = [r for r in blown if (r["task"], r["rule"], r["flossing"], _neuron(r)) == (task, rule, False, neuron)]
         if bad:
             ax.scatter([r["gain"] for r in bad], [r["final_loss"] for r in bad], color="0.5", marker="x",

@@ -229,6 +229,9 @@ class TorchBackend:
             rb.flush()
             if step is None:
                 diverged_at = [None if v < 0 else int(v) for v in div_at.cpu().tolist()]
+        except KeyboardInterrupt:
+            rb.flush()  # the iterations done so far reach the callback (a run directory keeps them)
+            raise
         finally:
             if bar is not None:
                 bar.close()

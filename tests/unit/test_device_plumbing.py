@@ -295,3 +295,25 @@ def test_readback_reads_in_blocks_and_reports_in_order():
     rb.flush()
     assert rb.reads == 3 and [c[0] for c in calls] == list(range(7))
     np.testing.assert_array_equal(rb.loss[1], -np.arange(7.0))
+
+
+def test_interrupt_reports_the_iterations_done_before_it(monkeypatch):
+    """Ctrl-C in the middle of a block: the iterations done so far still reach the callback, in order."""
+    import neurorate.backends.torch as tb
+
+    original, calls, seen = tb._grad.gradients, [0], []
+
+    def gradients(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tb._grad, "gradients", gradients)
+    task = _task()
+    be = TorchBackend(device="cpu", dtype="float64", compiled=False)
+    be.readback_every = 10
+    with pytest.raises(KeyboardInterrupt):
+        be.train(_specs(task), task, "eprop", iterations=12, lr=1e-3, progress=False,
+                 callback=lambda i, losses, acc: seen.append(i))
+    assert seen == [0, 1, 2, 3]

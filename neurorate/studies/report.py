@@ -589,7 +589,7 @@ def paper_figures(table, best: list[dict], cfg: dict, figs: Path, blown: list[di
     neuro = [t for t in dict.fromkeys(r["task"] for r in best) if _base(best, t) in ("2af", "dms")]
     neuro.sort(key=lambda t: (t != _base(best, t), _base(best, t) == "dms"))  # 2af, dms, then the variants
     has_lambda = romo and any(r["task"] == romo and not r["flossing"] and _finite(r.get("lambda_max_after"))
-                              for r in clean)
+                              and _finite(r.get("lambda_max_before")) for r in clean)
     has_floss = romo and any(r["task"] == romo and r["flossing"] for r in clean)
     plans = [
         (lambda: paper_fig1(table, best, romo, ref, ids)) if romo else "the study has no Romo task",

@@ -242,6 +242,13 @@ def test_report_from_resumed_study(resumed_study):
     assert 0 <= c4b["p"] <= 1
     for name in ("curves_romo", "final_loss_vs_gain", "lambda_vs_gain", "flossing_vs_gain"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+    # the paper's figures: a Romo-only study with flossing makes all but Fig. 2, and the report embeds those
+    section = text[text.index("## The paper's figures"):text.index("## Figures by topic")]
+    for name in ("fig1_romo", "fig3_lambda", "fig4_flossing", "fig5_gains"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 1000
+        assert f"![{name}](figures/{name}.png)" in section
+    assert not (out / "figures" / "fig2_2af_dms.png").exists()
+    assert "`fig2_2af_dms.png` (the study has no 2AF or DMS task)" in section
 
 
 def test_diverged_rows_are_recorded():

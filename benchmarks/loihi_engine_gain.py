@@ -30,7 +30,8 @@ from neurorate.tasks.romo import RomoTask
 
 GAINS = (0.5, 1.0, 1.5)
 SEEDS = (0, 1, 2)
-WIDE = dict(state_frac=16, message_frac=12, exponent_min=-30)
+# a wider engine keeps the fraction of a small update: 16 accumulator bits below the LSB and scales down to 2^-16
+WIDE = dict(state_frac=16, message_frac=12, frac_bits=16, exponent_min=-16)
 CONDITIONS = {
     "float": None,
     "engine-7-8": {},

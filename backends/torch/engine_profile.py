@@ -41,7 +41,7 @@ from neurorate.hardware import engine as E
 from neurorate.hardware.profiles import HardwareProfile, load_profile
 from neurorate.model import losses
 
-__all__ = ["applies", "engine_spec", "train", "EngineNetworks"]
+__all__ = ["applies", "engine_spec", "host_update", "train", "EngineNetworks"]
 
 
 def engine_spec(profile: Any) -> E.EngineSpec | None:
@@ -317,24 +317,11 @@ class EngineNetworks:
         return ys
 
     def _host_update(self, rates, errors, signals, mask) -> None:
-        """The host's SGD step between trials (float, as the Lava loihi graph's host does): the readout ``V`` from
-        the recorded rates and errors (rounded to its 8-bit grid, nearest; ``B = V^T`` follows for ``eprop``),
-        the readout bias ``c`` and the bias ``b`` on the state grid. Normaliser: the trial's mask count."""
-        m, t_steps = self.m, rates.shape[1]
-        norm = np.maximum((mask != 0).reshape(m, -1).sum(axis=1), 1.0)[:, None]
-        lr = self._lr[:, None]
-        g_out = np.einsum("mto,mtn->mon", errors, rates) / norm[:, :, None]
-        top = 2 ** self.widths.weight_bits
-        v = self.w_out * np.ldexp(1.0, -self.e_out)[:, None, None] - lr[:, :, None] * g_out
-        self.w_out = np.clip(np.round(v * np.ldexp(1.0, self.e_out)[:, None, None]), -top, top - 1).astype(np.int64)
+        """The host's step between trials (:func:`host_update`) for every network."""
+        self.w_out, self.b, self.b_out = host_update(self.w_out, self.e_out, self.b, self.b_out, rates, errors,
+                                                     signals, mask, self._lr, self._alpha, self.S, self.widths)
         if self._rule == "eprop":
             self.fb = np.swapaxes(self.w_out, -1, -2).copy()
-        al = self._alpha[:, None]
-        bbar = 1.0 - (1.0 - al) ** np.arange(1, t_steps + 1)[None, :]  # the bias's trace, (M, T)
-        g_b = np.einsum("mtn,mt->mn", signals, bbar) / norm
-        g_c = errors.sum(axis=1) / norm
-        self.b = np.round((self.b * 2.0 ** -self.S - lr * g_b) * 2.0 ** self.S).astype(np.int64)
-        self.b_out = np.round((self.b_out * 2.0 ** -self.S - lr * g_c) * 2.0 ** self.S).astype(np.int64)
 
     def float_params(self) -> dict[str, np.ndarray]:
         """The networks' parameters as floats (integers times their steps; fixed ones as given)."""
@@ -345,6 +332,32 @@ class EngineNetworks:
         out["b"] = (self.b * 2.0 ** -self.S).reshape(self._float["b"].shape)
         out["b_out"] = (self.b_out * 2.0 ** -self.S).reshape(self._float["b_out"].shape)
         return out
+
+
+def host_update(w_out, e_out, b, b_out, rates, errors, signals, mask, lr, alpha, state_frac: int,
+                widths: E.EngineWidths):
+    """The host's SGD step between trials (float, as the Lava loihi graph's host does), for ``M`` networks.
+
+    ``rates``, ``signals`` (``L psi``) ``(M, T, N)`` and ``errors`` ``(M, T, n_out)`` are the trial's records as
+    floats; the readout ``V`` moves by ``-lr sum_t e_t r_t^T / norm`` and is rounded to its 8-bit grid (nearest),
+    the biases ``b`` (with its trace ``bbar_t``) and ``c`` likewise on the state grid; ``norm`` is the trial's mask
+    count. Returns the new ``(w_out, b, b_out)`` integers; ``B = V^T`` follows for symmetric feedback.
+    """
+    m, t_steps = rates.shape[0], rates.shape[1]
+    norm = np.maximum((np.asarray(mask) != 0).reshape(m, -1).sum(axis=1), 1.0)[:, None]
+    lr = np.asarray(lr, dtype=np.float64)[:, None]
+    g_out = np.einsum("mto,mtn->mon", errors, rates) / norm[:, :, None]
+    top = 2 ** widths.weight_bits
+    scale = np.ldexp(1.0, np.asarray(e_out))[:, None, None]
+    v = w_out / scale - lr[:, :, None] * g_out
+    w_out = np.clip(np.round(v * scale), -top, top - 1).astype(np.int64)
+    al = np.asarray(alpha, dtype=np.float64)[:, None]
+    bbar = 1.0 - (1.0 - al) ** np.arange(1, t_steps + 1)[None, :]  # the bias's trace, (M, T)
+    g_b = np.einsum("mtn,mt->mn", signals, bbar) / norm
+    g_c = errors.sum(axis=1) / norm
+    b = np.round((b * 2.0 ** -state_frac - lr * g_b) * 2.0 ** state_frac).astype(np.int64)
+    b_out = np.round((b_out * 2.0 ** -state_frac - lr * g_c) * 2.0 ** state_frac).astype(np.int64)
+    return w_out, b, b_out
 
 
 def train(ens, specs, tasks, the_rule, kind: str, lrs: np.ndarray, optimizer: str, profile: Any, *,

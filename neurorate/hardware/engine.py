@@ -327,10 +327,10 @@ class EngineSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     trace_bits: int = Field(default=7, ge=1, le=24)
-    exponent_min: int = Field(default=-7, ge=-40, le=-7)
+    exponent_min: int = Field(default=-7, ge=-24, le=-7)
     tag_bits: int = Field(default=8, ge=1, le=30)
     weight_bits: int = Field(default=8, ge=1, le=24)
-    frac_bits: int = Field(default=7, ge=0, le=16)
+    frac_bits: int = Field(default=7, ge=0, le=24)
     state_frac: int = Field(default=16, ge=0, le=22)
     message_frac: int = Field(default=12, ge=0, le=22)
     trace_frac: int = Field(default=6, ge=0, le=24)

@@ -20,8 +20,8 @@ from neurorate.hardware.profiles import load_profile
 from neurorate.model.spec import NetworkSpec
 from neurorate.tasks.romo import RomoTask
 
-WIDE = dict(trace_bits=16, tag_bits=24, weight_bits=16, trace_frac=14, state_frac=16, message_frac=12,
-            exponent_min=-30)
+WIDE = dict(trace_bits=16, tag_bits=24, weight_bits=16, trace_frac=14, state_frac=16, message_frac=12, frac_bits=16,
+            exponent_min=-16)
 
 
 def _specs(n=16, gains=(0.5, 1.5), seeds=(0, 1)):

@@ -1,0 +1,168 @@
+"""The loihi graph in fixed point: the engine view of a network (``loihi2-engine``) run on Lava's own engine.
+
+:class:`EngineLoihiGraph` builds the loihi graph of :mod:`neurorate.backends.lava.loihi` (same processes, same
+phased four-tick schedule) for one network of a calibrated
+:class:`~neurorate.backends.torch.engine_profile.EngineNetworks`: integer weights with their ``weight_exp``, the
+rule strings with the frozen scale factors (``dt = S_t y0 x1 y2 - S_t y0 x1 y3 - uK t``, ``dw = S_w uK t``), the
+neurons' ``fixed_pt`` models (:mod:`neurorate.backends.lava.procs.loihi_fixed`), and Lava's bit-approximate
+``LearningDense`` and bit-accurate ``Dense`` (``Loihi2SimCfg(select_tag="fixed_pt")``). :func:`train` runs trials
+and the host's step between them (:func:`neurorate.backends.torch.engine_profile.host_update`), so the torch
+backend's engine view and this graph compute the same integers
+(``tests/conformance/test_lava_loihi_fixed.py``). Only the chip's widths exist in Lava's engine.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurorate.errors import NeurorateError
+from neurorate.hardware import engine as E
+
+from ._compat import ensure_lava_importable
+from ._io import Mailbox, pack_trial
+from .loihi import TICKS_PER_STEP
+
+FIXED_TAU = 2 ** 62
+"""The engine traces' decay constant in fixed point: the bit-approximate model holds taus as int64 (the float
+graph's 1e300 overflows) and ``exp(-1 / 2^62) == 1.0`` in float64, so its stochastic decay never fires."""
+
+__all__ = ["EngineLoihiGraph", "rule_strings", "train"]
+
+
+def _scale(m: int, e: int) -> str:
+    return f"({int(m)}) * 2 ^ {int(e)}" if int(e) else f"({int(m)})"
+
+
+def rule_strings(k: int, tag_exponent: int, w_mantissa: int, w_exponent: int) -> dict[str, str]:
+    """The engine view's rule for one synapse matrix: the tag sums ``S_t x1 (y2 - y3)``, ``dw = S_w uK t``."""
+    st = _scale(1, tag_exponent)
+    return {"dt": f"{st} * y0 * x1 * y2 - {st} * y0 * x1 * y3 - u{k} * t",
+            "dw": f"{_scale(w_mantissa, w_exponent)} * u{k} * t"}
+
+
+class EngineLoihiGraph:
+    """Network ``j`` of a calibrated ``EngineNetworks`` as a fixed-point loihi graph (``stop()`` in a ``finally``)."""
+
+    def __init__(self, nets, j: int, n_steps: int):
+        if nets.widths != E.EngineWidths(trace_bits=7, tag_bits=8, weight_bits=8, frac_bits=7):
+            raise NeurorateError("the Lava loihi graph in fixed point has the chip's engine widths only "
+                                 "(traces 7, tag and weights 8 + sign bits)")
+        ensure_lava_importable()
+        from lava.magma.core.learning.constants import GradedSpikeCfg
+        from lava.magma.core.learning.learning_rule import Loihi3FLearningRule
+        from lava.magma.core.run_configs import Loihi2SimCfg
+        from lava.proc.dense.process import Dense, LearningDense
+        from lava.utils.weightutils import SignMode
+
+        from .procs.loihi import LoihiErrorNeuron, LoihiRateNeuron, LoihiTrialSource
+
+        n, n_in, n_out = nets.n, nets.w_in.shape[-1], nets.w_out.shape[1]
+        self.nets, self.j = nets, j
+        self.n_steps = int(n_steps)
+        self.n_epochs = nets.epochs_per_trial(self.n_steps)
+        k = int(np.log2(self.n_epochs))
+        self.ticks_per_trial = TICKS_PER_STEP * self.n_epochs
+        t = self.n_steps
+        self.box = Mailbox({"x": (t, n_in), "target": (t, n_out), "weight": (t, n_out), "decision": (t,),
+                            "states": (t, n), "rates": (t, n), "psi": (t, n), "signals": (t, n),
+                            "outputs": (t, n_out), "errors": (t, n_out), "loss": (1,), "hits": (2,), "b": (n,),
+                            "c": (n_out,)})
+
+        def rule(name):
+            r = Loihi3FLearningRule(**rule_strings(k, nets.tag_e[name][j], nets.w_m[name][j], nets.w_e[name][j]),
+                                    x1_tau=FIXED_TAU, t_epoch=TICKS_PER_STEP)
+            r.y1_tau = r.y2_tau = r.y3_tau = FIXED_TAU
+            return r
+
+        rule_u, rule_w = rule("w_in"), rule("w_rec")
+        eng = {"S": nets.S, "R": nets.R, "X": nets.X, "decay": int(nets.decay[j]), "ef": int(nets.ef[j]),
+               "trace_bits": nets.widths.trace_bits}
+        common = {"n_steps": t, "n_epochs": self.n_epochs, "mailbox": self.box, "engine": eng}
+        self.source = LoihiTrialSource(n_in=n_in, alpha=float(nets._alpha[j]), **common)
+        self.neuron = LoihiRateNeuron(b=nets.b[j].astype(np.float64), alpha=float(nets._alpha[j]),
+                                      learning_rule=rule_w, record=True, learn_bias=False, **common)
+        self.error = LoihiErrorNeuron(c=nets.b_out[j].astype(np.float64), loss_kind="mse", lr=0.0, learn_bias=False,
+                                      **common)
+        graded = {"num_message_bits": 24}
+        we = lambda a: int(a[j, 0])  # noqa: E731
+        self.syn_u = LearningDense(weights=nets.w_in[j].astype(np.float64), learning_rule=rule_u,
+                                   graded_spike_cfg=GradedSpikeCfg.OVERWRITE, weight_exp=we(nets.we_in), **graded)
+        self.syn_w = LearningDense(weights=nets.w_rec[j].astype(np.float64), learning_rule=rule_w,
+                                   graded_spike_cfg=GradedSpikeCfg.OVERWRITE, weight_exp=we(nets.we_rec), **graded)
+        self.syn_v = Dense(weights=nets.w_out[j].astype(np.float64), weight_exp=we(nets.we_out),
+                           sign_mode=SignMode.MIXED, **graded)
+        self.syn_b = Dense(weights=nets.fb[j].astype(np.float64), weight_exp=we(nets.we_fb), sign_mode=SignMode.MIXED,
+                           **graded)
+        self.source.s_out.connect(self.syn_u.s_in)
+        self.syn_u.a_out.connect(self.neuron.a_in)
+        self.neuron.s_out.connect(self.syn_w.s_in)
+        self.syn_w.a_out.connect(self.neuron.a_in)
+        self.neuron.s_out.connect(self.syn_v.s_in)
+        self.syn_v.a_out.connect(self.error.y_in)
+        self.error.s_out.connect(self.syn_b.s_in)
+        self.syn_b.a_out.connect(self.neuron.a_third_factor_in)
+        for syn in (self.syn_u, self.syn_w):
+            self.neuron.s_out_bap.connect(syn.s_in_bap)
+            self.neuron.s_out_y1.connect(syn.s_in_y1)
+            self.neuron.s_out_y2.connect(syn.s_in_y2)
+            self.neuron.s_out_y3.connect(syn.s_in_y3)
+        self.run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
+        self.w_out, self.fb = nets.w_out[j:j + 1].copy(), nets.fb[j:j + 1].copy()
+        self.b, self.b_out = nets.b[j:j + 1].copy(), nets.b_out[j:j + 1].copy()
+        self.started = False
+
+    def trial(self, x: np.ndarray, target: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One trial (``x (T, 1, n_in)``, target, mask as the task gives them) and the host's step; the outputs."""
+        from lava.magma.core.run_conditions import RunSteps
+
+        n_in, n_out = self.box["x"].shape[1], self.box["c"].shape[0]
+        packed = pack_trial(x, target, mask, "mse", n_out)[:, 0]
+        self.box["x"][:] = packed[:, :n_in]
+        self.box["target"][:] = packed[:, n_in:n_in + n_out]
+        self.box["weight"][:] = packed[:, n_in + n_out:n_in + 2 * n_out]
+        self.box["decision"][:] = packed[:, -1]
+        self.source.run(condition=RunSteps(num_steps=self.ticks_per_trial), run_cfg=self.run_cfg)
+        self.started = True
+        nets = self.nets
+        rec = lambda name: self.box.snapshot(name)[None]  # noqa: E731
+        self.w_out, self.b, self.b_out = _host_step(nets, self.j, self.w_out, self.b, self.b_out, rec("rates"),
+                                                rec("errors"), rec("signals"), np.asarray(mask)[None, :, 0])
+        self.fb = (np.swapaxes(self.w_out, -1, -2).copy() if nets._rule == "eprop" else self.fb)
+        self.syn_v.weights.set(self.w_out[0].astype(np.float64))
+        self.syn_b.weights.set(self.fb[0].astype(np.float64))
+        self.neuron.b.set(self.b[0].astype(np.float64))
+        self.error.c.set(self.b_out[0].astype(np.float64))
+        return self.box.snapshot("outputs")
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The integers: ``w_in``, ``w_rec`` (from the learning synapses), ``w_out``, ``b``, ``b_out``."""
+        return {"w_in": np.asarray(self.syn_u.weights.get()).astype(np.int64),
+                "w_rec": np.asarray(self.syn_w.weights.get()).astype(np.int64),
+                "w_out": self.w_out[0], "b": self.b[0], "b_out": self.b_out[0]}
+
+    def stop(self) -> None:
+        if self.started and self.source.runtime is not None:
+            self.source.stop()
+
+
+def _host_step(nets, j, w_out, b, b_out, rates, errors, signals, mask):
+    """:func:`~neurorate.backends.torch.engine_profile.host_update` for network ``j`` alone."""
+    from neurorate.backends.torch.engine_profile import host_update
+
+    return host_update(w_out, nets.e_out[j:j + 1], b, b_out, rates, errors, signals, mask, nets._lr[j:j + 1],
+                       nets._alpha[j:j + 1], nets.S, nets.widths)
+
+
+def train(nets, task, iterations: int, start: int = 0) -> list[dict[str, np.ndarray]]:
+    """``iterations`` trials of every network of ``nets`` (calibrated, not yet trained) on its fixed-point loihi
+    graph, one after the other; returns each network's final integers (:meth:`EngineLoihiGraph.weights`)."""
+    out = []
+    for j in range(nets.m):
+        g = EngineLoihiGraph(nets, j, task.n_steps)
+        try:
+            for i in range(iterations):
+                g.trial(*task.batch(start + i))
+            out.append(g.weights())
+        finally:
+            g.stop()
+    return out

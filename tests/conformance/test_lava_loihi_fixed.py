@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from neurorate.backends.torch import stack
 from neurorate.backends.torch import engine_profile as EP
+from neurorate.backends.torch import stack
 from neurorate.hardware.profiles import load_profile
 from neurorate.model.spec import NetworkSpec
 from neurorate.tasks.romo import RomoTask

@@ -7,6 +7,9 @@ shared one. Each condition is one ensemble of 9 networks; conditions run one aft
 
     OPENBLAS_NUM_THREADS=1 python benchmarks/loihi_engine_gain.py --out results/loihi-engine [--trials 10000]
 
+``--lava-slice TRIALS`` adds single networks (g = 0.5 and 1.5, seed 0) on the Lava loihi graph in fixed point
+next to the torch engine view (``<out>/lava-slice.json``: are the weights equal after TRIALS trials?).
+
 Writes ``<out>/<condition>.npz`` (loss and accuracy per trial and network), ``<out>/summary.json`` (per condition
 and gain: mean and sd over seeds of the last 10 % of trials' loss and accuracy, the penalty acc(1.5) - acc(0.5)
 with a Welch 95 % CI, wall time, the frozen engine scales) and ``docs/figures/loihi-engine/gain.png`` with
@@ -88,6 +91,47 @@ def run(name: str, trials: int, n: int, lr: float, out: Path) -> dict:
                 engine=runs[0].extra.get("engine") if over is not None else None)
 
 
+def lava_slice(trials: int, n: int, lr: float, gains=(0.5, 1.5), seed: int = 0) -> dict:
+    """The chip-width engine view of single networks on the torch backend and on the Lava loihi graph in fixed point
+    (``backends/lava/loihi_engine.py``), the same trials: final weights equal?, losses, wall times."""
+    import copy
+
+    import torch
+
+    from neurorate.backends.lava import loihi_engine
+    from neurorate.backends.torch import engine_profile as ep
+    from neurorate.backends.torch import stack
+
+    task = RomoTask(batch_size=1, seed=123)
+    res = {}
+    for g in gains:
+        spec = NetworkSpec.random(n_in=1, n_hidden=n, n_out=2, gain=g, seed=seed, activation="relu",
+                                  input_bias=False)
+        ens = stack([spec], torch.float64, torch.device("cpu"))
+        nets = ep.EngineNetworks(ens, load_profile("loihi2-engine").engine, "eprop")
+        x, t, k = (a[None, :, 0] for a in task.batch(0))
+        nets.calibrate(x, t, k, np.array([lr]), np.maximum(k.sum(), 1.0)[None])
+        start = copy.deepcopy(nets)
+        t0 = time.perf_counter()
+        loss_t = np.zeros(trials)
+        for i in range(trials):
+            x, t, k = task.batch(i)
+            y = nets.trial(x[None, :, 0], t[None, :, 0], k[None, :, 0])[0]
+            loss_t[i] = 0.5 * float((k[:, 0] * (y - t[:, 0]) ** 2).sum()) / max(float(k[:, 0].sum()), 1.0)
+        wall_t = time.perf_counter() - t0
+        loss_l = np.zeros((1, trials))
+        t0 = time.perf_counter()
+        lava = loihi_engine.train(start, task, trials, losses=loss_l)[0]
+        wall_l = time.perf_counter() - t0
+        same = {name: bool(np.array_equal(lava[name], getattr(nets, name)[0]))
+                for name in ("w_in", "w_rec", "w_out", "b", "b_out")}
+        res[str(g)] = dict(trials=trials, weights_equal=same, losses_equal=bool(np.array_equal(loss_l[0], loss_t)),
+                           loss_first=float(loss_t[:10].mean()), loss_last=float(loss_t[-10:].mean()),
+                           wall_torch_s=round(wall_t, 2), wall_lava_s=round(wall_l, 1))
+        print("lava slice g", g, res[str(g)], flush=True)
+    return res
+
+
 def figure(out: Path, summary: dict, path: Path) -> None:
     import matplotlib
 
@@ -131,6 +175,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=0.2)
     ap.add_argument("--conditions", default=",".join(CONDITIONS))
     ap.add_argument("--figure", type=Path, default=None, help="write the figure here (from the saved results)")
+    ap.add_argument("--lava-slice", type=int, default=0, metavar="TRIALS",
+                    help="also run single networks (g = 0.5, 1.5) for TRIALS trials on the Lava loihi graph in fixed "
+                         "point next to the torch engine view (summary key 'lava-slice')")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     summary_path = args.out / "summary.json"
@@ -143,6 +190,9 @@ def main() -> None:
         pg = summary[name]["per_gain"]
         print(name, summary[name]["wall_s"], "s;", ", ".join(f"g {g}: {v['acc_mean']:.3f}" for g, v in pg.items()),
               flush=True)
+    if args.lava_slice:
+        slice_path = args.out / "lava-slice.json"
+        slice_path.write_text(json.dumps(lava_slice(args.lava_slice, args.hidden, args.lr), indent=1))
     if args.figure is not None:
         figure(args.out, summary, args.figure)
 

@@ -153,15 +153,20 @@ def _host_step(nets, j, w_out, b, b_out, rates, errors, signals, mask):
                        nets._alpha[j:j + 1], nets.S, nets.widths)
 
 
-def train(nets, task, iterations: int, start: int = 0) -> list[dict[str, np.ndarray]]:
+def train(nets, task, iterations: int, start: int = 0, losses: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
     """``iterations`` trials of every network of ``nets`` (calibrated, not yet trained) on its fixed-point loihi
-    graph, one after the other; returns each network's final integers (:meth:`EngineLoihiGraph.weights`)."""
+    graph, one after the other; returns each network's final integers (:meth:`EngineLoihiGraph.weights`).
+    ``losses (M, iterations)``, if given, receives each trial's masked MSE loss (from the recorded outputs)."""
     out = []
     for j in range(nets.m):
         g = EngineLoihiGraph(nets, j, task.n_steps)
         try:
             for i in range(iterations):
-                g.trial(*task.batch(start + i))
+                x, target, mask = task.batch(start + i)
+                y = g.trial(x, target, mask)
+                if losses is not None:
+                    k = mask[:, 0]
+                    losses[j, i] = 0.5 * float((k * (y - target[:, 0]) ** 2).sum()) / max(float(k.sum()), 1.0)
             out.append(g.weights())
         finally:
             g.stop()

@@ -591,14 +591,16 @@ def paper_figures(table, best: list[dict], cfg: dict, figs: Path, blown: list[di
     has_lambda = romo and any(r["task"] == romo and not r["flossing"] and _finite(r.get("lambda_max_after"))
                               and _finite(r.get("lambda_max_before")) for r in clean)
     has_floss = romo and any(r["task"] == romo and r["flossing"] for r in clean)
+    no_romo = "the study has no Romo task"
     plans = [
-        (lambda: paper_fig1(table, best, romo, ref, ids)) if romo else "the study has no Romo task",
+        (lambda: paper_fig1(table, best, romo, ref, ids)) if romo else no_romo,
         (lambda: paper_fig2(table, best, neuro, {t: reference_loss(cfg, t, _base(best, t)) for t in neuro}, ids))
         if neuro else "the study has no 2AF or DMS task",
         (lambda: paper_fig3(clean, romo, solved_loss, blown_best)) if has_lambda
-        else "no Lyapunov exponents of a Romo task (no Romo task, or spiking units only)",
-        (lambda: paper_fig4(table, best, romo, ref, ids)) if has_floss else "no flossing axis on a Romo task",
-        (lambda: paper_fig5(clean, romo, ref, blown_best)) if romo else "the study has no Romo task",
+        else no_romo if not romo else "no Lyapunov exponents on Romo: spiking units only",
+        (lambda: paper_fig4(table, best, romo, ref, ids)) if has_floss
+        else no_romo if not romo else "no flossing on Romo",
+        (lambda: paper_fig5(clean, romo, ref, blown_best)) if romo else no_romo,
     ]
     out = []
     for (name, fig_name, what), plan in zip(PAPER_FIGURES, plans):

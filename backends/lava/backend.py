@@ -165,6 +165,9 @@ class LavaBackend:
             raise NeurorateError(f"inputs must have shape (T, B, n_in={specs[0].n_in}), got {x.shape}")
         if self.graph == "loihi":
             self.check_options({"graph": "loihi"}, specs=specs, profile=profile)
+            if profile is not None:
+                raise NeurorateError("the Lava loihi graph simulates in float only (an engine profile applies to "
+                                     "training); drop the profile or use the fused graph")
             return _loihi.simulate(specs, x)
         t_steps, batch, _ = x.shape
         n, n_out = specs[0].n_hidden, specs[0].n_out
@@ -201,6 +204,12 @@ class LavaBackend:
         lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (m,)))
         graph = self.check_options({"graph": options.get("graph", self.graph)}, specs=specs,
                                    batch=tasks[0].batch_size, profile=profile)
+        if graph == "loihi" and profile is not None:  # an engine view (check_loihi): fixed point on the engine
+            from . import loihi_engine
+
+            return loihi_engine.train_runs(specs, tasks, rule if isinstance(rule, str) else rule.name,
+                                           iterations=iterations, lrs=lrs, profile=profile, progress=progress,
+                                           callback=callback, start_iteration=start_iteration)
         if graph == "loihi":
             return _loihi.train(specs, tasks, rule if isinstance(rule, str) else rule.name, learning,
                                 iterations=iterations, lrs=lrs, progress=progress, callback=callback,

@@ -12,8 +12,9 @@ errors the neurons record. Float conformance with the torch backend's e-prop hol
 
 What it refuses (:func:`check_loihi`), one line each: activations other than ReLU (the synapses' pre-trace ``x1`` is
 unsigned), batches of more than one trial (Loihi has no batch dimension), forms B and C (their eligibility is an
-N x N trace, not ``psi * rbar``), hardware profiles (until ``fixed_pt`` models of the neurons exist). Adam and BPTT
-are refused by the Lava backend's capabilities for every graph.
+N x N trace, not ``psi * rbar``), hardware profiles other than an engine view (``loihi2-engine``: training then runs
+in fixed point, :mod:`neurorate.backends.lava.loihi_engine`). Adam and BPTT are refused by the Lava backend's
+capabilities for every graph.
 """
 
 from __future__ import annotations
@@ -86,8 +87,12 @@ def check_loihi(specs: Sequence[NetworkSpec] = (), batch: int | None = None, pro
         raise NeurorateError(f"{_WHAT} runs one trial at a time (Loihi has no batch dimension), got a batch of "
                              f"{int(batch)}; use a batch of 1 (--batch 1) or the fused graph")
     if profile is not None:
-        raise NeurorateError(f"{_WHAT} runs in float only for now (its neurons have no fixed_pt models yet); "
-                             "drop the profile or use the fused graph")
+        from neurorate.backends.torch.engine_profile import engine_spec
+
+        if engine_spec(profile) is None:
+            raise NeurorateError(f"{_WHAT} runs a hardware profile only in the engine view (a profile with an "
+                                 "[engine] table, e.g. loihi2-engine: fixed point on Lava's learning engine, "
+                                 "backends/lava/loihi_engine.py); drop the profile or use the fused graph")
 
 
 def check_graph(graph: Any) -> str:

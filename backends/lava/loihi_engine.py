@@ -26,7 +26,7 @@ FIXED_TAU = 2 ** 62
 """The engine traces' decay constant in fixed point: the bit-approximate model holds taus as int64 (the float
 graph's 1e300 overflows) and ``exp(-1 / 2^62) == 1.0`` in float64, so its stochastic decay never fires."""
 
-__all__ = ["EngineLoihiGraph", "rule_strings", "train"]
+__all__ = ["EngineLoihiGraph", "rule_strings", "train", "train_runs"]
 
 
 def _scale(m: int, e: int) -> str:
@@ -171,3 +171,71 @@ def train(nets, task, iterations: int, start: int = 0, losses: np.ndarray | None
         finally:
             g.stop()
     return out
+
+
+def train_runs(specs, tasks, rule: str, *, iterations: int, lrs: np.ndarray, profile, progress=None, callback=None,
+               start_iteration: int = 0):
+    """:meth:`LavaBackend.train` on the loihi graph under an engine profile (``--lava-graph loihi --profile
+    loihi2-engine``): the networks are mapped as the torch backend's engine view maps them (scales frozen from the
+    first trial), then each runs its trials on its fixed-point graph, all networks trial by trial; one
+    :class:`~neurorate.backends.base.BackendRun` per network, ``extra["engine"]`` the frozen scales."""
+    import time
+
+    import torch
+
+    from neurorate.backends.base import BackendRun, progress_bar
+    from neurorate.backends.torch import engine_profile as ep
+    from neurorate.backends.torch import stack
+    from neurorate.hardware.profiles import HardwareProfile, load_profile
+    from neurorate.model import losses as L
+
+    prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
+    m = len(specs)
+    ens = stack(list(specs), torch.float64, torch.device("cpu"))
+    kind = tasks[0].loss_kind
+    ep.check(ens, rule, "sgd", kind, int(tasks[0].batch_size), prof.name)
+    nets = ep.EngineNetworks(ens, prof.engine, rule)
+    first = [tk.batch(start_iteration) for tk in (tasks if len(tasks) > 1 else tasks * m)]
+    x, t, k = (np.stack([f[i][:, 0] for f in first]) for i in range(3))
+    nets.calibrate(x, t, k, np.asarray(lrs, dtype=np.float64), np.maximum(k.reshape(m, -1).sum(axis=1), 1.0))
+    nets.epoch = start_iteration * nets.epochs_per_trial(x.shape[1])
+    if start_iteration:
+        raise NeurorateError("the Lava loihi graph in fixed point starts from the first iteration (no resume)")
+    loss = np.full((m, iterations), np.nan)
+    acc = np.full((m, iterations), np.nan)
+    graphs = [EngineLoihiGraph(nets, j, tasks[0].n_steps) for j in range(m)]
+    bar = progress_bar(iterations, progress, f"lava loihi {rule} fixed x{m}")
+    t0 = time.perf_counter()
+    try:
+        for i in range(iterations):
+            for j, g in enumerate(graphs):
+                xb, tb, kb = tasks[j if len(tasks) > 1 else 0].batch(start_iteration + i)
+                y = g.trial(xb, tb, kb)
+                yy, tt, kk = (torch.as_tensor(np.asarray(a, dtype=np.float64)[None, :, None, :].copy())
+                              for a in (y, tb[:, 0], kb[:, 0]))
+                loss[j, i] = float(L.loss(kind, yy, tt, kk)[0])
+                acc[j, i] = float(L.accuracy(kind, yy, tt, kk)[0])
+            if callback is not None:
+                callback(i, loss[:, i].copy(), acc[:, i].copy())
+            if bar is not None:
+                bar.update(1)
+        weights = [g.weights() for g in graphs]
+    finally:
+        for g in graphs:
+            g.stop()
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - t0
+    report = nets.report()
+    runs = []
+    for j, spec in enumerate(specs):
+        w = weights[j]
+        sc = lambda v, e: np.asarray(v, dtype=np.float64) * 2.0 ** -int(e)  # noqa: E731
+        new = {"w_in": sc(w["w_in"], nets.e_in[j]), "w_rec": sc(w["w_rec"], nets.e_rec[j]),
+               "w_out": sc(w["w_out"], nets.e_out[j]), "b": sc(w["b"], nets.S), "b_out": sc(w["b_out"], nets.S)}
+        trained = spec.replace(**{name: v.reshape(np.asarray(getattr(spec, name)).shape) for name, v in new.items()})
+        run = BackendRun(spec=trained, losses=loss[j], accuracy=acc[j], diverged=False, diverged_at=None,
+                         wall_time=wall / m)
+        run.extra["engine"] = report[j]
+        runs.append(run)
+    return runs

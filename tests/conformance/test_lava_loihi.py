@@ -177,7 +177,7 @@ def test_refuses_bptt(tmp_path):
 
 def test_refuses_a_profile(tmp_path):
     msg = _refused(tmp_path, _spec(), SmallTask(), profile="loihi2")
-    assert "runs in float only for now" in msg
+    assert "runs a hardware profile only in the engine view" in msg and "loihi2-engine" in msg
 
 
 def test_refuses_an_unknown_graph(tmp_path):

@@ -48,3 +48,23 @@ def test_lava_fixed_point_graph_equals_torch_engine_view(rule, gain):
         assert np.array_equal(lava[name], want), f"{name}: lava {lava[name].tolist()} vs torch {want.tolist()}"
     moved = {name: int(np.abs(want - getattr(start, name)[0]).sum()) for name, want in torch_side.items()}
     assert moved["w_rec"] > 0 and moved["w_in"] > 0 and moved["w_out"] > 0, moved
+
+
+@pytest.mark.lava
+@lava_missing
+def test_nr_train_on_the_loihi_graph_with_the_engine_profile_equals_torch():
+    """``nr.train(..., backend="lava", backend_options={"graph": "loihi"}, profile="loihi2-engine")`` trains in fixed
+    point: the same weights and losses as the torch backend under the same profile (two networks, two trials)."""
+    import neurorate as nr
+
+    specs = [NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, gain=g, seed=2, activation="relu", input_bias=False)
+             for g in (0.5, 1.5)]
+    common = dict(rule="eprop", iterations=2, lr=0.3, optimizer="sgd", profile="loihi2-engine", lyapunov=False,
+                  progress=False, dtype="float64")
+    lava = nr.train(specs, RomoTask(batch_size=1, seed=5), backend="lava", backend_options={"graph": "loihi"},
+                    **common)
+    ref = nr.train(specs, RomoTask(batch_size=1, seed=5), backend="torch", **common)
+    for a, b in zip(lava, ref):
+        assert np.array_equal(np.asarray(a.losses), np.asarray(b.losses))
+        for name in ("w_in", "w_rec", "w_out", "b", "b_out"):
+            assert np.array_equal(np.asarray(getattr(a.spec, name)), np.asarray(getattr(b.spec, name))), name

@@ -38,6 +38,8 @@ from neurorate.optim import EnsembleOptimizer
 
 FLOSS_MODES = ("full", "state", "onestep")
 FLOSSED = ("w_rec", "w_in", "b")
+READBACK = 16
+"""Flossing iterations whose losses stay on a GPU before one read (1 on the CPU)."""
 DISCARD = 0.1  # fraction of the stream run before the exponents are accumulated
 
 
@@ -67,6 +69,11 @@ def flossing_loss(ens: dict[str, torch.Tensor], form: str, activation: str, x: t
                               detach_q=mode == "onestep", detach_warmup=mode != "full")
     lambdas = (log_sum / count).mean(dim=1)
     return ((lambdas - lambda_target) ** 2).sum(-1), lambdas
+
+
+def _readback_every(device) -> int:
+    """Flossing iterations per read of the losses: 1 on the CPU, :data:`READBACK` on a GPU."""
+    return 1 if torch.device(device).type == "cpu" else READBACK
 
 
 def _stream(task_or_inputs, it: int, steps: int | None, n_streams: int, seed: int) -> np.ndarray:
@@ -99,7 +106,10 @@ def floss(specs, task_or_inputs, iterations: int = 100, mode: str = "state", k: 
     lr : Adam learning rate, a float or one per network.
     lambda_target : target exponent, per step.
     steps : stream length in steps; the first 10% are discarded.
-    progress : ``progress(iteration, losses (M,))`` after each iteration, or True for a tqdm bar.
+    progress : ``progress(iteration, losses (M,))`` after each iteration, or True for a tqdm bar (on a GPU
+        called in blocks of :data:`READBACK` iterations, every iteration in order).
+    device, dtype : where and in which precision the networks are flossed (:func:`neurorate.train` passes its
+        backend's device and keeps float32).
 
     Returns
     -------
@@ -134,6 +144,24 @@ def floss(specs, task_or_inputs, iterations: int = 100, mode: str = "state", k: 
         bar = tqdm(total=int(iterations), desc=f"flossing ({mode})")
     form, act = spec_list[0].form, spec_list[0].activation
     lambdas = torch.full((m, k), float("nan"))
+    # losses stay on the device and are read every READBACK iterations on a GPU (one sync per block), at once on
+    # the CPU; progress still sees every iteration, in order
+    every = _readback_every(device)
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        values = torch.stack([v for _, v in pending]).cpu().numpy()
+        for (i, _), v in zip(pending, values):
+            losses[:, i] = v
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=float(np.nanmean(losses[:, i])))
+            elif callable(progress):
+                progress(i, losses[:, i])
+        pending.clear()
+
     for it in range(int(iterations)):
         x = torch.as_tensor(_stream(task_or_inputs, it, steps, int(n_streams), seed), device=device, dtype=dtype)
         if x.shape[-1] != spec_list[0].n_in:
@@ -145,12 +173,10 @@ def floss(specs, task_or_inputs, iterations: int = 100, mode: str = "state", k: 
             if g is not None:
                 finite &= torch.isfinite(g.reshape(m, -1)).all(dim=1)
         opt.step(dict(zip(FLOSSED, params)), {n: g for n, g in zip(FLOSSED, grads) if g is not None}, finite)
-        losses[:, it] = loss.detach().cpu().numpy()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=float(np.nanmean(losses[:, it])))
-        elif callable(progress):
-            progress(it, losses[:, it])
+        pending.append((it, loss.detach()))
+        if len(pending) >= every:
+            flush()
+    flush()
     if bar is not None:
         bar.close()
 

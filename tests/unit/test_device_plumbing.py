@@ -317,3 +317,25 @@ def test_interrupt_reports_the_iterations_done_before_it(monkeypatch):
         be.train(_specs(task), task, "eprop", iterations=12, lr=1e-3, progress=False,
                  callback=lambda i, losses, acc: seen.append(i))
     assert seen == [0, 1, 2, 3]
+
+
+def test_flossing_losses_read_in_blocks_equal_one_read_per_iteration(monkeypatch):
+    import neurorate.analysis.flossing as fl
+
+    task = _task()
+    specs = _specs(task)
+    original = fl._readback_every
+    assert original("cpu") == 1 and original("cuda") == fl.READBACK
+    runs = {}
+    for every in (1, 3):
+        monkeypatch.setattr(fl, "_readback_every", lambda device, every=every: every)
+        seen = []
+        flossed, losses = fl.floss(specs, task, iterations=7, k=2, steps=40, n_streams=2,
+                                   progress=lambda i, lo, seen=seen: seen.append((i, lo.copy())))
+        runs[every] = flossed, losses, seen
+    (f1, l1, s1), (f3, l3, s3) = runs[1], runs[3]
+    np.testing.assert_array_equal(l1, l3)
+    assert [i for i, _ in s3] == list(range(7))
+    for (_, a), (_, b) in zip(s1, s3):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(f1[0].w_rec, f3[0].w_rec)

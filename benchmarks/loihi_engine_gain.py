@@ -42,6 +42,7 @@ CONDITIONS = {
     "engine-10-12": dict(WIDE, trace_bits=10, tag_bits=12, trace_frac=9),
     "engine-16-24": dict(WIDE, trace_bits=16, tag_bits=24, trace_frac=14),
     "engine-16-24-w16": dict(WIDE, trace_bits=16, tag_bits=24, trace_frac=14, weight_bits=16),
+    "engine-7-8-w16": dict(WIDE, weight_bits=16),
 }
 LABELS = {
     "float": "torch, full precision",
@@ -50,6 +51,7 @@ LABELS = {
     "engine-10-12": "engine, traces 10, tag 13 bits",
     "engine-16-24": "engine, traces 16, tag 25 bits",
     "engine-16-24-w16": "engine, traces 16, tag 25, weights 17 bits",
+    "engine-7-8-w16": "engine, traces 7, tag 9, weights 17 bits",
 }
 
 

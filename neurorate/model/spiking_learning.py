@@ -26,6 +26,9 @@ from neurorate.optim import EnsembleOptimizer
 LIF_RULES = tuple(r.name for r in BUILTIN_RULES if "lif" in r.neurons)
 """Built-in rules that train LIF networks (derived from the registry, :mod:`neurorate.learning.registry`)."""
 
+READBACK = 16
+"""Iterations whose losses stay on a GPU before one read in :func:`train_lif` (1 on the CPU)."""
+
 __all__ = ["LIF_RULES", "as_lif", "autograd_gradients", "online_gradients", "train_lif"]
 
 
@@ -62,6 +65,11 @@ def autograd_gradients(nets: list[LIFNetwork], x, target, mask, kind: str = "mse
     return out
 
 
+def _readback_every(device: torch.device) -> int:
+    """Iterations per read of :func:`train_lif`'s values: 1 on the CPU, :data:`READBACK` on a GPU."""
+    return 1 if device.type == "cpu" else READBACK
+
+
 def as_lif(specs, threshold: float = 1.0, kappa: float = 0.5, gamma: float = 0.3, **adaptation) -> list[LIFNetwork]:
     """Wrap ``NetworkSpec``s (or pass ``LIFNetwork``s through) as a list of LIF networks.
 
@@ -89,8 +97,8 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
         :class:`~neurorate.model.spiking.LIFNetwork` for ``NetworkSpec`` inputs (``beta_a > 0``: ALIF units).
     callback : called as ``callback(iteration, losses (M,), accuracy (M,))`` after every iteration.
     device : where the ensemble trains ("cpu", "cuda", "cuda:1" or a ``torch.device``; :func:`neurorate.train`
-        passes its resolved ``device``); the batches are uploaded once per iteration and the per-iteration
-        values read back with one copy.
+        passes its resolved ``device``); on a GPU the per-iteration values are read back in blocks of
+        :data:`READBACK` iterations (the callback still sees every iteration, in order).
 
     Returns
     -------
@@ -120,6 +128,19 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
         raise NeurorateError(f"give one task or one per network ({len(nets)}), got {len(tasks)}")
     kind = (tasks or [task])[0].loss_kind
     tt = lambda a: torch.as_tensor(a, device=dev).to(torch.long if a.dtype.kind in "iu" else tdtype)  # noqa: E731
+    every = _readback_every(dev)
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush():  # one copy to the host per block; the callback sees every iteration, in order
+        if not pending:
+            return
+        rows = torch.stack([r for _, r in pending]).cpu().numpy()
+        for (j, _), row in zip(pending, rows):
+            hist[:, j] = row
+            if callback is not None:
+                callback(j, hist[0, j], hist[1, j])
+        pending.clear()
+
     for i in range(iterations):
         if tasks is None:
             xb, target, mask = task.batch(i)
@@ -131,13 +152,13 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
             params[k].grad = None
         loss.sum().backward()
         opt.step({k: params[k].data for k in TRAINED}, {k: params[k].grad for k in TRAINED}, active)
-        with torch.no_grad():  # one copy to the host per iteration
-            row = torch.stack([loss.detach().to(torch.float64),
-                               losses.accuracy(kind, y, target, mask).to(torch.float64),
-                               z.mean(dim=(1, 2, 3)).to(torch.float64)])
-            hist[:, i] = row.cpu().numpy()
-        if callback is not None:
-            callback(i, hist[0, i], hist[1, i])
+        with torch.no_grad():
+            pending.append((i, torch.stack([loss.detach().to(torch.float64),
+                                            losses.accuracy(kind, y, target, mask).to(torch.float64),
+                                            z.mean(dim=(1, 2, 3)).to(torch.float64)])))
+        if len(pending) >= every:
+            flush()
+    flush()
     trained = []
     for j, net in enumerate(nets):
         arrays = {k: params[k][j].detach().cpu().double().numpy().reshape(getattr(net.spec, k).shape)

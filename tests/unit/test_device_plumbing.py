@@ -339,3 +339,25 @@ def test_flossing_losses_read_in_blocks_equal_one_read_per_iteration(monkeypatch
     for (_, a), (_, b) in zip(s1, s3):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(f1[0].w_rec, f3[0].w_rec)
+
+
+def test_lif_values_read_in_blocks_equal_one_read_per_iteration(monkeypatch):
+    import neurorate.model.spiking_learning as sl
+
+    task = _task()
+    original = sl._readback_every
+    assert original(torch.device("cpu")) == 1 and original(torch.device("cuda")) == sl.READBACK
+    out = {}
+    for every in (1, 4):
+        monkeypatch.setattr(sl, "_readback_every", lambda device, every=every: every)
+        seen = []
+        res = sl.train_lif(_specs(task), task, iterations=6, lr=1e-3, dtype="float64",
+                           callback=lambda i, lo, ac, seen=seen: seen.append((i, lo.copy(), ac.copy())))
+        out[every] = res, seen
+    (a, sa), (b, sb) = out[1], out[4]
+    for key in ("losses", "accuracy", "rate"):
+        np.testing.assert_array_equal(a[key], b[key])
+    assert [s[0] for s in sb] == list(range(6))
+    for x, y in zip(sa, sb):
+        np.testing.assert_array_equal(x[1], y[1])
+        np.testing.assert_array_equal(x[2], y[2])

@@ -132,6 +132,15 @@ class TorchBackend:
         torch.set_num_threads(1 if compiled or requested is None else requested)
         return requested
 
+    @staticmethod
+    def check_options(options: dict, *, specs=(), batch: int | None = None, profile: Any = None) -> None:
+        """Under an engine profile (an ``[engine]`` table), one line naming a form, activation or batch the engine
+        view does not train (:func:`neurorate.backends.torch.engine_profile.check_network`); :func:`neurorate.train`
+        calls it in its validate step, before anything is written. Rule, optimizer and loss are checked by
+        :meth:`train`."""
+        if _engine.applies(profile):
+            _engine.check_network(specs, batch, profile)
+
     # ------------------------------------------------------------------ protocol
     def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:
         """Trajectories of the networks driven by ``inputs (T, B, n_in)`` from the zero state."""

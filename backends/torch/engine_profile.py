@@ -41,7 +41,7 @@ from neurorate.hardware import engine as E
 from neurorate.hardware.profiles import HardwareProfile, load_profile
 from neurorate.model import losses
 
-__all__ = ["applies", "engine_spec", "host_update", "train", "EngineNetworks"]
+__all__ = ["applies", "check", "check_network", "engine_spec", "host_update", "train", "EngineNetworks"]
 
 
 def engine_spec(profile: Any) -> E.EngineSpec | None:
@@ -74,6 +74,21 @@ def check(ens, rule_name: str, optimizer: str, kind: str, batch: int, profile_na
         problems.append(f"batch {batch} (batch 1 only: one trial at a time on the synapses)")
     if problems:
         raise NeurorateError(f"profile {profile_name!r} (engine view) cannot train this: " + "; ".join(problems))
+
+
+def check_network(specs, batch: int | None, profile: Any) -> None:
+    """The part of :func:`check` known before training: every spec form A and ReLU, a batch of one trial."""
+    prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
+    problems = []
+    for s in specs[:1]:
+        if s.form != "A":
+            problems.append(f"form {s.form} (form A only)")
+        if s.activation != "relu":
+            problems.append(f"activation {s.activation} (relu only: x1 and y2/y3 are unsigned)")
+    if batch is not None and int(batch) != 1:
+        problems.append(f"batch {int(batch)} (batch 1 only: one trial at a time on the synapses)")
+    if problems:
+        raise NeurorateError(f"profile {prof.name!r} (engine view) cannot train this: " + "; ".join(problems))
 
 
 def _exponent_for(maxabs: np.ndarray, top: float) -> np.ndarray:

@@ -144,3 +144,12 @@ def test_engine_spec_validation():
     with pytest.raises(ValueError, match="power of two"):
         prof.engine.model_validate({**prof.engine.model_dump(), "epochs": 48})
     assert prof.engine.widths.accumulator_bits == 15
+
+
+def test_batch_refused_before_anything_is_written(tmp_path):
+    spec = NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, gain=1.0, seed=0, activation="relu", input_bias=False)
+    out = tmp_path / "run"
+    with pytest.raises(NeurorateError, match="batch 32 \\(batch 1 only"):
+        nr.train(spec, RomoTask(batch_size=32, seed=0), rule="eprop", iterations=1, lr=0.1, optimizer="sgd",
+                 profile="loihi2-engine", lyapunov=False, progress=False, out=out)
+    assert not out.exists()

@@ -1,10 +1,10 @@
 """The compiled CPU path against the torch path and the naive loop, side by side in one run (docs/benchmarks.md).
 
-For each rule (e-prop, BPTT, RFLO), N in (64, 128) and M in (16, 64) networks (Romo, B = 32, T = 56, tanh, float32,
-Adam): milliseconds per iteration of
+For each rule (e-prop, BPTT, RFLO), N in (64, 128, 256) and M in (1, 16, 64) networks (Romo, B = 32, T = 56, tanh,
+float32, Adam): milliseconds per iteration of
 
-* ``compiled``: :class:`neurorate.backends.torch.TorchBackend` with the numba kernel (one thread, and the machine's
-  usable cores across networks),
+* ``compiled``: :class:`neurorate.backends.torch.TorchBackend` with the numba kernel (one thread, the default
+  policy, and the machine's usable cores across networks),
 * ``torch``: the same backend with ``compiled=False`` (the fused torch kernels, one intra-op thread),
 * ``naive``: one network at a time in the paper's style (``benchmarks/bench_ensemble.py``), per network,
 
@@ -13,8 +13,11 @@ RFLO's traces cost the same multiply-adds) against a single-thread batched-matmu
 ``(M, B, N) x (N, N)``) measured in the same run at the same shapes. The machine is shared: the rows are compared
 side by side in one run, and the load average is recorded.
 
-Usage: ``python benchmarks/bench_compiled.py [--quick] [--write]`` (``--write`` replaces the "Compiled CPU path"
-part of the "Ensemble training" section of docs/benchmarks.md).
+It prints, per row, the compiled path's speed-up over the torch path and over the naive loop (per network-iteration)
+and its share of the bmm rate, then one line per target of docs/benchmarks.md ("Targets") with the best measured
+value. Usage: ``python benchmarks/bench_compiled.py [--quick] [--sizes 64x16,128x64] [--write]`` (``--write``
+replaces the table of the "Compiled CPU path" part of the "Ensemble training" section of docs/benchmarks.md; the
+reading below the table is kept).
 """
 
 from __future__ import annotations
@@ -48,6 +51,28 @@ def ms_per_iteration(n, m, rule, compiled, threads, iterations):
     return (time.perf_counter() - t0) / iterations * 1e3
 
 
+def targets(rows) -> list[str]:
+    """The verdicts against docs/benchmarks.md "Targets" from the rows ``(rule, n, m, c1, cn, tp, naive, g1, gt,
+    peak)``: >= 50 % of the bmm rate for e-prop and BPTT at N = 64 and 128, M >= 32; >= 25x the naive loop per
+    network-iteration at N = 64, M = 64."""
+    out = []
+    share = [r for r in rows if r[0] in ("eprop", "bptt") and r[1] in (64, 128) and r[2] >= 32]
+    if share:
+        worst = min(share, key=lambda r: r[7] / r[9])
+        best = max(share, key=lambda r: r[7] / r[9])
+        met = all(r[7] / r[9] >= 0.5 for r in share)
+        out.append(f">= 50 % of bmm (e-prop, BPTT; N = 64, 128; M >= 32): **{'met' if met else 'not met'}** "
+                   f"({100 * worst[7] / worst[9]:.0f} % at {worst[0]} N = {worst[1]}, M = {worst[2]} to "
+                   f"{100 * best[7] / best[9]:.0f} % at {best[0]} N = {best[1]}, M = {best[2]})")
+    naive = [r for r in rows if r[1] == 64 and r[2] == 64]
+    if naive:
+        sp = {r[0]: r[6] * r[2] / r[3] for r in naive}
+        met = all(v >= 25 for v in sp.values())
+        out.append(f">= 25x the naive loop per network-iteration (N = 64, M = 64): **{'met' if met else 'not met'}** "
+                   f"(" + ", ".join(f"{k} {v:.1f}x" for k, v in sp.items()) + ")")
+    return out
+
+
 def load() -> str:
     try:
         return ", ".join(f"{v:.1f}" for v in os.getloadavg())
@@ -59,10 +84,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one size, few iterations (a check, not a report)")
     ap.add_argument("--write", action="store_true", help="write the rows into docs/benchmarks.md")
+    ap.add_argument("--sizes", default=None, help="NxM,... (default 64x1,64x16,64x64,128x1,128x16,128x64,256x1,"
+                                                  "256x16,256x64)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    sizes = [(64, 16)] if args.quick else [(64, 16), (64, 64), (128, 16), (128, 64)]
+    if args.sizes:
+        sizes = [tuple(int(v) for v in item.split("x")) for item in args.sizes.split(",")]
+    else:
+        sizes = [(64, 16)] if args.quick else [(n, m) for n in (64, 128, 256) for m in (1, 16, 64)]
     rules = ["eprop"] if args.quick else ["eprop", "bptt", "rflo"]
     load_before = load()
     rows = []
@@ -70,8 +100,9 @@ def main():
     for n, m in sizes:
         if n not in naive:
             naive[n] = naive_ms_per_iteration(n, 5 if args.quick else 20)
+            print(f"N={n}: naive loop {naive[n]:.2f} ms per network-iteration", flush=True)
         peak = bmm_gflops(n, m)
-        its = 2 if args.quick else max(2, int(400 / (m * (n / 64) ** 2)))
+        its = 2 if args.quick else max(2, min(100, int(400 / (m * (n / 64) ** 2))))
         for rule in rules:
             c1 = ms_per_iteration(n, m, rule, True, 1, its)
             cn = ms_per_iteration(n, m, rule, True, cores, its) if cores > 1 else c1
@@ -85,6 +116,12 @@ def main():
                   f"{gf(c1):.1f} GFLOP/s = {100 * gf(c1) / peak:.0f}% of bmm {peak:.1f}; "
                   f"vs naive {naive[n] * m / c1:.1f}x", flush=True)
     load_after = load()
+    from neurorate.backends.torch.compiled import kernel_threads
+
+    verdicts = targets(rows)
+    policy = (f"Thread policy: the compiled kernel runs {kernel_threads()} thread(s) across networks by default "
+              "(`threads=`, `neurorate run --threads K` or NEURORATE_THREADS ask for more), torch one intra-op thread; "
+              f"the 'compiled ({cores} thr)' column asks for {cores}.")
     lines = [MARK, "",
              f"`python benchmarks/bench_compiled.py --write` on {datetime.date.today()}: {machine()}; load average "
              f"(1, 5, 15 min) {load_before} before and {load_after} after the run (2 cores: a load above 2 means "
@@ -92,7 +129,8 @@ def main():
              f"one run. compiled = the numba kernel (1 thread; {cores} threads across networks); torch = "
              "`compiled=False`, one intra-op thread; naive = one network at a time (paper style), x M. %bmm = "
              "GFLOP/s (e-prop count, docs/theory.md §8) over single-thread `torch.bmm` at (M, B, N) x (N, N) in "
-             "the same run.", "",
+             "the same run. vs naive = naive ms per network-iteration x M / compiled ms per iteration. " + policy,
+             "",
              f"| rule | N | M | compiled ms/it (1 thr) | compiled ms/it ({cores} thr) | torch ms/it | "
              "naive ms/it x M | compiled vs torch | compiled vs naive | compiled GFLOP/s | torch GFLOP/s | "
              "bmm GFLOP/s | compiled % bmm |",
@@ -100,13 +138,17 @@ def main():
     for rule, n, m, c1, cn, tp, nv, g1, gt, peak in rows:
         lines.append(f"| {rule} | {n} | {m} | {c1:.1f} | {cn:.1f} | {tp:.1f} | {nv * m:.1f} | {tp / c1:.2f}x | "
                      f"{nv * m / c1:.1f}x | {g1:.1f} | {gt:.1f} | {peak:.1f} | {100 * g1 / peak:.0f}% |")
+    lines += [""] + [f"Target: {v}." for v in verdicts]
     if args.write:
         path = ROOT / "docs" / "benchmarks.md"
         text = path.read_text()
         if MARK in text:
             start = text.index(MARK)
             nxt = text.find("\n## ", start)
-            text = text[:start] + "\n".join(lines) + "\n" + (text[nxt:] if nxt >= 0 else "")
+            end = nxt if nxt >= 0 else len(text)
+            reading = text.find("\nReading", start, end)  # the hand-written reading below the table is kept
+            rest = text[reading:] if reading >= 0 else (text[nxt:] if nxt >= 0 else "")
+            text = text[:start] + "\n".join(lines) + "\n" + rest
         else:
             at = text.index("## Study")
             text = text[:at] + "\n".join(lines) + "\n\n" + text[at:]

@@ -441,7 +441,8 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
         check_compatible(caps, dtype=dtype, device=device, batch=tasks[0].batch_size, options=options)
         hook = getattr(backend_class(backend) if isinstance(backend, str) else backend, "check_options", None)
         if callable(hook):  # limits that depend on the backend's options (e.g. the Lava loihi graph's)
-            hook(options, specs=specs, batch=tasks[0].batch_size, profile=profile)
+            hook(options, specs=specs, batch=tasks[0].batch_size, profile=profile, rule=rule, optimizer=optimizer,
+                 loss=tasks[0].loss_kind)
     else:
         _check_spiking(neuron, rule, optimizer, profile, floss_iterations, tasks, options)
         check_compatible(caps, rule, neuron=neuron)

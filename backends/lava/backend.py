@@ -138,11 +138,13 @@ class LavaBackend:
         self.graph = _loihi.check_graph(graph)
 
     @staticmethod
-    def check_options(options: dict, *, specs=(), batch: int | None = None, profile: Any = None) -> str:
+    def check_options(options: dict, *, specs=(), batch: int | None = None, profile: Any = None,
+                      **_run: Any) -> str:
         """The graph the ``train`` options select, or one line naming what it cannot run: an unknown ``graph``;
         on the loihi graph a form other than A, an activation other than relu, a batch of more than one trial or
         a hardware profile (:func:`neurorate.backends.lava.loihi.check_loihi`). :func:`neurorate.train` calls it
-        in its validate step, before anything is written."""
+        in its validate step, before anything is written (also with ``rule``, ``optimizer`` and ``loss``, which the
+        backend's capabilities already check)."""
         graph = _loihi.check_graph((options or {}).get("graph", "fused"))
         if graph == "loihi":
             _loihi.check_loihi(specs, batch, profile)

@@ -133,13 +133,13 @@ class TorchBackend:
         return requested
 
     @staticmethod
-    def check_options(options: dict, *, specs=(), batch: int | None = None, profile: Any = None) -> None:
-        """Under an engine profile (an ``[engine]`` table), one line naming a form, activation or batch the engine
-        view does not train (:func:`neurorate.backends.torch.engine_profile.check_network`); :func:`neurorate.train`
-        calls it in its validate step, before anything is written. Rule, optimizer and loss are checked by
-        :meth:`train`."""
+    def check_options(options: dict, *, specs=(), batch: int | None = None, profile: Any = None,
+                      rule: str | None = None, optimizer: str | None = None, loss: str | None = None) -> None:
+        """Under an engine profile (an ``[engine]`` table), one line naming a form, activation, batch, rule,
+        optimizer or loss the engine view does not train (:func:`neurorate.backends.torch.engine_profile.
+        check_network`); :func:`neurorate.train` calls it in its validate step, before anything is written."""
         if _engine.applies(profile):
-            _engine.check_network(specs, batch, profile)
+            _engine.check_network(specs, batch, profile, rule=rule, optimizer=optimizer, loss=loss)
 
     # ------------------------------------------------------------------ protocol
     def simulate(self, specs: list[NetworkSpec] | NetworkSpec, inputs: np.ndarray, profile: Any = None) -> SimResult:

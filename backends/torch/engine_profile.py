@@ -76,8 +76,10 @@ def check(ens, rule_name: str, optimizer: str, kind: str, batch: int, profile_na
         raise NeurorateError(f"profile {profile_name!r} (engine view) cannot train this: " + "; ".join(problems))
 
 
-def check_network(specs, batch: int | None, profile: Any) -> None:
-    """The part of :func:`check` known before training: every spec form A and ReLU, a batch of one trial."""
+def check_network(specs, batch: int | None, profile: Any, rule: str | None = None, optimizer: str | None = None,
+                  loss: str | None = None) -> None:
+    """:func:`check` before training: every spec form A and ReLU, a batch of one trial, and (when given) the rule,
+    the optimizer and the loss."""
     prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
     problems = []
     for s in specs[:1]:
@@ -85,6 +87,13 @@ def check_network(specs, batch: int | None, profile: Any) -> None:
             problems.append(f"form {s.form} (form A only)")
         if s.activation != "relu":
             problems.append(f"activation {s.activation} (relu only: x1 and y2/y3 are unsigned)")
+    rule_name = getattr(rule, "name", rule)
+    if rule_name is not None and rule_name not in ("eprop", "eprop_random"):
+        problems.append(f"rule {rule_name} (eprop or eprop_random only)")
+    if optimizer is not None and optimizer != "sgd":
+        problems.append(f"optimizer {optimizer} (sgd only: the engine adds S_w t to the weight)")
+    if loss is not None and loss != "mse":
+        problems.append(f"loss {loss} (mse only: the error neuron sends mask (y - y*))")
     if batch is not None and int(batch) != 1:
         problems.append(f"batch {int(batch)} (batch 1 only: one trial at a time on the synapses)")
     if problems:

@@ -153,3 +153,14 @@ def test_batch_refused_before_anything_is_written(tmp_path):
         nr.train(spec, RomoTask(batch_size=32, seed=0), rule="eprop", iterations=1, lr=0.1, optimizer="sgd",
                  profile="loihi2-engine", lyapunov=False, progress=False, out=out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("kwargs, word", [(dict(optimizer="adam"), "optimizer adam"), (dict(rule="rflo"), "rule rflo")])
+def test_rule_and_optimizer_refused_before_anything_is_written(tmp_path, kwargs, word):
+    spec = NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, gain=1.0, seed=0, activation="relu", input_bias=False)
+    out = tmp_path / "run"
+    opts = {"rule": "eprop", "optimizer": "sgd", **kwargs}
+    with pytest.raises(NeurorateError, match=word):
+        nr.train(spec, RomoTask(batch_size=1, seed=0), iterations=1, lr=0.1, profile="loihi2-engine",
+                 lyapunov=False, progress=False, out=out, **opts)
+    assert not out.exists()

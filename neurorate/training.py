@@ -291,7 +291,7 @@ def train(
     iterations : training iterations (one batch and one update each); the default is ``neurorate run``'s
         (:data:`neurorate.defaults.RUN_DEFAULTS`).
     lr : learning rate, or one per network; None: the backend's default for the optimizer (``default_lr`` of its
-        capabilities; 2e-4 for Adam and 0.05 for SGD on the built-in backends, as ``neurorate run``).
+        capabilities; 1.5e-4 for Adam and 0.05 for SGD on the built-in backends, as ``neurorate run``).
     optimizer : "adam" or "sgd"; None: the backend's default (Adam on torch, SGD on Lava), as ``neurorate run``.
     profile : hardware profile name or :class:`~neurorate.hardware.profiles.HardwareProfile` (None: full precision).
     floss_iterations : local gradient-flossing pre-training iterations (0: none; the paper uses 100).

@@ -373,7 +373,7 @@ def test_help_states_the_defaults_it_uses(capsys):
     from neurorate.defaults import RUN_DEFAULTS
 
     assert rc == 0 and f"(default: {RUN_DEFAULTS['lr']:g} with adam, {RUN_DEFAULTS['lr_sgd']:g} with sgd)" in flat
-    assert "3e-3" not in flat and "0.0002 with adam" in flat
+    assert "3e-3" not in flat and "0.00015 with adam" in flat
     rc, so, _ = run_main(capsys, "--version")
     assert rc == 0 and so.strip() == f"neurorate {nr.__version__}"
 

@@ -102,6 +102,27 @@ def check_graph(graph: Any) -> str:
     return str(graph)
 
 
+
+def connect(graph) -> None:
+    """Wire one network's loihi graph (float or fixed point): source -> U -> rate neuron <-> W, rate neuron -> V ->
+    error neuron -> B -> the rate neuron's third-factor input, and the neuron's post traces (``y0`` as the
+    back-propagating spike, ``y1..y3``) to both learning synapses. ``graph`` holds ``source``, ``neuron``,
+    ``error`` and the synapses ``syn_u``, ``syn_w``, ``syn_v``, ``syn_b``."""
+    graph.source.s_out.connect(graph.syn_u.s_in)
+    graph.syn_u.a_out.connect(graph.neuron.a_in)
+    graph.neuron.s_out.connect(graph.syn_w.s_in)
+    graph.syn_w.a_out.connect(graph.neuron.a_in)
+    graph.neuron.s_out.connect(graph.syn_v.s_in)
+    graph.syn_v.a_out.connect(graph.error.y_in)
+    graph.error.s_out.connect(graph.syn_b.s_in)
+    graph.syn_b.a_out.connect(graph.neuron.a_third_factor_in)
+    for syn in (graph.syn_u, graph.syn_w):
+        graph.neuron.s_out_bap.connect(syn.s_in_bap)
+        graph.neuron.s_out_y1.connect(syn.s_in_y1)
+        graph.neuron.s_out_y2.connect(syn.s_in_y2)
+        graph.neuron.s_out_y3.connect(syn.s_in_y3)
+
+
 class LoihiGraph:
     """One network's loihi graph (source, rate neuron, error neuron, U/W learning synapses, V and B synapses).
 
@@ -147,19 +168,7 @@ class LoihiGraph:
                                    graded_spike_cfg=GradedSpikeCfg.OVERWRITE, **graded)
         self.syn_v = Dense(weights=self.v.copy(), **graded)
         self.syn_b = Dense(weights=self._feedback_weights(), **graded)
-        self.source.s_out.connect(self.syn_u.s_in)
-        self.syn_u.a_out.connect(self.neuron.a_in)
-        self.neuron.s_out.connect(self.syn_w.s_in)
-        self.syn_w.a_out.connect(self.neuron.a_in)
-        self.neuron.s_out.connect(self.syn_v.s_in)
-        self.syn_v.a_out.connect(self.error.y_in)
-        self.error.s_out.connect(self.syn_b.s_in)
-        self.syn_b.a_out.connect(self.neuron.a_third_factor_in)
-        for syn in (self.syn_u, self.syn_w):
-            self.neuron.s_out_bap.connect(syn.s_in_bap)
-            self.neuron.s_out_y1.connect(syn.s_in_y1)
-            self.neuron.s_out_y2.connect(syn.s_in_y2)
-            self.neuron.s_out_y3.connect(syn.s_in_y3)
+        connect(self)
         self.run_cfg = Loihi2SimCfg(select_tag=tag)
         self.ticks = 0
         self.started = False

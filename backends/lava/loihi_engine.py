@@ -20,7 +20,7 @@ from neurorate.hardware import engine as E
 
 from ._compat import ensure_lava_importable
 from ._io import Mailbox, pack_trial
-from .loihi import TICKS_PER_STEP
+from .loihi import TICKS_PER_STEP, connect
 
 FIXED_TAU = 2 ** 62
 """The engine traces' decay constant in fixed point: the bit-approximate model holds taus as int64 (the float
@@ -93,19 +93,7 @@ class EngineLoihiGraph:
                            sign_mode=SignMode.MIXED, **graded)
         self.syn_b = Dense(weights=nets.fb[j].astype(np.float64), weight_exp=we(nets.we_fb), sign_mode=SignMode.MIXED,
                            **graded)
-        self.source.s_out.connect(self.syn_u.s_in)
-        self.syn_u.a_out.connect(self.neuron.a_in)
-        self.neuron.s_out.connect(self.syn_w.s_in)
-        self.syn_w.a_out.connect(self.neuron.a_in)
-        self.neuron.s_out.connect(self.syn_v.s_in)
-        self.syn_v.a_out.connect(self.error.y_in)
-        self.error.s_out.connect(self.syn_b.s_in)
-        self.syn_b.a_out.connect(self.neuron.a_third_factor_in)
-        for syn in (self.syn_u, self.syn_w):
-            self.neuron.s_out_bap.connect(syn.s_in_bap)
-            self.neuron.s_out_y1.connect(syn.s_in_y1)
-            self.neuron.s_out_y2.connect(syn.s_in_y2)
-            self.neuron.s_out_y3.connect(syn.s_in_y3)
+        connect(self)
         self.run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
         self.w_out, self.fb = nets.w_out[j:j + 1].copy(), nets.fb[j:j + 1].copy()
         self.b, self.b_out = nets.b[j:j + 1].copy(), nets.b_out[j:j + 1].copy()

@@ -318,6 +318,9 @@ def _neuron_claims(runs: list[dict], suffix: str) -> list[dict[str, Any]]:
                                          f"Kendall tau, {what} decreasing in gain",
                                          f"tau={e['tau']:.2f}; {ordered}/{len(means) - 1} adjacent gains ordered",
                                          e["p_tau"], e["n_min"], _verdict(ok6, e["p_tau"], e["n_min"])))
+            speed = _time_to_solve_claim(runs, task, rule, suffix)
+            if speed is not None:
+                claims.append(speed)
         if "bptt" in rules and "eprop" in rules:
             claims.append(_paired(runs, "C2", task, "eprop", "bptt", "e-prop - BPTT final loss > 0", suffix))
         claims.extend(_lyapunov_claims(runs, task, rules))
@@ -335,6 +338,52 @@ def _neuron_claims(runs: list[dict], suffix: str) -> list[dict[str, Any]]:
         claims.append(_claim("C3", ", ".join(group) + suffix + at, "C1 (final loss) holds on every (task, rule)",
                              f"{held}/{n} hold", None, n, "holds" if ok else "not supported"))
     return claims
+
+
+def solve_times(runs, **where) -> dict[float, list[float]]:
+    """``{gain: [time to solve over seeds]}`` for the non-diverged runs matching ``where``; a run that never solved
+    (or diverged) counts as ``+inf``, slower than every run that did."""
+    out: dict[float, list[float]] = defaultdict(list)
+    for r in runs:
+        if all(r[k] == v for k, v in where.items()):
+            t = r.get("time_to_solve")
+            out[r["gain"]].append(float(t) if _finite(t) and not diverged(r) else math.inf)
+    return dict(sorted(out.items()))
+
+
+def _time_to_solve_claim(runs, task, rule, suffix: str = "") -> dict | None:
+    """C1 on the time to solve: Mann-Whitney U, one-sided, the smallest gain needs more iterations than the largest
+    (runs that never solved rank slowest, so censoring is respected without inventing a time). Only for a (task,
+    rule) where a run at either extreme gain solved; otherwise the final loss is the only evidence (no row)."""
+    from scipy import stats
+
+    by_gain = solve_times(runs, task=task, rule=rule, flossing=False)
+    if len(by_gain) < 2:
+        return None
+    g0, g1 = min(by_gain), max(by_gain)
+    small, large = np.asarray(by_gain[g0]), np.asarray(by_gain[g1])
+    if not (np.isfinite(small).any() or np.isfinite(large).any()):
+        return None
+
+    def median_text(v):
+        med = float(np.median(v))
+        return "never" if not math.isfinite(med) else f"{med:.0f}"
+
+    n_min = min(len(small), len(large))
+    stat = (f"median iterations to solve {median_text(small)} at g={g0:g} ({int(np.isfinite(small).sum())}/"
+            f"{len(small)} solved) vs {median_text(large)} at g={g1:g} ({int(np.isfinite(large).sum())}/"
+            f"{len(large)} solved)")
+    if n_min < 2:
+        return _claim("C1", f"{task} {rule}{suffix}, time to solve", "Mann-Whitney U", stat, None, n_min,
+                      "insufficient data")
+    both = np.concatenate([small, large])  # never solved -> 10x the slowest solve: the ranks are what count
+    res = stats.mannwhitneyu(_cap_infinite(small, both), _cap_infinite(large, both), alternative="greater")
+    p = float(res.pvalue)
+    # common-language effect size: the probability that a small-gain run is slower than a large-gain one
+    ps = float(res.statistic) / (len(small) * len(large))
+    return _claim("C1", f"{task} {rule}{suffix}, time to solve",
+                  f"Mann-Whitney U, iterations to solve g={g0:g} > g={g1:g} (one-sided; never solved = slowest)",
+                  f"{stat}; P(slower)={ps:.2f}", p, n_min, _verdict(p < ALPHA, p, n_min))
 
 
 def _alpha(runs, task) -> float:

@@ -205,3 +205,33 @@ def test_report_figures_leave_blown_up_and_diverged_runs_out_of_the_mean(tiny_st
     fl = flossing_data(best)
     assert set(fl) == {("romo", "eprop"), ("romo-slow", "eprop")}
     assert all(v[3] >= 1 for v in fl[("romo", "eprop")].values())
+
+
+def test_c1_on_the_time_to_solve_counts_unsolved_runs_as_slowest():
+    from scipy import stats
+
+    from neurorate.studies.claims import check_claims
+
+    runs = []
+    for s in range(5):  # every BPTT network solves; the small gain needs ~3x the iterations
+        runs.append(dict(_run("romo", "bptt", 0.25, s, 1e-5, 1e-5, -0.1, 0.5), time_to_solve=400.0 + 20 * s))
+        runs.append(dict(_run("romo", "bptt", 1.5, s, 2e-5, 1e-5, -0.1, 0.5), time_to_solve=130.0 + 10 * s))
+        # e-prop: no small-gain network solves, 2 of 5 large-gain ones do, and one gain in between never solves
+        runs.append(_run("romo", "eprop", 0.25, s, 0.012, 0.011, -0.3, 0.5))
+        runs.append(dict(_run("romo", "eprop", 1.5, s, 0.002, 0.0015 if s > 1 else 8e-4, 0.0, 0.5),
+                         time_to_solve=2000.0 + s if s < 2 else math.nan))
+        runs.append(_run("romo", "rflo", 0.25, s, 0.013, 0.012, -0.3, 0.5))  # nobody solves: no time-to-solve row
+        runs.append(_run("romo", "rflo", 1.5, s, 0.011, 0.010, -0.3, 0.5))
+    claims = {(c["claim"], c["scope"]): c for c in check_claims(runs)}
+    bptt = claims[("C1", "romo bptt, time to solve")]
+    assert bptt["verdict"] == "holds" and bptt["n"] == 5
+    assert bptt["p"] == pytest.approx(stats.mannwhitneyu([400, 420, 440, 460, 480], [130, 140, 150, 160, 170],
+                                                         alternative="greater").pvalue)
+    assert "median iterations to solve 440 at g=0.25 (5/5 solved) vs 150 at g=1.5 (5/5 solved)" in bptt["statistic"]
+    assert "P(slower)=1.00" in bptt["statistic"]
+    eprop = claims[("C1", "romo eprop, time to solve")]
+    # never solved (5 at g = 0.25) ranks behind the 2 solved at g = 1.5: U = 5*2 + 5*3/2 = 17.5 of 25
+    assert eprop["p"] == pytest.approx(stats.mannwhitneyu([9e9] * 5, [2000, 2001, 9e9, 9e9, 9e9],
+                                                          alternative="greater").pvalue)
+    assert "never at g=0.25 (0/5 solved)" in eprop["statistic"] and "P(slower)=0.70" in eprop["statistic"]
+    assert ("C1", "romo rflo, time to solve") not in claims

@@ -64,8 +64,15 @@ def tangent_features(spec: NetworkSpec | Sequence[NetworkSpec], probe_inputs: np
 
     ``kernel="eprop"`` cuts the presynaptic path ``W r_{t-1}`` (the e-prop truncation) before differentiating.
     A list of specs (sharing N, n_in, n_out, form and activation) gives ``(M, B * n_out, N * N)``, computed for
-    all networks in one vectorised program (``torch.func.vmap`` over ``jacrev``), on ``device`` (see
-    :func:`analysis_device`; float64 everywhere, the result is a numpy array).
+    all networks in one vectorised program, on ``device`` (see :func:`analysis_device`; float64 everywhere, the
+    result is a numpy array).
+
+    How: W_rec enters every step only through the unit's input ``W r_{t-1} + U x_t + b``
+    (:func:`neurorate.model.dynamics.step`), so ``dy/dW[i, j] = sum_t g_t[i] r_{t-1}[j]`` with ``g_t = dy/d(input_t)``,
+    the gradient with respect to the step's drive. One backward pass per output unit gives ``g`` for every trial
+    of every network at once (trials do not interact), and one batched product over time forms ``J``: the same
+    derivatives as differentiating each output with respect to W_rec (``torch.func.jacrev``), without one
+    backward pass per (trial, output) that accumulates an N x N gradient at every step.
     """
     import torch
 
@@ -77,21 +84,29 @@ def tangent_features(spec: NetworkSpec | Sequence[NetworkSpec], probe_inputs: np
     first = specs[0]
     f, _ = dyn.activation(first.activation)
     dev = analysis_device(device)
-    x = torch.as_tensor(np.asarray(probe_inputs[: step + 1]), dtype=torch.float64, device=dev)
     stack = lambda name: torch.as_tensor(np.stack([getattr(s, name) for s in specs]), dtype=torch.float64,  # noqa: E731
                                          device=dev)
-    alpha = torch.tensor([s.alpha for s in specs], dtype=torch.float64, device=dev)
-
-    def outputs(w_rec, w_in, b, w_out, b_out, a):
-        drive = x @ w_in.T + b
-        state = torch.zeros(x.shape[1], first.n_hidden, dtype=torch.float64, device=dev)
-        for t in range(step + 1):
-            state, _ = dyn.step(state, drive[t], w_rec, a, first.form, f, detach_pre=kernel == "eprop")
-        return (dyn.rate(state, first.form, f) @ w_out.T + b_out).reshape(-1)
-
-    jac = torch.func.vmap(torch.func.jacrev(outputs))(stack("w_rec"), stack("w_in"), stack("b"), stack("w_out"),
-                                                      stack("b_out"), alpha)
-    jac = jac.reshape(jac.shape[0], jac.shape[1], -1).cpu().numpy()
+    alpha = torch.tensor([s.alpha for s in specs], dtype=torch.float64, device=dev).reshape(-1, 1, 1)
+    x = torch.as_tensor(np.asarray(probe_inputs[: step + 1]), dtype=torch.float64, device=dev).unsqueeze(0)
+    w_rec, w_out, b_out = stack("w_rec"), stack("w_out"), stack("b_out")
+    with torch.no_grad():
+        drv = dyn.drive_sequence(x, stack("w_in"), stack("b").unsqueeze(1))  # (M, T, B, N)
+    drv.requires_grad_(True)
+    state = torch.zeros(len(specs), x.shape[2], first.n_hidden, dtype=torch.float64, device=dev)
+    pres = []
+    for t in range(step + 1):
+        pres.append(dyn.rate(state, first.form, f).detach())
+        state, _ = dyn.step(state, drv[:, t], w_rec, alpha, first.form, f, detach_pre=kernel == "eprop")
+    y = torch.matmul(dyn.rate(state, first.form, f), w_out.transpose(-1, -2)) + b_out.unsqueeze(1)  # (M, B, K)
+    n_out = y.shape[-1]
+    pre = torch.stack(pres, dim=2)  # (M, B, T, N)
+    feats = []
+    for k in range(n_out):
+        (g,) = torch.autograd.grad(y[..., k].sum(), drv, retain_graph=k + 1 < n_out)  # (M, T, B, N)
+        # J[m, b, i, j] = sum_t g[m, t, b, i] pre[m, b, t, j]: one (N x T) @ (T x N) product per trial
+        feats.append(torch.matmul(g.permute(0, 2, 3, 1), pre))  # (M, B, N, N)
+    jac = torch.stack(feats, dim=2)  # (M, B, K, N, N): rows ordered (trial, output) as y.reshape(-1)
+    jac = jac.reshape(len(specs), -1, first.n_hidden * first.n_hidden).cpu().numpy()
     return jac[0] if isinstance(spec, NetworkSpec) else jac
 
 

@@ -280,6 +280,42 @@ def test_submitit_debug_executor_matches_local(tmp_path):
         nr.study(cfg, out=tmp_path / "x", executor="ray")
 
 
+def _jacrev_features(spec, x, step, kernel):
+    """Reference: each output at ``step`` differentiated with respect to W_rec by torch.func.jacrev."""
+    import torch
+
+    from neurorate.model import dynamics as dyn
+
+    f, _ = dyn.activation(spec.activation)
+    xt = torch.as_tensor(x[: step + 1], dtype=torch.float64)
+    t64 = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+
+    def outputs(w_rec):
+        drive = xt @ t64(spec.w_in).T + t64(spec.b)
+        state = torch.zeros(x.shape[1], spec.n_hidden, dtype=torch.float64)
+        for t in range(step + 1):
+            state, _ = dyn.step(state, drive[t], w_rec, spec.alpha, spec.form, f, detach_pre=kernel == "eprop")
+        return (dyn.rate(state, spec.form, f) @ t64(spec.w_out).T + t64(spec.b_out)).reshape(-1)
+
+    return torch.func.jacrev(outputs)(t64(spec.w_rec)).reshape(x.shape[1] * spec.n_out, -1).numpy()
+
+
+@pytest.mark.parametrize("form,activation", [("A", "relu"), ("A", "tanh"), ("B", "tanh"), ("C", "relu")])
+def test_tangent_features_of_an_ensemble_equal_jacrev_per_network(form, activation):
+    import neurorate as nr
+    from neurorate.analysis.richlazy import tangent_features
+
+    specs = [nr.NetworkSpec.random(n_in=2, n_hidden=7, n_out=3, gain=g, seed=s, form=form, activation=activation,
+                                   alpha=a) for g, s, a in ((0.5, 0, 0.5), (1.5, 1, 0.2), (1.0, 2, 1.0))]
+    x = np.random.default_rng(4).standard_normal((12, 4, 2))
+    for kernel in ("bptt", "eprop"):
+        j = tangent_features(specs, x, 10, kernel)
+        assert j.shape == (3, 4 * 3, 49)
+        for m, spec in enumerate(specs):
+            ref = _jacrev_features(spec, x, 10, kernel)
+            np.testing.assert_allclose(j[m], ref, rtol=1e-12, atol=1e-13 * np.abs(ref).max())
+
+
 def test_tangent_features_match_finite_differences_and_kernel_alignment_properties():
     import neurorate as nr
     from neurorate.analysis.richlazy import kernel_alignment, tangent_features

@@ -11,10 +11,11 @@ float32, Adam): milliseconds per iteration of
 * ``naive``: one network at a time in the paper's style (an ``nn.Module`` CTRNN with ``nn.Linear`` layers stepped in
   a Python loop, ``torch.optim.Adam``, e-prop by the presynaptic ``detach``), per network,
 
-and the achieved GFLOP/s (the e-prop count of docs/theory.md §8, used for all three rules: BPTT's backward pass and
-RFLO's traces cost the same multiply-adds) against a single-thread batched-matmul peak (``torch.bmm`` of
-``(M, B, N) x (N, N)``) measured in the same run at the same shapes. The machine is shared: the rows are compared
-side by side in one run, and the load average is recorded.
+and the achieved GFLOP/s (each rule's count of docs/theory.md §8, :func:`training_flops`: BPTT's backward pass adds
+``W^T delta`` to e-prop's products; RFLO in form A runs the factorised e-prop kernel, so it has e-prop's count)
+against a single-thread batched-matmul peak (``torch.bmm`` of ``(M, B, N) x (N, N)``) measured in the same run at
+the same shapes. The machine is shared: the rows are compared side by side in one run, and the load average is
+recorded.
 
 It prints, per row, the compiled path's share of the bmm rate and its speed-up over the naive loop (per
 network-iteration) and over the torch path, then one line per target with the best measured value. Usage:
@@ -82,6 +83,14 @@ def eprop_flops(n, m, b=32, t=56, n_in=1, n_out=2):
     forward = 2 * (n * n + n * n_in + n * n_out)
     gradient = 2 * n * n + 2 * n * n_in + 4 * n * n_out
     return m * b * t * (forward + gradient)
+
+
+def training_flops(rule, n, m, b=32, t=56, n_in=1, n_out=2):
+    """Multiply-adds x 2 of one training iteration of ``rule`` (docs/theory.md §8): e-prop and RFLO (form A: the
+    factorised kernel) :func:`eprop_flops`; BPTT adds the backward product ``W^T delta`` (``2 N^2`` per step and
+    trial), about 1.5x e-prop."""
+    extra = 2 * n * n * m * b * t if rule == "bptt" else 0
+    return eprop_flops(n, m, b, t, n_in, n_out) + extra
 
 
 def bmm_gflops(n, m, b=32, repeats=20, trials=5):
@@ -175,7 +184,7 @@ def main(argv=None):
             c1 = ms_per_iteration(n, m, rule, True, 1, its)
             cn = ms_per_iteration(n, m, rule, True, cores, its) if cores > 1 else c1
             tp = ms_per_iteration(n, m, rule, False, 1, its)
-            flops = eprop_flops(n, m)
+            flops = training_flops(rule, n, m)
             gf = lambda t, f=flops: f / (t / 1e3) / 1e9  # noqa: E731
             row = (rule, n, m, c1, cn, tp, naive[n], gf(c1), gf(tp), peak)
             rows.append(row)
@@ -196,8 +205,9 @@ def main(argv=None):
              "other jobs shared them). Romo, B = 32, T = 56, tanh, float32, Adam; every row measured side by side in "
              f"one run. compiled = the numba kernel (1 thread; {cores} threads across networks); torch = "
              "`compiled=False`, one intra-op thread; naive = one network at a time (paper style), x M. %bmm = "
-             "GFLOP/s (e-prop count, docs/theory.md §8) over single-thread `torch.bmm` at (M, B, N) x (N, N) in "
-             "the same run. vs naive = naive ms per network-iteration x M / compiled ms per iteration. " + policy,
+             "GFLOP/s (each rule's count, docs/theory.md §8: BPTT 1.5x e-prop) over single-thread `torch.bmm` at "
+             "(M, B, N) x (N, N) in the same run. vs naive = naive ms per network-iteration x M / compiled ms per "
+             "iteration. " + policy,
              "",
              f"| rule | N | M | compiled ms/it (1 thr) | compiled ms/it ({cores} thr) | torch ms/it | "
              "naive ms/it x M | compiled vs torch | compiled vs naive | compiled GFLOP/s | torch GFLOP/s | "

@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -35,6 +36,37 @@ def naive_seconds(cfg) -> float:
         its = cfg.iterations + (cfg.floss_iterations if job.flossing else 0)
         total += cfg.n_networks() * its
     return total * NAIVE_MS_PER_ITERATION / 1000.0
+
+
+def training_flops(cfg) -> float:
+    """FLOPs of the study's training iterations (flossing counted as training iterations), each rule's multiply-adds
+    x 2 (docs/theory.md §8, ``bench_ensemble.training_flops``), from each task's steps per trial."""
+    from neurorate.studies.runner import plan
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_ensemble import training_flops as rule_flops
+
+    shape = {}
+    total = 0.0
+    for job in plan(cfg):
+        if job.task not in shape:
+            task = cfg.make_task(job.task, batch_size=cfg.batch, seed=0)
+            shape[job.task] = (task.batch(0)[0].shape[0], task.n_in, task.n_out)
+        t, n_in, n_out = shape[job.task]
+        its = cfg.iterations + (cfg.floss_iterations if job.flossing else 0)
+        total += its * rule_flops(job.rule, cfg.hidden, cfg.n_networks(), b=cfg.batch, t=t, n_in=n_in, n_out=n_out)
+    return total
+
+
+def floor_seconds(cfg, flops: float) -> tuple[float, float]:
+    """(seconds at the machine's batched-matmul rate on every core, that rate in GFLOP/s): single-thread
+    ``torch.bmm`` at the study's shapes (M = 60 or its networks, B, N) measured now, times the usable cores."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_ensemble import bmm_gflops
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    rate = bmm_gflops(cfg.hidden, cfg.n_networks(), b=cfg.batch) * cores
+    return flops / (rate * 1e9), rate
 
 
 def write_section(lines: list[str]) -> None:
@@ -76,7 +108,8 @@ def measure(name: str, existing: str | None) -> dict:
 
 
 COLUMNS = ("| study | date | ensembles | runs | iterations | worker processes | measured wall | sum of ensemble times "
-           "| naive estimate (runs x 13 ms x it.) | speed-up vs naive |")
+           "| naive estimate (runs x 13 ms x it.) | speed-up vs naive | training TFLOP "
+           "| floor at the cores' bmm rate |")
 
 
 def previous_rows() -> dict[str, str]:
@@ -88,8 +121,15 @@ def previous_rows() -> dict[str, str]:
         return {}
     section = text[text.index(HEAD):].split("\n## ")[0]
     width = COLUMNS.count("|")
-    return {line[2:].split(" (")[0]: line for line in section.splitlines()
-            if line.startswith("| ") and not line.startswith(("| study", "|---")) and line.count("|") == width}
+    rows = {}
+    for line in section.splitlines():
+        if not line.startswith("| ") or line.startswith(("| study", "|---")):
+            continue
+        if line.count("|") == width - 2:  # a row from before the FLOP columns: not counted then
+            line += " - | - |"
+        if line.count("|") == width:
+            rows[line[2:].split(" (")[0]] = line
+    return rows
 
 
 def _wall(row: str) -> float:
@@ -117,6 +157,12 @@ def main() -> None:
         naive = naive_seconds(cfg) * r["done"] / n_ens if plain else None
         floss = f" (+{cfg.floss_iterations} floss)" if any(cfg.flossing) else ""
         versus = "- | -" if naive is None else f"{naive:.0f} s | {naive / r['wall']:.1f}x"
+        if plain:
+            flops = training_flops(cfg) * r["done"] / n_ens
+            floor, rate = floor_seconds(cfg, flops)
+            versus += f" | {flops / 1e12:.1f} | {floor:.0f} s ({rate:.0f} GFLOP/s)"
+        else:
+            versus += " | - | -"
         rows[cfg.name] = (f"| {cfg.name} (N={cfg.hidden}, B={cfg.batch}, neurons {', '.join(cfg.neurons)}) | "
                           f"{datetime.date.today()} | {r['done']}/{n_ens} | {r['done'] * cfg.n_networks()} | "
                           f"{cfg.iterations}{floss} | {r['workers']} | {r['wall']:.0f} s | {r['ensemble_s']:.0f} s | "
@@ -135,6 +181,11 @@ def main() -> None:
              "Targets on 2 CPU cores (see Targets above): " + "; ".join(verdicts) + ". The GPU target (< 1 min) "
              "is not measured here. History: before the worker processes (ensembles "
              "one after another, 2 threads each), the paper study without RFLO took 990 s (2026-11-23).", "",
+             ("Training TFLOP: each rule's multiply-adds x 2 per trial step (docs/theory.md §8; BPTT 1.5x e-prop) "
+              "over every training and flossing iteration of the ensembles done; floor: those FLOPs at the "
+              "single-thread `torch.bmm` rate at the study's shapes, measured in the same run, times the usable "
+              "cores. No CPU implementation of the protocol trains faster than the floor; the Lyapunov spectra and "
+              "rich/lazy metrics come on top."), "",
              ("The measured time includes flossing, Lyapunov spectra before/after and rich/lazy metrics; the naive "
               "estimate counts training iterations only, at N = 64 (smaller N is not faster for the naive loop, whose "
               "time is per-op overhead). The ensembles are compute-bound on one thread each (e.g. e-prop on Romo, "

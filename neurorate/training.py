@@ -446,6 +446,8 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
     else:
         _check_spiking(neuron, rule, optimizer, profile, floss_iterations, tasks, options)
         check_compatible(caps, rule, neuron=neuron)
+        if dtype not in ("float32", "float64"):
+            raise NeurorateError(f"neuron={neuron!r} trains in float32 or float64, not dtype={dtype!r}")
     t0 = tasks[0]
     check_resources(specs[0].n_hidden, specs[0].n_in, specs[0].n_out, t0.batch_size, t0.n_steps, int(iterations),
                     networks=len(specs), rule=rule, dtype=dtype, lyapunov_k=lyapunov_k if lyapunov else None,
@@ -679,7 +681,7 @@ def _train_spiking(plan: Plan, callback) -> list[BackendRun]:
 
     res = train_lif(list(plan.start_specs), plan.tasks[0], rule=plan.rule, iterations=plan.iterations,
                     lr=[float(v) for v in plan.lrs], callback=callback, device=analysis_device(plan),
-                    **plan.config["spiking"])
+                    dtype=plan.dtype, **plan.config["spiking"])
     m = len(plan.specs)
     return [BackendRun(spec=net.spec, losses=np.asarray(res["losses"][:, j], dtype=float),
                        accuracy=np.asarray(res["accuracy"][:, j], dtype=float),

@@ -163,6 +163,22 @@ def test_train_api_neuron_lif_groups_learning_rates_and_matches_train_lif(tmp_pa
         nr.train(specs[0], task, rule="rflo", neuron="lif", iterations=1, lyapunov=False)
 
 
+def test_train_api_neuron_lif_trains_in_the_dtype_asked_for():
+    import neurorate as nr
+    from neurorate.model.spiking_learning import train_lif
+
+    task = nr.make_task("romo", batch_size=4, seed=0)
+    spec = nr.NetworkSpec.random(n_hidden=8, gain=1.5, seed=1, alpha=0.2)
+    res = nr.train(spec, task, rule="eprop", iterations=5, lr=3e-3, neuron="lif", lyapunov=False, dtype="float64")
+    ref = train_lif([spec], task, rule="eprop", iterations=5, lr=3e-3, dtype="float64")
+    np.testing.assert_array_equal(res.losses, ref["losses"][:, 0])  # the same program, not merely close
+    np.testing.assert_array_equal(res.spec.w_rec, ref["networks"][0].spec.w_rec)
+    single = nr.train(spec, task, rule="eprop", iterations=5, lr=3e-3, neuron="lif", lyapunov=False)
+    assert not np.array_equal(single.spec.w_rec, res.spec.w_rec)  # float32 by default: other rounding
+    with pytest.raises(nr.NeurorateError, match="float32 or float64, not dtype='bfloat16'"):
+        nr.train(spec, task, iterations=1, neuron="lif", dtype="bfloat16", lyapunov=False)
+
+
 # ------------------------------------------------------------------------------------------ ALIF
 def _alif(gains=(0.5, 1.5, 3.0), beta_a=0.7, rho=0.9, fraction=1.0):
     return [LIFNetwork(nr.NetworkSpec.random(n_in=N_IN, n_hidden=N, n_out=N_OUT, gain=g, seed=1, alpha=0.2),

@@ -164,14 +164,40 @@ def check_memory(needed: int, what: str = "this run") -> None:
                              "use a smaller --hidden, --batch or --iterations")
 
 
+def gpu_free_bytes(device) -> int | None:
+    """Free memory of the CUDA device ``device`` ("auto", "cuda", "cuda:1" or a ``torch.device``) in bytes, from
+    ``torch.cuda.mem_get_info``; None for the CPU, without a GPU, or when the driver says nothing."""
+    if device is None:
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    if isinstance(device, str) and device == "auto":
+        device = "cuda"
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return None
+    try:
+        return int(torch.cuda.mem_get_info(dev)[0])
+    except (RuntimeError, AssertionError, ValueError):  # an unusable device index: the backend says so later
+        return None
+
+
 def check_resources(n_hidden: int, n_in: int, n_out: int, batch: int, n_steps: int, iterations: int,
                     networks: int = 1, rule: str = "eprop", dtype: str = "float32", lyapunov_k: int | None = 8,
-                    allow_large: bool = False) -> int:
+                    allow_large: bool = False, device=None) -> int:
     """Size ceilings (:func:`check_sizes`) and the memory estimate (:func:`estimate_bytes`) against the
-    available memory, before anything is allocated; returns the estimate in bytes."""
+    available memory, before anything is allocated; returns the estimate in bytes. With a CUDA ``device`` the
+    estimate is also checked against the GPU's free memory (:func:`gpu_free_bytes`): the ensemble's tensors live
+    there."""
     check_sizes(allow_large, iterations=iterations, hidden=n_hidden, batch=batch, networks=networks)
     needed = estimate_bytes(n_hidden, n_in, n_out, batch, n_steps, iterations, networks, rule, dtype, lyapunov_k)
     check_memory(needed)
+    free = gpu_free_bytes(device)
+    if free is not None and needed > free:
+        raise NeurorateError(f"this run needs about {_gib(needed)} of GPU memory but only {_gib(free)} is free on "
+                             f"{device}; use a smaller --hidden, --batch or fewer networks, or --device cpu")
     return needed
 
 
@@ -451,7 +477,7 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
     t0 = tasks[0]
     check_resources(specs[0].n_hidden, specs[0].n_in, specs[0].n_out, t0.batch_size, t0.n_steps, int(iterations),
                     networks=len(specs), rule=rule, dtype=dtype, lyapunov_k=lyapunov_k if lyapunov else None,
-                    allow_large=allow_large)
+                    allow_large=allow_large, device=device if neuron != "rate" or caps.devices else None)
     if out is not None:
         check_out_dir(out, overwrite)
     return Plan(single=single, specs=specs, tasks=tasks, rule=rule, neuron=neuron, iterations=int(iterations),

@@ -263,11 +263,12 @@ def preflight(cfg: StudyConfig) -> None:
         if name not in available_backends():
             raise NeurorateError(f"unknown backend {name!r}; choose one of {', '.join(available_backends())}")
     profiles = {p: load_profile(p) for p in cfg.profiles if p is not None}
+    placed = any(backend_capabilities(name).devices for name in cfg.backends)  # a backend that runs on cfg.device
     for task in cfg.tasks:
         t = cfg.make_task(task, batch_size=1, seed=0)
         # the size ceilings and the memory of one ensemble (the largest unit of work), before any spec is drawn
         check_resources(cfg.hidden, t.n_in, t.n_out, cfg.batch, t.n_steps, cfg.iterations, cfg.n_networks(),
-                        dtype=cfg.dtype)
+                        dtype=cfg.dtype, device=cfg.device if placed else None)
         # one network of the study's shape: its options (activation, form, ...) and every profile's capacity
         spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=cfg.hidden, n_out=t.n_out, gain=1.0, seed=0,
                                      form=cfg.form, activation=cfg.activation_for(task, t.loss_kind),

@@ -209,6 +209,29 @@ def test_memory_check_against_the_available_memory(tmp_path, capsys, monkeypatch
     assert avail is None or 0 < avail <= total
 
 
+def test_memory_check_on_a_gpu_uses_its_free_memory(tmp_path, monkeypatch):
+    """A CUDA device (faked: no GPU here) with 256 MiB free refuses an ensemble the host could hold, before any
+    directory exists; the CPU and the Lava backend (no device) are not checked against it."""
+    import torch
+
+    import neurorate as nr
+    import neurorate.training as training
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (2**28, 80 * 2**30))
+    monkeypatch.setattr(training, "available_bytes", lambda: 64 * 2**30)
+    assert training.gpu_free_bytes("auto") == 2**28 and training.gpu_free_bytes("cpu") is None
+    specs = [nr.NetworkSpec.random(n_hidden=256, seed=s) for s in range(64)]
+    task = nr.make_task("romo", batch_size=32, seed=0)
+    need = estimate_bytes(256, 1, 2, 32, task.n_steps, 1000, networks=64)
+    assert 2**28 < need < 64 * 2**30
+    with pytest.raises(NeurorateError, match=r"GPU memory but only 0.2 GiB is free on cuda; .* or --device cpu"):
+        nr.train(specs, task, iterations=1000, device="cuda", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    assert training.check_resources(256, 1, 2, 32, task.n_steps, 1000, networks=64, device="cpu") == need
+    assert training.check_resources(256, 1, 2, 32, task.n_steps, 1000, networks=64, device=None) == need
+
+
 def test_memory_estimate_covers_the_spec_and_the_trajectories():
     n, b, t = 20000, 32, 56
     est = estimate_bytes(n, 1, 2, b, t, 1500)

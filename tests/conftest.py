@@ -62,3 +62,16 @@ def _run_outside_the_repository(tmp_path, monkeypatch):
     writes there, never into the repository, so the test suite leaves ``git status`` clean."""
     monkeypatch.chdir(tmp_path)
     yield
+
+
+@pytest.fixture
+def benchmark_script():
+    """``benchmark_script("bench_ensemble")``: a script of benchmarks/ imported as a module (scripts are no package)."""
+
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(name, _TESTS.parent / "benchmarks" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod
+
+    return load

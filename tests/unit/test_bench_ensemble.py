@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_ensemble", ROOT / "benchmarks" / "bench_ensemble.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_target_verdicts_follow_the_rows():
-    bench = _bench()
+def test_target_verdicts_follow_the_rows(benchmark_script):
+    bench = benchmark_script("bench_ensemble")
     # (rule, n, m, compiled 1 thr, compiled k thr, torch, naive per network, compiled GFLOP/s, torch GFLOP/s, bmm)
     rows = [("eprop", 64, 64, 20.0, 20.0, 80.0, 8.0, 60.0, 15.0, 80.0),
             ("bptt", 64, 64, 40.0, 40.0, 120.0, 8.0, 36.0, 12.0, 80.0),
@@ -28,8 +16,8 @@ def test_target_verdicts_follow_the_rows():
     assert "**met** (75 % at eprop N = 64" in share and "**met** (eprop 25.6x)" in naive
 
 
-def test_a_tiny_run_prints_every_column(capsys):
-    _bench().main(["--quick", "--sizes", "16x2"])
+def test_a_tiny_run_prints_every_column(capsys, benchmark_script):
+    benchmark_script("bench_ensemble").main(["--quick", "--sizes", "16x2"])
     out = capsys.readouterr().out
     assert "N=16: naive loop" in out and "| rule | N | M | compiled ms/it (1 thr)" in out
     row = next(line for line in out.splitlines() if line.startswith("| eprop | 16 | 2 |"))

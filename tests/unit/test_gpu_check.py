@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_gpu_check_dry_run_runs_every_step(tmp_path, capsys):
+def test_gpu_check_dry_run_runs_every_step(tmp_path, capsys, benchmark_script):
     out = tmp_path / "gpu.md"
-    assert _gpu_check().main(["--dry-run", "--out", str(out)]) == 0
+    assert benchmark_script("gpu_check").main(["--dry-run", "--out", str(out)]) == 0
     text = out.read_text()
     assert "FAILED" not in text and "skipped" not in text
     assert "test_gpu.py** on cpu: 1 passed" in text
@@ -28,11 +16,11 @@ def test_gpu_check_dry_run_runs_every_step(tmp_path, capsys):
     assert "**Study slice** (paper" in text and capsys.readouterr().out.strip().endswith("s.")
 
 
-def test_gpu_check_without_cuda_is_a_one_line_error(capsys):
+def test_gpu_check_without_cuda_is_a_one_line_error(capsys, benchmark_script):
     import torch
 
     if torch.cuda.is_available():
         return
-    assert _gpu_check().main(["--device", "cuda"]) == 2
+    assert benchmark_script("gpu_check").main(["--device", "cuda"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: no CUDA device")

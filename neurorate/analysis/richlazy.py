@@ -100,12 +100,12 @@ def tangent_features(spec: NetworkSpec | Sequence[NetworkSpec], probe_inputs: np
     y = torch.matmul(dyn.rate(state, first.form, f), w_out.transpose(-1, -2)) + b_out.unsqueeze(1)  # (M, B, K)
     n_out = y.shape[-1]
     pre = torch.stack(pres, dim=2)  # (M, B, T, N)
-    feats = []
+    # (M, B, K, N, N): rows ordered (trial, output) as y.reshape(-1); filled one output at a time (no second copy)
+    jac = torch.empty(len(specs), x.shape[2], n_out, first.n_hidden, first.n_hidden, dtype=torch.float64, device=dev)
     for k in range(n_out):
         (g,) = torch.autograd.grad(y[..., k].sum(), drv, retain_graph=k + 1 < n_out)  # (M, T, B, N)
         # J[m, b, i, j] = sum_t g[m, t, b, i] pre[m, b, t, j]: one (N x T) @ (T x N) product per trial
-        feats.append(torch.matmul(g.permute(0, 2, 3, 1), pre))  # (M, B, N, N)
-    jac = torch.stack(feats, dim=2)  # (M, B, K, N, N): rows ordered (trial, output) as y.reshape(-1)
+        jac[:, :, k] = torch.matmul(g.permute(0, 2, 3, 1), pre)
     jac = jac.reshape(len(specs), -1, first.n_hidden * first.n_hidden).cpu().numpy()
     return jac[0] if isinstance(spec, NetworkSpec) else jac
 

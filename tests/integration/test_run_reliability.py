@@ -337,6 +337,27 @@ def test_ctrl_c_during_run_keeps_a_partial_result(tmp_path):
     assert (out / "learning_curve.png").stat().st_size > 1000 and not (out / "spec_final.npz").exists()
 
 
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    """A Ctrl-C while ``neurorate`` imports its application (the libraries load for about a second): one line and
+    exit code 130, no traceback."""
+    import importlib.abc
+
+    import neurorate.cli
+
+    class Interrupting(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "neurorate.cli.app":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "neurorate.cli.app", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Interrupting(), *sys.meta_path])
+    with pytest.raises(SystemExit) as exc:
+        neurorate.cli.main(["run", "--help"])
+    assert exc.value.code == 130
+    assert capsys.readouterr().err == "interrupted while starting; nothing was run\n"
+
+
 def test_interrupt_inside_train_raises_run_interrupted(tmp_path):
     spec, task = spec_task()
 

@@ -175,12 +175,12 @@ def gpu_free_bytes(device) -> int | None:
         return None
     if isinstance(device, str) and device == "auto":
         device = "cuda"
-    dev = torch.device(device)
-    if dev.type != "cuda":
-        return None
     try:
+        dev = torch.device(device)
+        if dev.type != "cuda":
+            return None
         return int(torch.cuda.mem_get_info(dev)[0])
-    except (RuntimeError, AssertionError, ValueError):  # an unusable device index: the backend says so later
+    except (RuntimeError, AssertionError, ValueError):  # an unknown device or index: the backend says so later
         return None
 
 

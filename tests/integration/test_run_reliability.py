@@ -221,6 +221,7 @@ def test_memory_check_on_a_gpu_uses_its_free_memory(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (2**28, 80 * 2**30))
     monkeypatch.setattr(training, "available_bytes", lambda: 64 * 2**30)
     assert training.gpu_free_bytes("auto") == 2**28 and training.gpu_free_bytes("cpu") is None
+    assert training.gpu_free_bytes("gpu") is None  # a misspelt device is the backend's one-line error, not this
     specs = [nr.NetworkSpec.random(n_hidden=256, seed=s) for s in range(64)]
     task = nr.make_task("romo", batch_size=32, seed=0)
     need = estimate_bytes(256, 1, 2, 32, task.n_steps, 1000, networks=64)

@@ -102,6 +102,7 @@ def lyapunov_command(
     The network is the one `neurorate run` trains with the same options (same defaults)."""
     from neurorate.analysis.lyapunov import UNITS
     from neurorate.cli.app import check_number
+    from neurorate.io.dirs import FORMAT_VERSION, LYAPUNOV_FORMAT
     from neurorate.io.results import atomic_write, check_out_dir, open_out_dir, unique_run_dir
     from neurorate.model.spec import NetworkSpec
     from neurorate.tasks.base import make_task
@@ -121,7 +122,7 @@ def lyapunov_command(
         raise NeurorateError(f"--units must be one of {', '.join(UNITS)}, got {units!r}")
     check_sizes(allow_large, hidden=hidden, streams=streams)
     if out is not None:
-        check_out_dir(out, overwrite)
+        check_out_dir(out, overwrite, kinds=("lyapunov",))
     t = make_task(task, seed=seed)
     n_k = hidden if k is None else k
     n_t = (steps + 2 * t.n_steps) if steps is not None else 8 * t.n_steps
@@ -132,28 +133,33 @@ def lyapunov_command(
     started = time.perf_counter()
     try:
         result = spectrum_with_progress(spec, t, k, steps, units, streams, progress)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from neurorate.signals import exit_code
+
         typer.echo("interrupted while computing the Lyapunov spectrum; nothing was written", err=True)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=exit_code(exc)) from None
     wall = time.perf_counter() - started
 
     if out is None:
         out_dir = unique_run_dir(Path("runs"), f"lyapunov-{time.strftime('%Y%m%d-%H%M%S')}-"
                                                f"{task.replace(':', '_')}-g{gain:g}-s{seed}")
     else:
-        out_dir = open_out_dir(out, overwrite)
+        out_dir = open_out_dir(out, overwrite, kinds=("lyapunov",))
     config = {"gain": gain, "hidden": hidden, "task": task, "seed": seed, "k": result.k, "steps": result.steps,
               "warmup": result.warmup, "units": units, "form": form, "activation": activation,
               "input_bias": input_bias, "alpha": spec.alpha, "n_streams": result.n_streams}
     title = f"{task}, N={hidden}, g={gain:g}, form {form}, {activation}, alpha={spec.alpha:g}"
-    record = {"config": config, "spectrum": result.to_dict(), "wall_time_s": wall}
+    record = {"format": LYAPUNOV_FORMAT, "format_version": FORMAT_VERSION, "config": config,
+              "spectrum": result.to_dict(), "wall_time_s": wall}
     png = out_dir / "spectrum.png"
     try:
         atomic_write(png, lambda tmp: _plot(result, tmp, title))
         atomic_write(out_dir / "lyapunov.json", lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        from neurorate.signals import exit_code
+
         typer.echo(f"interrupted while writing {out_dir}; the spectrum was not saved completely", err=True)
-        raise typer.Exit(code=130) from None
+        raise typer.Exit(code=exit_code(exc)) from None
 
     if as_json:
         typer.echo(json.dumps({"lambda_max": result.lambda_max, "unit": result.unit, "k": result.k,

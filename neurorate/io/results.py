@@ -11,14 +11,19 @@ A run directory holds everything needed to trust and reuse a run (docs/cli.md, "
     result.json        status and summary (final loss, lambda_max before/after, divergence, wall time, paths)
     learning_curve.png loss and accuracy against iteration
 
-For an ensemble (several networks in one call) each network gets ``net-000/``, ``net-001/``, ... inside.
+    .lock              held (``fcntl.flock``) while the run writes (the ensemble's directory holds it for an ensemble)
 
-``result.json`` is written first, with ``"status": "running"``, when the directory is claimed (its exclusive
-creation is what claims the directory: two runs can never share one), then rewritten with the final status:
-``ok``, ``diverged`` (non-finite loss or more than :data:`neurorate.training.DIVERGENCE_FACTOR` times the initial
-loss, with ``diverged_at``), ``interrupted`` (Ctrl-C: the metrics so far, no final spec) or ``failed`` (an
-error, named in ``error``). Every other file is written under a temporary name and renamed when complete, so a
-file that exists is whole; ``metrics.jsonl`` is appended line by line as training goes.
+For an ensemble (several networks in one call) each network gets ``net-000/``, ``net-001/``, ... inside, beside
+``ensemble.json`` (the ensemble's marker).
+
+The directory is claimed (:func:`claim_out_dir`) by taking its lock, then ``result.json`` is created exclusively
+with ``"status": "running"`` and the run marker (format, run id, pid, host, process start; two runs can never
+share a directory), then rewritten with the final status: ``ok``, ``diverged`` (:func:`neurorate.training.
+divergence_iteration`, with ``diverged_at``), ``interrupted`` (Ctrl-C, SIGTERM or SIGHUP: the metrics so far, no
+final spec, the signal in ``stopped_by``) or ``failed`` (an error, named in ``error``). A run recorded as
+``running`` whose process is gone reads ``stale`` (:func:`neurorate.io.dirs.run_state`). Every other file is
+written under a temporary name, flushed and renamed when complete, so a file that exists is whole;
+``metrics.jsonl`` is appended one whole line per iteration.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import json
 import math
 import os
 import secrets
-import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.errors import FileFormatError, NeurorateError
+from neurorate.io import dirs
 from neurorate.model.spec import NetworkSpec
 
 
@@ -121,7 +127,12 @@ def _nanmean_tail(a: np.ndarray, fraction: float = 0.1) -> float:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C during :func:`neurorate.train` after the partial result was written; ``str()`` says what was kept."""
+    """Ctrl-C (or SIGTERM/SIGHUP in the command line) during :func:`neurorate.train` after the partial result was
+    written; ``str()`` says what was kept, ``signum`` is the signal (None for Ctrl-C)."""
+
+    def __init__(self, message: str = "", signum: int | None = None):
+        super().__init__(message)
+        self.signum = signum
 
 
 def prepare_out_dir(out: str | Path) -> Path:
@@ -137,21 +148,31 @@ def prepare_out_dir(out: str | Path) -> Path:
     return path
 
 
-def _is_run_directory(path: Path) -> bool:
-    marks = ("result.json", "config.json", "lyapunov.json")
-    if any((path / m).is_file() for m in marks):
-        return True
-    subs = [p for p in path.iterdir()]
-    return bool(subs) and all(p.is_dir() and p.name.startswith("net-") and _is_run_directory(p) for p in subs)
+def _check_creatable(path: Path, option: str) -> None:
+    """Prove, leaving nothing behind, that the missing directory ``path`` can be created: its nearest existing
+    ancestor is a directory in which a directory can be made (and is removed again)."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NeurorateError(f"--{option} {path}: {parent} is not a directory")
+    try:
+        Path(tempfile.mkdtemp(dir=parent, prefix=".neurorate-write-test-")).rmdir()
+    except OSError as exc:
+        raise NeurorateError(f"cannot write to output directory {path}: cannot create it in {parent} "
+                             f"({exc.strerror or exc})") from None
 
 
-def check_out_dir(out: str | Path, overwrite: bool = False, option: str = "out") -> Path:
-    """Check, without writing anything, that ``out`` can become a run directory.
+def check_out_dir(out: str | Path, overwrite: bool = False, option: str = "out",
+                  kinds: tuple[str, ...] = ("run", "ensemble")) -> Path:
+    """Check, without writing anything (a directory that must be made is made and removed again to prove it
+    can be), that ``out`` can become a run directory.
 
-    ``out`` must not exist or be an empty directory; with ``overwrite`` an existing run directory (one holding
-    ``result.json``, ``config.json`` or ``lyapunov.json``, or only ``net-XXX/`` run directories) is accepted and
-    :func:`open_out_dir` replaces it whole. Anything else is a one-line :class:`NeurorateError` (``option`` names
-    the option in it).
+    ``out`` must not exist or be an empty directory. With ``overwrite`` an existing directory that neurorate made
+    is accepted (:func:`neurorate.io.dirs.check_replaceable`: a marked run or ensemble directory, ``kinds``,
+    holding nothing else, whose run is not alive, that is neither the current directory nor above it) and
+    :func:`claim_out_dir` replaces it whole. Anything else is a one-line :class:`NeurorateError` (``option``
+    names the option in it).
     """
     if out is None or str(out).strip() == "":
         raise NeurorateError(f"--{option} must name a directory, got an empty path")
@@ -159,21 +180,60 @@ def check_out_dir(out: str | Path, overwrite: bool = False, option: str = "out")
     if path.exists() or path.is_symlink():
         if not path.is_dir():
             raise NeurorateError(f"--{option} {path} exists and is not a directory")
-        if any(path.iterdir()):
+        try:
+            kind, _ = dirs.classify(path)
+        except OSError as exc:
+            raise NeurorateError(f"cannot read output directory {path}: {exc.strerror or exc}") from None
+        if kind != "empty":
             if not overwrite:
                 raise NeurorateError(f"output directory {path} is not empty; choose a new --{option}, or pass "
-                                     "--overwrite to replace it")
-            if not _is_run_directory(path):
-                raise NeurorateError(f"--overwrite: {path} is not a neurorate run directory; not replacing it")
+                                     "--overwrite to replace a run neurorate wrote there")
+            dirs.check_replaceable(path, option, kinds)
+        elif not os.access(path, os.W_OK | os.X_OK):
+            raise NeurorateError(f"cannot write to output directory {path}: permission denied")
+    else:
+        _check_creatable(path, option)
     return path
 
 
-def open_out_dir(out: str | Path, overwrite: bool = False, option: str = "out") -> Path:
-    """:func:`check_out_dir`, then create the directory (replacing it with ``overwrite``)."""
-    path = check_out_dir(out, overwrite, option)
-    if overwrite and path.is_dir() and any(path.iterdir()):
-        shutil.rmtree(path)
-    return prepare_out_dir(path)
+def open_out_dir(out: str | Path, overwrite: bool = False, option: str = "out",
+                 kinds: tuple[str, ...] = ("run", "ensemble")) -> Path:
+    """:func:`check_out_dir`, then create the directory (its contents replaced with ``overwrite``); for a
+    directory written at once and not held while a process runs (``neurorate lyapunov``). A run uses
+    :func:`claim_out_dir`, which also locks it."""
+    path, lock = claim_out_dir(out, overwrite, option, kinds=kinds)
+    lock.release()
+    return path
+
+
+def claim_out_dir(out: str | Path, overwrite: bool = False, option: str = "out", ensemble: bool = False,
+                  kinds: tuple[str, ...] = ("run", "ensemble")) -> tuple[Path, dirs.DirLock]:
+    """Create ``out`` and take its lock (:class:`neurorate.io.dirs.DirLock`) for a run: returns the path and the
+    held lock (release it when the run has ended). With ``overwrite`` the directory's contents are deleted only
+    after its lock is held and it was checked again under the lock (a second process can neither replace a run
+    that is writing nor be replaced while it writes). ``ensemble``: mark it as the directory of an ensemble
+    (``ensemble.json``; the networks go to ``net-XXX/``)."""
+    path = check_out_dir(out, overwrite, option, kinds)
+    path = prepare_out_dir(path)
+    lock = dirs.DirLock(path, "a running run", f"choose another --{option}").acquire()
+    try:
+        kind, detail = dirs.classify(path)
+        if kind != "empty":
+            if not overwrite:
+                raise NeurorateError(f"output directory {path} is not empty; choose a new --{option}, or pass "
+                                     "--overwrite to replace a run neurorate wrote there")
+            if kind not in kinds:  # it changed between the check and the lock
+                raise NeurorateError(f"--overwrite: {path} is not a directory neurorate can replace here "
+                                     f"({detail}); not replacing it")
+            dirs.clear_directory(path)
+        if ensemble:
+            dirs.atomic_write_bytes(path / "ensemble.json", json.dumps(
+                {"format": dirs.ENSEMBLE_FORMAT, "format_version": dirs.FORMAT_VERSION,
+                 **dirs.process_identity()}, indent=2).encode())
+    except BaseException:
+        lock.release()
+        raise
+    return path, lock
 
 
 def unique_run_dir(parent: str | Path, stem: str) -> Path:
@@ -195,60 +255,104 @@ def unique_run_dir(parent: str | Path, stem: str) -> Path:
     raise NeurorateError(f"cannot find a free run directory name {stem}-XXXXXX in {parent}")
 
 
-def atomic_write(target: Path, write) -> Path:
-    """Call ``write(tmp_path)`` and rename the temporary file onto ``target`` once it is complete."""
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.tmp{target.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return target
+atomic_write = dirs.atomic_write  # one whole-file write for the package (fsync, group-readable, no temporaries)
 
 
 class RunDirectory:
     """Writes one network's run directory incrementally (metrics are appended as training goes).
 
-    Creating it claims the directory: ``result.json`` is created exclusively with ``"status": "running"`` (a
-    second writer gets a one-line error), and ``metrics.jsonl`` starts empty.
+    Creating it claims the directory: ``result.json`` is created exclusively with ``"status": "running"`` and
+    the run marker (:func:`neurorate.io.dirs.new_run_marker`: format, run id, pid, host, process start; every
+    later ``result.json`` keeps them), and ``metrics.jsonl`` starts empty. A second writer gets a one-line error.
+
+    ``metrics.jsonl`` only ever holds whole lines: each line is one ``write``; a write that fails (disk full,
+    quota, permission lost) is cut back to the last whole line and raised as
+    :class:`~neurorate.io.dirs.OutputError`. The file is flushed to disk (``fsync``) at least every
+    :attr:`SYNC_EVERY` seconds and when it is closed.
     """
+
+    SYNC_EVERY = 30.0
 
     def __init__(self, path: str | Path, iterations: int | None = None):
         self.path = prepare_out_dir(path)
+        self.marker = dirs.new_run_marker(iterations)
         try:
-            fd = os.open(self.path / "result.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(self.path / "result.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
             raise NeurorateError(f"output directory {self.path} already holds a run (result.json exists)") from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(json.dumps({"status": "running", "iterations": iterations, "pid": os.getpid(),
-                                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
-        self._metrics = open(self.path / "metrics.jsonl", "w", buffering=1)
-        self._last_flush = time.monotonic()
+        except OSError as exc:
+            raise dirs.write_failure(self.path / "result.json", exc) from None
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(json.dumps(self.marker, indent=2))
+            self.metrics_path = self.path / "metrics.jsonl"
+            self._fd = os.open(self.metrics_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o666)
+        except OSError as exc:
+            raise dirs.write_failure(self.path, exc) from None
+        self._size, self.lines = 0, 0
+        self._last_sync = time.monotonic()
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Write ``obj`` as pretty JSON (atomically: a killed run never leaves a half-written file)."""
         text = json.dumps(obj, indent=2, default=_json_default)
         return atomic_write(self.path / name, lambda tmp: tmp.write_text(text))
 
+    def write_result(self, summary: dict[str, Any]) -> Path:
+        """Write ``result.json``: ``summary`` with the run marker (its ``status`` replaces ``running``)."""
+        return self.write_json("result.json", {**self.marker, **summary})
+
     def save_spec(self, name: str, spec) -> Path:
         """Save a spec (or anything with ``save(path)``) under ``name``, atomically."""
         return atomic_write(self.path / name, lambda tmp: spec.save(tmp))
 
     def set_status(self, status: str, **fields: Any) -> Path:
-        """Rewrite ``result.json`` with ``status`` and ``fields`` (used for "failed" and "interrupted")."""
-        return self.write_json("result.json", {"status": status, **fields, "run_dir": str(self.path)})
+        """Rewrite ``result.json`` with ``status`` and ``fields`` (used for "failed" and "interrupted"). When no
+        temporary file can be made (a full disk), ``result.json`` is rewritten in place."""
+        obj = {**self.marker, "status": status, **fields, "run_dir": str(self.path)}
+        try:
+            return self.write_json("result.json", obj)
+        except dirs.OutputError:
+            dirs.write_in_place(self.path / "result.json", json.dumps(obj, indent=2, default=_json_default))
+            return self.path / "result.json"
 
     def append_metrics(self, iteration: int, loss: float, accuracy: float, **extra: float) -> None:
-        """Append one metrics line."""
+        """Append one metrics line (whole, or not at all)."""
         row = {"iteration": int(iteration), "loss": _finite_or_none(loss), "accuracy": _finite_or_none(accuracy)}
         row.update({k: _finite_or_none(v) for k, v in extra.items()})
-        self._metrics.write(json.dumps(row) + "\n")
+        data = (json.dumps(row) + "\n").encode()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, self._size)  # never leave a partial line
+            except OSError:
+                pass
+            raise dirs.write_failure(self.metrics_path, exc) from None
+        self._size += len(data)
+        self.lines += 1
+        if time.monotonic() - self._last_sync > self.SYNC_EVERY:
+            self.sync()
+
+    def sync(self) -> None:
+        """Flush ``metrics.jsonl`` to disk (a checkpoint: what it holds survives a power cut)."""
+        if self._fd is not None:
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                raise dirs.write_failure(self.metrics_path, exc) from None
+            self._last_sync = time.monotonic()
 
     def close(self) -> None:
-        """Flush and close the metrics file."""
-        if not self._metrics.closed:
-            self._metrics.close()
+        """Flush and close the metrics file (a failing flush is raised after the file is closed)."""
+        if self._fd is None:
+            return
+        try:
+            self.sync()
+        finally:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _finite_or_none(v):
@@ -266,7 +370,7 @@ def _json_default(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_final(run: RunDirectory, result: TrainResult) -> None:
+def write_final(run: RunDirectory, result: TrainResult, stopped_by: str | None = None) -> None:
     """Specs, Lyapunov spectra, the learning-curve plot and, last, ``result.json`` with the final status.
 
     Every file is written under a temporary name and renamed when complete. For an interrupted result no
@@ -286,11 +390,19 @@ def write_final(run: RunDirectory, result: TrainResult) -> None:
 
     if len(result.losses):
         atomic_write(run.path / "learning_curve.png", lambda tmp: learning_curve([result], tmp))
-    run.write_json("result.json", s)
+    if result.interrupted and stopped_by is not None:
+        s["stopped_by"] = stopped_by
+    run.write_result(s)
 
 
 def load_run(path: str | Path) -> dict:
-    """Read a run directory's result.json, config and final spec (one-line error if malformed)."""
+    """Read a run directory: ``{"summary", "config", "spec"}`` (one-line error if malformed).
+
+    ``summary`` is ``result.json`` with the status as it is now (:func:`neurorate.io.dirs.run_state`: a run
+    recorded as ``running`` whose process is gone reads ``stale``). ``spec`` is the trained network
+    (``spec_final.npz``), or None for a run that did not finish (``interrupted``, ``failed``, ``stale``,
+    ``running``), whose ``spec_initial.npz`` is still there.
+    """
     path = Path(path)
     if not path.is_dir():
         raise FileFormatError(f"{path}: not a run directory")
@@ -299,6 +411,86 @@ def load_run(path: str | Path) -> dict:
         config = json.loads((path / "config.json").read_text())
     except FileNotFoundError as exc:
         raise FileFormatError(f"{path}: incomplete run directory (missing {Path(exc.filename).name})") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FileFormatError(f"{path}: malformed JSON ({exc})") from None
-    return {"summary": summary, "config": config, "spec": NetworkSpec.load(path / "spec_final.npz")}
+    except OSError as exc:
+        raise FileFormatError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not isinstance(summary, dict) or not isinstance(config, dict):
+        raise FileFormatError(f"{path}: malformed run directory (result.json and config.json must be JSON objects)")
+    summary = dirs.run_state(path, summary)
+    final = path / "spec_final.npz"
+    if not final.exists() and summary.get("status") not in ("ok", "diverged"):
+        return {"summary": summary, "config": config, "spec": None}
+    return {"summary": summary, "config": config, "spec": NetworkSpec.load(final)}
+
+
+RUN_ROW_FIELDS = ("run", "status", "task", "rule", "backend", "profile", "gain", "seed", "lr", "iterations_done",
+                  "iterations", "final_loss", "final_accuracy", "started", "error")
+"""The fields of one row of :func:`list_runs` (``neurorate runs --json``)."""
+
+
+def find_run_dirs(root: str | Path, max_depth: int = 6, max_entries: int = 200_000) -> list[Path]:
+    """Every run directory (a directory holding ``result.json``) at most ``max_depth`` levels below ``root``,
+    ``root`` included, in path order. Links are not followed; at most ``max_entries`` entries are looked at."""
+    root = Path(root)
+    found: list[Path] = []
+    seen = 0
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    while stack:
+        path, depth = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            continue
+        seen += len(entries)
+        if any(e.name == "result.json" and e.is_file(follow_symlinks=False) for e in entries):
+            found.append(path)
+        if depth < max_depth and seen < max_entries:
+            stack.extend((Path(e.path), depth + 1) for e in entries
+                         if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+    return sorted(found)
+
+
+def run_row(path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
+    """One run directory as a row of :data:`RUN_ROW_FIELDS` (status as it is now: ``stale`` for a run whose
+    process is gone; ``unreadable`` with ``error`` for a directory whose files cannot be read)."""
+    path = Path(path)
+    name = str(path.relative_to(root)) if root is not None and path != Path(root) else str(path)
+    row: dict[str, Any] = dict.fromkeys(RUN_ROW_FIELDS)
+    row["run"] = name
+    state = dirs.run_state(path)
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    config = config if isinstance(config, dict) else {}
+    task = config.get("task")
+    num = lambda v: v if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
+    row.update(
+        status=str(state.get("status", "?")), task=task.get("name") if isinstance(task, dict) else None,
+        rule=state.get("rule", config.get("rule")), backend=state.get("backend", config.get("backend")),
+        profile=config.get("profile"), gain=num(state.get("gain")), seed=num(state.get("seed")),
+        lr=num(state.get("lr", config.get("lr"))), iterations_done=num(state.get("iterations_done")),
+        iterations=num(state.get("iterations", config.get("iterations"))),
+        final_loss=num(state.get("final_loss")), final_accuracy=num(state.get("final_accuracy")),
+        started=state.get("started"), error=state.get("error"))
+    if row["gain"] is None and isinstance(config.get("network"), dict):
+        init = config["network"].get("init") or {}
+        row["gain"], row["seed"] = num(init.get("gain")), num(init.get("seed"))
+    if row["iterations_done"] is None and row["status"] in ("running", "stale"):
+        try:  # the metrics written so far: one whole line per iteration
+            with open(path / "metrics.jsonl", "rb") as fh:
+                row["iterations_done"] = sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
+        except OSError:
+            pass
+    return row
+
+
+def list_runs(root: str | Path = "runs") -> list[dict[str, Any]]:
+    """The run directories below ``root`` (:func:`find_run_dirs`) as rows (:func:`run_row`), oldest first."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NeurorateError(f"{root}: no such directory (neurorate run writes to runs/ unless given --out)")
+    rows = [run_row(p, root) for p in find_run_dirs(root)]
+    return sorted(rows, key=lambda r: (str(r["started"] or ""), r["run"]))

@@ -46,8 +46,13 @@ FLOSS_MODES = ("state", "onestep", "full")
 LYAPUNOV_UNITS = ("step", "tau", "second")
 
 DIVERGENCE_FACTOR = 1000.0
-"""A run diverges at the first iteration whose loss is NaN/inf or more than this many times its reference loss:
-the smaller of its first iteration's loss and the loss of a network whose output is zero (:func:`baseline_loss`)."""
+"""A run diverges at the first iteration whose loss is NaN/inf, or grew to more than this many times its reference
+level (:func:`divergence_iteration`): the run's best loss so far, never taken below its floor (the smaller of the
+median of its first :data:`DIVERGENCE_WINDOW` losses and the loss of a network whose output is zero,
+:func:`baseline_loss`)."""
+
+DIVERGENCE_WINDOW = 10
+"""k: the run's starting level is the median of its first k losses (robust to one large first loss)."""
 
 
 def baseline_loss(task: Task) -> float:
@@ -64,20 +69,32 @@ def baseline_loss(task: Task) -> float:
     return float(losses.loss(task.loss_kind, y, target_t, torch.as_tensor(np.asarray(mask), dtype=torch.float64)))
 
 
-def divergence_iteration(losses, factor: float = DIVERGENCE_FACTOR, reference: float | None = None) -> int | None:
-    """The first iteration at which a run diverged, or None: the loss is not finite, or it is more than ``factor``
-    times the reference, the smaller of the first loss and ``reference`` (:func:`baseline_loss` in
-    :func:`train`). A network that blows up within its first trial (e.g. ReLU rates at N = 1) starts huge: the
-    zero-output reference catches it. The same rule for every backend; the non-finite part is what the backends
-    detect themselves (they freeze a network whose loss is NaN/inf)."""
+def divergence_iteration(losses, factor: float = DIVERGENCE_FACTOR, reference: float | None = None,
+                         window: int = DIVERGENCE_WINDOW) -> int | None:
+    """The first iteration at which a run diverged, or None, judged on the run's own trajectory.
+
+    Iteration ``t`` diverged when its loss is not finite, or (``t >= 1``) when it is more than ``factor`` times
+    the reference level ``R_t = max(min(losses[:t]), floor)``: the best loss the run reached before ``t``, never
+    taken below the floor ``min(median(losses[:window]), reference)`` (the median of the first ``window`` finite
+    losses, the run's starting level, and ``reference``, the zero-output loss of :func:`baseline_loss` in
+    :func:`train`). So a loss is never judged against its own first value alone, and no run is flagged at
+    iteration 0 for a large starting loss (a ReLU network at g = 1.5 may start at 1000x the zero-output loss and
+    then learn); a run that reached a tiny loss (1e-6) and has an Adam spike is not flagged either, because the
+    floor keeps the reference at the task's own scale. The same rule for every backend; the non-finite part is what
+    the backends detect themselves (they freeze a network whose loss is NaN/inf)."""
     a = np.asarray(losses, dtype=float).reshape(-1)
     if a.size == 0:
         return None
     bad = ~np.isfinite(a)
-    refs = [v for v in (a[0], reference) if v is not None and math.isfinite(v) and v > 0]
-    if refs:
+    head = a[: max(1, int(window))]
+    head = head[np.isfinite(head)]
+    floors = [v for v in ((float(np.median(head)) if head.size else None), reference)
+              if v is not None and math.isfinite(v) and v > 0]
+    if floors and a.size > 1:
+        best = np.minimum.accumulate(np.where(np.isfinite(a), a, np.inf))  # best[t]: min of losses[: t + 1]
+        ref = np.maximum(best[:-1], min(floors))  # R_t for t >= 1
         with np.errstate(invalid="ignore"):
-            bad |= a > factor * min(refs)
+            bad[1:] |= a[1:] > factor * ref
     return int(np.argmax(bad)) if bad.any() else None
 
 
@@ -345,8 +362,8 @@ def train(
     allow_large : lift the size ceilings of :data:`LIMITS` (the memory check against the available memory stays).
 
     Everything (options, profile, backend capabilities, sizes and memory, ``out``) is checked before anything is
-    written. A run whose loss becomes non-finite or exceeds :data:`DIVERGENCE_FACTOR` times its first loss is
-    ``diverged`` (:func:`divergence_iteration`). Ctrl-C writes the partial result (``status`` "interrupted") and
+    written. A run whose loss becomes non-finite or grows past :data:`DIVERGENCE_FACTOR` times its reference level
+    is ``diverged`` (:func:`divergence_iteration`). Ctrl-C writes the partial result (``status`` "interrupted") and
     raises :class:`~neurorate.io.results.RunInterrupted` (a ``KeyboardInterrupt``) saying what was kept; any other
     error marks the run directory "failed" and is raised again.
 

@@ -135,6 +135,7 @@ def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, prog
     from neurorate.analysis.richlazy import effective_rank, relative_weight_change
     from neurorate.io.results import TrainResult
     from neurorate.model.spiking_learning import train_lif
+    from neurorate.training import _diverged_at, baseline_loss
 
     if config.lif.alpha is not None:
         specs = [s.replace(alpha=config.lif.alpha) for s in specs]
@@ -149,12 +150,11 @@ def _run_spiking(config: StudyConfig, job: EnsembleJob, grid, tasks, specs, prog
                         **config.spiking(job.neuron))
         for col, j in enumerate(idx):
             losses = np.asarray(res["losses"][:, col], dtype=float)
-            bad = ~np.isfinite(losses)
+            at = _diverged_at(losses, None, baseline_loss(tasks[j]))  # the rule of neurorate.train, for every run
             results[j] = TrainResult(losses=losses, accuracy=np.asarray(res["accuracy"][:, col], dtype=float),
                                      spec=res["networks"][col].spec, spec_initial=specs[j], rule=job.rule,
                                      backend=f"torch ({job.neuron})", lr=lr, optimizer=config.optimizer,
-                                     iterations=config.iterations, diverged=bool(bad.any()),
-                                     diverged_at=int(np.argmax(bad)) if bad.any() else None,
+                                     iterations=config.iterations, diverged=at is not None, diverged_at=at,
                                      wall_time=float(res["wall_time"]) / len(idx), config={"neuron": job.neuron})
             steps[j] = float(np.mean(res["rate"][-max(1, len(losses) // 10):, col]))
     wall = time.perf_counter() - start
@@ -175,13 +175,17 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
     every = config.log_every
     for (gain, lr, seed), res, met in zip(grid, results, metrics):
         losses = np.asarray(res.losses, dtype=float)
-        best = best_so_far(losses, config.best_window)
-        solved_at = time_to_solve(losses, config.solved_loss, config.best_window)
         acc = np.asarray(res.accuracy, dtype=float)
+        # a diverged run keeps its metrics up to its divergence (best-so-far loss, time to solve, area under the
+        # loss curve, accuracy); its final loss is NaN and the claims rank it worst (neurorate.studies.claims)
+        upto = len(losses) if not res.diverged or res.diverged_at is None else int(res.diverged_at)
+        before, acc_before = losses[:upto], acc[:upto]
+        best = best_so_far(before, config.best_window)
+        solved_at = time_to_solve(before, config.solved_loss, config.best_window)
         n_blocks = math.ceil(len(losses) / every)
         final = res.final_loss(config.final_fraction)
-        auc = math.nan if res.diverged else float(np.mean(losses))
-        tail = acc[-max(1, round(len(acc) * config.final_fraction)):]
+        auc = float(np.mean(before)) if upto > 0 and np.isfinite(before).all() else math.nan
+        tail = acc_before[-max(1, round(len(acc_before) * config.final_fraction)):]
         run = {
             "run_id": f"{job.key}|g={gain:g}|lr={lr:g}|seed={seed}", "ensemble": job.key, "task": job.task,
             "rule": job.rule, "neuron": job.neuron, "flossing": job.flossing, "rank": job.rank, "backend": job.backend,

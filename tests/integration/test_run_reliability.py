@@ -260,15 +260,23 @@ def test_missing_lava_extra_is_named_before_the_run_directory_exists(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- divergence
+# Romo, e-prop, g = 1.5, N = 128, seed 23: the first loss (computed before any update) is 1400x the zero-output loss
+# 0.032 and falls to 0.02 within 60 iterations; the rule before this one flagged it diverged at iteration 0
+SEED23_LIKE = np.concatenate([np.geomspace(43.9, 0.02, 60), np.full(200, 0.02)])
+
+
 @pytest.mark.parametrize("losses, reference, at", [
     ([1.0, 2.0, 999.0, 3.0], None, None),
-    ([1.0, 2.0, 1000.5, 3.0], None, 2),
+    ([1.0] * 10 + [1000.5], None, 10),  # 1000x the best loss so far (and the starting level)
     ([1.0, np.nan, 1.0], None, 1),
-    ([np.inf, 1.0], None, 0),
-    ([0.5, 400.0, 600.0], None, 2),
-    ([6.5e17, 6.4e17], 0.03, 0),  # blown up from the first trial: the zero-output reference catches it
-    ([0.5, 0.04, 31.0], 0.03, 2),  # the smaller reference counts (the first loss alone allows 500)
-    ([0.03, 20.0, 31.0], 0.5, 2),  # the first loss is the smaller one here
+    ([np.inf, 1.0], None, 0),  # a non-finite loss diverges wherever it is, the first iteration included
+    ([0.5, 400.0, 600.0], None, None),
+    ([6.5e17, 6.4e17], 0.03, None),  # a huge starting loss that does not grow is not a divergence (iteration 0 was)
+    (SEED23_LIKE, 0.032, None),
+    (np.concatenate([SEED23_LIKE, [20.0, 33.0]]), 0.032, 261),  # after learning: 1000x the floor 0.032 is 32
+    ([0.5] + [0.04] * 9 + [31.0, 41.0], 0.03, 11),  # the best so far (0.04) is the reference above the floor
+    ([0.03] * 10 + [1e-6] * 5 + [1e-3, 0.02], 0.03, None),  # a spike from a tiny loss: the floor keeps the scale
+    ([0.03] * 10 + [1e-6] * 5 + [31.0], 0.03, 15),
     ([], None, None),
 ])
 def test_divergence_iteration_rule(losses, reference, at):
@@ -285,20 +293,23 @@ def test_baseline_loss_is_the_zero_output_loss():
 
 def test_a_finite_blow_up_is_diverged_in_result_json_and_the_last_line(tmp_path, capsys):
     out = tmp_path / "r"
-    rc, so, err = run_main(capsys, "run", "--hidden", "1", "--iterations", "5", "--no-lyapunov", "--device", "cpu",
-                           "--out", str(out))
+    rc, so, err = run_main(capsys, "run", "--hidden", "8", "--batch", "4", "--lr", "1.0", "--iterations", "5",
+                           "--no-lyapunov", "--device", "cpu", "--out", str(out))
     assert rc == 0, err
     last = so.strip().splitlines()[-1]
-    assert last.startswith(f"results written to {out}") and "status diverged at iteration 0" in last
+    assert last.startswith(f"results written to {out}") and "status diverged at iteration 1" in last
     result = json.loads((out / "result.json").read_text())
-    assert result["status"] == "diverged" and result["diverged_at"] == 0 and result["final_loss"] is None
-    assert result["losses"][0] > DIVERGENCE_FACTOR * baseline_loss(nr.make_task("romo", batch_size=32, seed=0))
+    assert result["status"] == "diverged" and result["diverged_at"] == 1 and result["final_loss"] is None
+    assert result["losses"][1] > DIVERGENCE_FACTOR * baseline_loss(nr.make_task("romo", batch_size=4, seed=0))
 
 
 def test_train_result_marks_the_blow_up_on_every_path(tmp_path):
-    spec, task = spec_task(n=1, batch=32)
-    res = nr.train(spec, task, iterations=3, lyapunov=False, progress=False)
-    assert res.diverged and res.diverged_at == 0 and res.status == "diverged" and np.isnan(res.final_loss())
+    spec, task = spec_task(n=8, batch=4)
+    res = nr.train(spec, task, iterations=3, lr=1.0, lyapunov=False, progress=False)
+    assert res.diverged and res.diverged_at == 1 and res.status == "diverged" and np.isnan(res.final_loss())
+    huge_start = nr.train(*spec_task(n=1, batch=32), iterations=3, lyapunov=False, progress=False)
+    assert huge_start.losses[0] > DIVERGENCE_FACTOR * baseline_loss(nr.make_task("romo", batch_size=32, seed=0))
+    assert huge_start.status == "ok"  # a large starting loss alone is not a divergence
     ok = nr.train(*spec_task(), iterations=3, lyapunov=False, progress=False)
     assert ok.status == "ok" and ok.diverged_at is None
 

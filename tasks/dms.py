@@ -84,6 +84,11 @@ class DelayMatchSampleTask(RingTask):
         labels, mask = self.labels_and_mask(gt)
         return x, labels, mask
 
+    def hypotheses(self) -> list[tuple[tuple, int, float]]:
+        """Every trial type ``draw`` can produce, as ``(variables of trials(), answer label, probability)``: match or
+        non-match with each sample direction, equally likely (for :func:`neurorate.tasks.bayes.bayes_accuracy`)."""
+        return [((np.array([gt]), np.array([s])), gt, 0.25) for gt in (MATCH, NON_MATCH) for s in (0, 1)]
+
     def draw(self, rng: np.random.Generator, n: int) -> tuple:
         """Answers ``gt ~ U{MATCH, NON_MATCH}`` and sample directions ``~ U{0, 1}`` of ``n`` trials."""
         gt = rng.integers(MATCH, NON_MATCH + 1, n)

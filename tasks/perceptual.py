@@ -98,6 +98,12 @@ class PerceptualDecisionTask(RingTask):
         coh = np.asarray(self.cohs)[rng.integers(0, len(self.cohs), n)]
         return gt, coh
 
+    def hypotheses(self) -> list[tuple[tuple, int, float]]:
+        """Every trial type ``draw`` can produce, as ``(variables of trials(), answer label, probability)``: each
+        choice with each coherence, equally likely (for :func:`neurorate.tasks.bayes.bayes_accuracy`)."""
+        p = 1.0 / (2 * len(self.cohs))
+        return [((np.array([gt]), np.array([c])), gt + 1, p) for gt in (0, 1) for c in self.cohs]
+
     def _extra_config(self) -> dict[str, Any]:
         out = super()._extra_config()
         out["cohs"] = list(self.cohs)

@@ -10,10 +10,13 @@ shared one. Each condition is one ensemble of 9 networks; conditions run one aft
 ``--lava-slice TRIALS`` adds single networks (g = 0.5 and 1.5, seed 0) on the Lava loihi graph in fixed point
 next to the torch engine view (``<out>/lava-slice.json``: are the weights equal after TRIALS trials?).
 
-Writes ``<out>/<condition>.npz`` (loss and accuracy per trial and network), ``<out>/summary.json`` (per condition
-and gain: mean and sd over seeds of the last 10 % of trials' loss and accuracy, the penalty acc(1.5) - acc(0.5)
-with a Welch 95 % CI, wall time, the frozen engine scales) and ``docs/figures/loihi-engine/gain.png`` with
-``--figure``.
+Writes ``<out>/<condition>.npz`` (loss and accuracy per trial and network, and each network's divergence trial or
+-1), ``<out>/summary.json`` (per condition and gain: mean and sd over the seeds that did not diverge of the last
+10 % of trials' loss and accuracy, how many diverged, the penalty acc(1.5) - acc(0.5) with a Welch 95 % CI on the
+networks that did not diverge, wall time, the frozen engine scales) and ``docs/figures/loihi-engine/gain.png``
+with ``--figure``. A network diverges by the rule of ``neurorate.train`` (``neurorate.training.divergence_iteration``:
+a non-finite loss, or 1000x its own best loss so far, never below its floor); its accuracy after divergence means
+nothing, so it is counted per gain (``diverged``), never averaged.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from neurorate.backends.torch import TorchBackend
 from neurorate.hardware.profiles import load_profile
 from neurorate.model.spec import NetworkSpec
 from neurorate.tasks.romo import RomoTask
+from neurorate.training import baseline_loss, divergence_iteration
 
 GAINS = (0.5, 1.0, 1.5)
 SEEDS = (0, 1, 2)
@@ -69,17 +73,44 @@ def run(name: str, trials: int, n: int, lr: float, out: Path) -> dict:
     wall = time.perf_counter() - t0
     loss = np.array([r.losses for r in runs])
     acc = np.array([r.accuracy for r in runs])
+    reference = baseline_loss(RomoTask(batch_size=1, seed=123))
+    diverged_at = np.array([_diverged_at(r, reference) for r in runs])
     np.savez(out / f"{name}.npz", loss=loss, acc=acc, gains=np.repeat(GAINS, len(SEEDS)),
-             seeds=np.tile(SEEDS, len(GAINS)))
+             seeds=np.tile(SEEDS, len(GAINS)), diverged_at=diverged_at)
+    return dict(label=LABELS[name], wall_s=round(wall, 1), trials=trials, n=n, lr=lr,
+                **summarise(loss, acc, diverged_at),
+                engine=runs[0].extra.get("engine") if over is not None else None)
+
+
+def _diverged_at(run, reference: float) -> int:
+    """A network's divergence trial by neurorate.train's rule (and the backend's own non-finite check), or -1."""
+    ours = divergence_iteration(run.losses, reference=reference)
+    found = [v for v in (run.diverged_at if run.diverged else None, ours) if v is not None]
+    return min(found) if found else -1
+
+
+def summarise(loss: np.ndarray, acc: np.ndarray, diverged_at: np.ndarray) -> dict:
+    """Per gain (networks ordered gain-major, ``len(SEEDS)`` per gain): mean and sd of the last 10 % of trials' loss
+    and accuracy over the networks that did not diverge (``diverged_at < 0``), how many diverged, and the penalty
+    acc(largest gain) - acc(smallest gain) with a Welch 95 % CI on the networks that did not diverge (NaN where a
+    side has fewer than 2)."""
+    trials = loss.shape[1]
     tail = max(1, trials // 10)
     fin_acc, fin_loss = acc[:, -tail:].mean(axis=1), loss[:, -tail:].mean(axis=1)
-    per_gain = {}
+    ok = np.asarray(diverged_at) < 0
+    per_gain, kept = {}, []
     for i, g in enumerate(GAINS):
-        sl = slice(i * len(SEEDS), (i + 1) * len(SEEDS))
-        per_gain[str(g)] = dict(acc_mean=float(fin_acc[sl].mean()), acc_sd=float(fin_acc[sl].std(ddof=1)),
-                                loss_mean=float(fin_loss[sl].mean()), loss_sd=float(fin_loss[sl].std(ddof=1)),
-                                acc_runs=fin_acc[sl].round(4).tolist())
-    hi, lo = fin_acc[-len(SEEDS):], fin_acc[:len(SEEDS)]
+        sl = np.zeros(len(ok), dtype=bool)
+        sl[i * len(SEEDS):(i + 1) * len(SEEDS)] = True
+        a, lo_ = fin_acc[sl & ok], fin_loss[sl & ok]
+        kept.append(a)
+        per_gain[str(g)] = dict(acc_mean=_stat(a, np.mean), acc_sd=_stat(a, np.std, ddof=1),
+                                loss_mean=_stat(lo_, np.mean), loss_sd=_stat(lo_, np.std, ddof=1),
+                                acc_runs=a.round(4).tolist(), diverged=int((sl & ~ok).sum()), n=int(sl.sum()))
+    hi, lo = kept[-1], kept[0]
+    if len(hi) < 2 or len(lo) < 2:
+        diff = float(hi.mean() - lo.mean()) if len(hi) and len(lo) else float("nan")
+        return dict(per_gain=per_gain, penalty=dict(diff=diff, ci95=[float("nan"), float("nan")]))
     diff = float(hi.mean() - lo.mean())
     se2 = hi.var(ddof=1) / len(hi) + lo.var(ddof=1) / len(lo)
     if se2 > 0:
@@ -88,9 +119,12 @@ def run(name: str, trials: int, n: int, lr: float, out: Path) -> dict:
         half = float(stats.t.ppf(0.975, dof) * np.sqrt(se2))
     else:
         half = 0.0
-    return dict(label=LABELS[name], wall_s=round(wall, 1), trials=trials, n=n, lr=lr, per_gain=per_gain,
-                penalty=dict(diff=diff, ci95=[diff - half, diff + half]),
-                engine=runs[0].extra.get("engine") if over is not None else None)
+    return dict(per_gain=per_gain, penalty=dict(diff=diff, ci95=[diff - half, diff + half]))
+
+
+def _stat(v: np.ndarray, fn, **kw) -> float:
+    """``fn(v)`` as a float, NaN when ``v`` has too few values (none; one for an sd)."""
+    return float(fn(v, **kw)) if len(v) > kw.get("ddof", 0) else float("nan")
 
 
 def lava_slice(trials: int, n: int, lr: float, gains=(0.5, 1.5), seed: int = 0) -> dict:
@@ -154,15 +188,19 @@ def figure(out: Path, summary: dict, path: Path) -> None:
         if name not in summary:
             continue
         data = np.load(out / f"{name}.npz")
+        ok = data["diverged_at"] < 0 if "diverged_at" in data else np.ones(len(data["acc"]), dtype=bool)
         for i, g in enumerate(GAINS):
-            acc = data["acc"][i * len(SEEDS):(i + 1) * len(SEEDS)].mean(axis=0)
+            sl = slice(i * len(SEEDS), (i + 1) * len(SEEDS))
+            if not ok[sl].any():
+                continue
+            acc = data["acc"][sl][ok[sl]].mean(axis=0)  # the networks that did not diverge
             w = max(1, acc.size // 50)
             smooth = np.convolve(acc, np.ones(w) / w, mode="valid")
             ax2.plot(np.arange(smooth.size) + w, smooth, style, color=f"C{i}",
                      label=f"g = {g}, {name}", lw=1)
     ax2.axhline(0.5, color="grey", ls="--", lw=0.8)
     ax2.set_xlabel("trial")
-    ax2.set_ylabel("accuracy (running mean, 3 seeds)")
+    ax2.set_ylabel("accuracy (running mean over the seeds that did not diverge)")
     ax2.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,8 +228,8 @@ def main() -> None:
         summary[name] = run(name, args.trials, args.hidden, args.lr, args.out)
         summary_path.write_text(json.dumps(summary, indent=1))
         pg = summary[name]["per_gain"]
-        print(name, summary[name]["wall_s"], "s;", ", ".join(f"g {g}: {v['acc_mean']:.3f}" for g, v in pg.items()),
-              flush=True)
+        print(name, summary[name]["wall_s"], "s;", ", ".join(f"g {g}: {v['acc_mean']:.3f} ({v['diverged']} of "
+                                                           f"{v['n']} diverged)" for g, v in pg.items()), flush=True)
     if args.lava_slice:
         slice_path = args.out / "lava-slice.json"
         slice_path.write_text(json.dumps(lava_slice(args.lava_slice, args.hidden, args.lr), indent=1))

@@ -56,6 +56,10 @@ class StudyConfig(BaseModel):
     ``tau`` overridden by its own options; its runs carry the label as ``task`` and the base as ``base_task``.
     ``solved_loss`` (1e-3) and ``best_window`` (50 iterations) define the per-run metrics ``best_loss`` (minimum of
     the running mean), ``time_to_solve`` and ``unlearned`` (:mod:`neurorate.studies.claims`; docs/study.md).
+    ``selection_seeds`` (default none) holds seeds out: the best lr of each setting and gain is chosen on these
+    seeds and the claims, tables and figures use the other ``seeds``. ``accuracy_criterion`` (0.9) is the fraction
+    of the way from chance to a task's Bayes-optimal accuracy that counts as learned (C3's iterations to
+    criterion, :func:`neurorate.tasks.bayes.accuracy_criterion`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -92,6 +96,8 @@ class StudyConfig(BaseModel):
     final_fraction: float = 0.1
     solved_loss: float = 1e-3
     best_window: int = 50
+    selection_seeds: list[int] = Field(default_factory=list)
+    accuracy_criterion: float = 0.9
     log_every: int = 10
     richlazy: bool = True
     probe_batch: int = 64
@@ -235,6 +241,25 @@ class StudyConfig(BaseModel):
                 raise ValueError(f"profiles: {spiking[0]} networks train at full precision only (profiles = ['none'])")
         return self
 
+    @model_validator(mode="after")
+    def _held_out(self) -> StudyConfig:
+        chosen = list(self.selection_seeds)
+        if len(set(chosen)) != len(chosen):
+            raise ValueError(f"selection_seeds: a seed appears twice in {chosen}")
+        unknown = [s for s in chosen if s not in set(self.seeds)]
+        if unknown:
+            raise ValueError(f"selection_seeds: {unknown} are not in seeds {self.seeds}")
+        if chosen and len(self.seeds) - len(chosen) < 2:
+            raise ValueError(f"selection_seeds: leave at least 2 of the {len(self.seeds)} seeds to test the claims "
+                             f"on, got {len(chosen)} for selection")
+        if not (0 < self.accuracy_criterion <= 1):
+            raise ValueError(f"accuracy_criterion: must be in (0, 1], got {self.accuracy_criterion}")
+        return self
+
+    def held_out_seeds(self) -> list[int]:
+        """The seeds the claims are tested on: every seed, or those not in ``selection_seeds``."""
+        return [s for s in self.seeds if s not in set(self.selection_seeds)]
+
     # ------------------------------------------------------------------ helpers
     def activation_for(self, task: str, loss_kind: str) -> str:
         """The activation used for ``task`` (default: tanh for regression tasks, relu for classification)."""
@@ -296,7 +321,8 @@ class StudyConfig(BaseModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_LATE_FIELDS = ("neurons", "lif", "dtype", "variants", "solved_loss", "best_window")
+_LATE_FIELDS = ("neurons", "lif", "dtype", "variants", "solved_loss", "best_window", "selection_seeds",
+                "accuracy_criterion")
 
 
 def _members(v: list[str], known, what: str) -> list[str]:

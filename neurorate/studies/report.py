@@ -31,9 +31,12 @@ They reuse the data functions of the per-topic figures (:func:`curve_data`, :fun
 every mean, each panel gets :func:`robust_ylim` limits.
 
 The header counts solved and unlearned runs (:mod:`neurorate.studies.claims`, metrics per run); the table shows the
-final and the best-so-far loss. Diverged runs (``status == "diverged"``) are left out of every mean, figure and
-claim and counted per setting in
-the report's header (:func:`neurorate.studies.claims.diverged_by_setting`). The header also says which ensembles
+final and the best-so-far loss. Diverged runs (``status == "diverged"``) are left out of every mean and figure,
+counted per setting in the report's header (:func:`neurorate.studies.claims.diverged_by_setting`) and per gain at
+the best lr (:func:`diverged_by_gain`); the claims keep them and rank them worst. With ``selection_seeds`` in the
+config, the best lr is chosen on those seeds and the tables, figures and claims use the held-out seeds. The claims
+table gives the raw and the Holm-adjusted p of every test, and a table says, per claim, what the paper plotted and
+what neurorate tests (:data:`CLAIM_QUANTITIES`). The header also says which ensembles
 of the config have not finished (an interrupted study) and whether ``results.parquet`` had to be rebuilt from
 the parts. A corrupt part, ``config.json`` or ``manifest.json`` is a one-line error naming the file.
 """
@@ -55,6 +58,26 @@ from neurorate.studies.claims import (
     diverged_by_setting,
     run_summaries,
 )
+
+
+def accuracy_targets(cfg: dict) -> dict[str, float | None]:
+    """Task -> the accuracy criterion of C3's iterations to criterion (``accuracy_criterion`` of the way from chance
+    to the task's Bayes-optimal accuracy, :func:`neurorate.tasks.bayes.accuracy_criterion`; None when the task has
+    no Bayes-optimal accuracy or cannot be built here)."""
+    from neurorate.studies.config import StudyConfig
+    from neurorate.tasks.bayes import accuracy_criterion
+
+    try:
+        c = StudyConfig.model_validate(cfg)
+    except Exception:  # noqa: BLE001 - a stored config this version cannot read: no criterion, C3 on the area only
+        return {}
+    out = {}
+    for t in c.tasks:
+        try:
+            out[t] = accuracy_criterion(c.make_task(t, batch_size=1, seed=0), c.accuracy_criterion)
+        except Exception:  # noqa: BLE001 - a task that cannot be built here has no criterion
+            out[t] = None
+    return out
 
 
 def _alphas(cfg: dict) -> dict[str, float]:
@@ -644,13 +667,45 @@ def _fmt(v) -> str:
 
 
 def claims_markdown(claims: list[dict]) -> str:
-    """The claims table in markdown."""
-    lines = ["| claim | scope | test | statistic | p | n (seeds/pairs) | verdict |", "|---|---|---|---|---|---|---|"]
+    """The claims table in markdown: the raw p of each test and its Holm-adjusted p (the verdict's)."""
+    lines = ["| claim | scope | test | statistic | p (raw) | p (Holm) | n (seeds/pairs) | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in claims:
         stat = c["statistic"] + (f"; {c['note']}" if c.get("note") else "")
-        lines.append(f"| {c['claim']} | {c['scope']} | {c['test']} | {stat} | {_fmt(c['p'])} | {c['n']} | "
-                     f"**{c['verdict']}** |")
+        lines.append(f"| {c['claim']} | {c['scope']} | {c['test']} | {stat} | {_fmt(c['p'])} | "
+                     f"{_fmt(c.get('p_holm'))} | {c['n']} | **{c['verdict']}** |")
     return "\n".join(lines)
+
+
+CLAIM_QUANTITIES = [
+    ("C1", "Fig. 1B: Romo training loss curves by gain, BPTT and e-prop",
+     "smallest vs largest gain on the final loss, the best-so-far loss and the iterations to solve (loss < "
+     "solved_loss), paired by seed"),
+    ("C2", "Fig. 1B (implied): e-prop's curve above BPTT's", "e-prop - BPTT final loss, paired by gain and seed"),
+    ("C3", "Fig. 2: 2AF and DMS training loss curves by gain",
+     "learning speed, smallest vs largest gain: the area under the loss curve (mean loss over training) and the "
+     "iterations to an accuracy criterion set from the task's Bayes-optimal accuracy, paired by seed; the final loss "
+     "is not used (on 2AF the input noise caps the accuracy, and every gain ends at the same floor)"),
+    ("C4a", "Fig. 3: lambda_max after training near 0 at every gain",
+     "equivalence (TOST) of the mean lambda_max per tau of the networks that solved the task within the margin"),
+    ("C4b", "Fig. 3: lambda_max before training rising with g", "trend of lambda_max before training with the gain, "
+     "paired by seed"),
+    ("C4c", "Fig. 3: the change of lambda_max largest at the smallest gain",
+     "trend of abs(lambda_after - lambda_before) with the gain, paired by seed, and its largest mean at the smallest "
+     "gain"),
+    ("C5", "Fig. 4: e-prop curves with and without local flossing, by gain",
+     "the final-loss improvement by flossing at the smallest gain, and the gain x flossing interaction (difference "
+     "in differences by seed)"),
+    ("C6", "Fig. 5: curves ordered by gain between the extremes", "trend of the final and the best-so-far loss with "
+     "the gain across every gain, paired by seed (Romo)"),
+]
+"""(claim, what the paper plotted, what neurorate tests): the report's table of tested quantities."""
+
+
+def claim_quantities_markdown() -> list[str]:
+    """The report's table of what the paper plotted and what neurorate tests, per claim."""
+    return (["| claim | the paper plotted | neurorate tests |", "|---|---|---|"]
+            + [f"| {c} | {paper} | {ours} |" for c, paper, ours in CLAIM_QUANTITIES])
 
 
 def report(out: str | Path, criterion: str | None = None, notes: list[str] | None = None) -> Path:
@@ -674,10 +729,11 @@ def report(out: str | Path, criterion: str | None = None, notes: list[str] | Non
         notes += ([rebuilt] if rebuilt else []) + ([f"incomplete study: {len(missing)} ensembles have not finished "
                                                     f"({', '.join(missing)})"] if missing else [])
     criterion = criterion or cfg.get("best_lr", "final_loss")
+    selection = cfg.get("selection_seeds") or []
     all_runs = run_summaries(table, cfg.get("solved_loss", SOLVED_LOSS), cfg.get("best_window", BEST_WINDOW),
-                             _alphas(cfg))
+                             _alphas(cfg), accuracy_targets(cfg))
     runs = [r for r in all_runs if not diverged(r)]
-    best = [r for r in best_runs(all_runs, criterion) if not diverged(r)]
+    best = [r for r in best_runs(all_runs, criterion, selection) if not diverged(r)]
     if not runs:  # every run diverged: the header says so, there is nothing to plot or test
         text = _markdown(cfg, all_runs, [], [], [], out, criterion, missing=missing, rebuilt=rebuilt)
         (out / "report.md").write_text(text)
@@ -705,9 +761,9 @@ def report(out: str | Path, criterion: str | None = None, notes: list[str] | Non
     if len({(r["backend"], r["profile"]) for r in runs}) > 1:
         made.append(_by_profile(best, figs / "accuracy_by_profile.png"))
     paper = paper_figures(table, best_main, cfg, figs, exploded)
-    claims = check_claims(all_runs, criterion)
+    claims = check_claims(all_runs, criterion, selection)
     text = _markdown(cfg, all_runs, best, claims, made, out, criterion, exploded, missing=missing, rebuilt=rebuilt,
-                     paper=paper)
+                     paper=paper, best_all=best_runs(all_runs, criterion, selection))
     (out / "report.md").write_text(text)
     (out / "claims.json").write_text(json.dumps(claims, indent=1, default=float))
     return out / "report.md"
@@ -733,11 +789,39 @@ def exploded_runs(table, runs: list[dict]) -> list[dict]:
     return out
 
 
+def diverged_by_gain(best: list[dict]) -> dict[tuple, tuple[int, int]]:
+    """``{(task, rule, flossing, rank, backend, profile, neuron): {gain: (diverged, runs)}}`` over the best-lr runs
+    (diverged ones included), for the settings where any diverged: what the claims rank worst."""
+    out: dict[tuple, dict] = defaultdict(dict)
+    for r in best:
+        key = (r["task"], r["rule"], r["flossing"], r["rank"], r["backend"], r["profile"], _neuron(r))
+        k, n = out[key].get(r["gain"], (0, 0))
+        out[key][r["gain"]] = (k + diverged(r), n + 1)
+    return {key: dict(sorted(v.items())) for key, v in out.items() if any(k for k, _ in v.values())}
+
+
+def _diverged_at_best_text(best: list[dict]) -> list[str]:
+    """The report's lines on the diverged runs at the best lr, per gain (nothing when none diverged)."""
+    per = diverged_by_gain(best)
+    if not per:
+        return []
+    lines = ["## Diverged runs at the best learning rate, per gain", "",
+             "They are left out of the means and figures above; the claims keep them and rank them worst (a loss, an "
+             "area or a time of a diverged run counts as worse than every run that did not diverge).", "",
+             "| task | rule | flossing | slice | diverged / runs per gain |", "|---|---|---|---|---|"]
+    for (task, rule, floss, rank, backend, profile, neuron), by in per.items():
+        slice_ = f"{backend}/{profile}" + ("" if rank is None else f", rank {rank}")
+        lines.append(f"| {task} | {_label(rule, False, neuron)} | {floss} | {slice_} | "
+                     + ", ".join(f"g={g:g}: {k}/{n}" for g, (k, n) in by.items()) + " |")
+    return lines + [""]
+
+
 def _divergence_text(runs: list[dict]) -> str:
     """``Diverged runs (...): n`` and, when there are any, the count per setting and learning rate."""
     counts = diverged_by_setting(runs)
-    text = (f"Diverged runs (status diverged: the loss became non-finite or grew past the divergence factor, "
-            f"docs/cli.md; left out of every mean and claim): {sum(counts.values())}")
+    text = (f"Diverged runs (status diverged: the loss became non-finite or grew past the divergence factor over "
+            f"the run's own best loss, docs/cli.md; left out of every mean and figure, ranked worst in the claims): "
+            f"{sum(counts.values())}")
     if not counts:
         return text + "."
     per = []
@@ -780,8 +864,29 @@ def _unlearned_text(runs: list[dict], cfg: dict) -> str:
     return text
 
 
+def _claims_footer(claims: list[dict], multi: bool, seeds: int, cfg: dict) -> str:
+    """How the claims were tested: the family, the adjustment, the designs and the held-out seeds."""
+    tested = sum(1 for c in claims if c.get("p_holm") is not None)
+    selection = cfg.get("selection_seeds") or []
+    held = [s for s in cfg["seeds"] if s not in set(selection)]
+    slices = " of each [backend/profile] slice" if multi else ""
+    text = (f"Every test is one-sided at alpha = 0.05 on the best-lr runs{slices}; Holm's adjustment runs over "
+            f"the {tested} rows with a p-value (the verdict uses the adjusted p); a one-sided test reports a "
+            "one-sided 95 % bound (C4a: the 90 % interval of its two one-sided tests). Comparisons across gains pair "
+            "by seed (the same initial matrix, input and readout weights and batches at every gain) and say where "
+            "they could not; a t-test decides where every value is finite, a rank or sign-flip test where a "
+            "diverged or never-solved run is ranked worst (docs/study.md, \"Claims\"). ")
+    text += (f"Best lr chosen on seeds {selection}; the claims, tables and figures use the held-out seeds {held}. "
+             if selection else "The best lr is chosen on the same seeds the claims are tested on (no held-out seeds; "
+             "`selection_seeds` in the config holds some out). ")
+    if seeds < 3:
+        text += "With fewer than 3 seeds per gain, every p-value is indicative only."
+    return text
+
+
 def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, exploded: list[dict] = (),
-              missing: list[str] = (), rebuilt: str | None = None, paper: list[tuple] = ()) -> str:
+              missing: list[str] = (), rebuilt: str | None = None, paper: list[tuple] = (),
+              best_all: list[dict] | None = None) -> str:
     groups: dict[tuple, int] = {}
     for r in exploded:
         key = (r["task"], r["rule"], r["flossing"], r["gain"], r["lr"])
@@ -811,10 +916,8 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, explo
               f"the other seeds of `{criterion}` (final_loss: mean loss over the last {cfg['final_fraction']:.0%} of "
               f"iterations; best_loss: minimum of the running mean over {cfg.get('best_window', BEST_WINDOW)} "
               "iterations)."), "",
-             "## Claims (docs/theory.md §6)", "", claims_markdown(claims), "",
-             "Tests are one-sided at alpha = 0.05 on the best-lr runs"
-             + (" of each [backend/profile] slice. " if multi else ". ")
-             + ("With fewer than 3 seeds per gain, every p-value is indicative only." if seeds < 3 else ""), "",
+             "## Claims (docs/theory.md §6)", "", *claim_quantities_markdown(), "", claims_markdown(claims), "",
+             _claims_footer(claims, multi, seeds, cfg), "", *_diverged_at_best_text(best_all or best),
              "## Final loss at the best learning rate (mean +- s.e.m. over seeds)", "",
              "| task | rule | flossing | " + ("backend | profile | rank | " if multi else "") + "gain | best lr | "
              "final loss | s.e.m. | best-so-far loss | solved | time to solve | final accuracy | lambda_max before | "

@@ -110,7 +110,9 @@ def test_c4a_is_tested_per_tau_on_solved_networks_and_reports_the_unsolved():
     assert c4a_slow["verdict"] == "not supported"
 
 
-def test_c3_is_checked_once_per_leak_and_c1_on_both_losses():
+def test_c3_is_checked_once_per_leak_on_learning_speed():
+    """C3 is tested on the area under the loss curve (learning speed), once per leak; C1 and C6 are Romo's claims
+    (before: C3 was C1's final-loss test on 2AF/DMS, where the final loss sits at the noise floor at every gain)."""
     from neurorate.studies.claims import check_claims
 
     rng = np.random.default_rng(0)
@@ -119,14 +121,15 @@ def test_c3_is_checked_once_per_leak_and_c1_on_both_losses():
         for g in (0.25, 1.5):
             for s in range(5):
                 loss = 0.02 - (effect if g == 1.5 else 0.0) + 0.001 * rng.standard_normal()
-                runs.append(_run(task, "eprop", g, s, loss, loss * 0.9, 0.0, alpha, base))
+                runs.append(_run(task, "eprop", g, s, loss, loss * 0.9, 0.0, alpha, base))  # auc = loss here
     claims = check_claims(runs)
     c3 = {c["scope"]: c["verdict"] for c in claims if c["claim"] == "C3"}
-    assert c3 == {"2af (alpha=1)": "not supported", "2af-tau200 (alpha=0.5)": "holds"}
-    scopes = {c["scope"] for c in claims if c["claim"] == "C1"}
-    assert {"2af-tau200 eprop", "2af-tau200 eprop, best-so-far"} <= scopes
-    c1 = next(c for c in claims if c["claim"] == "C1" and c["scope"] == "2af-tau200 eprop")
-    assert "95% CI" in c1["statistic"]
+    assert c3 == {"2af eprop, area under the loss curve": "not supported",
+                  "2af-tau200 eprop, area under the loss curve": "holds",
+                  "2af (alpha=1)": "not supported", "2af-tau200 (alpha=0.5)": "holds"}
+    assert not [c for c in claims if c["claim"] in ("C1", "C6")]
+    row = next(c for c in claims if c["scope"] == "2af-tau200 eprop, area under the loss curve")
+    assert "one-sided 95% bound" in row["statistic"] and row["test"].startswith("paired t-test (paired by seed)")
 
 
 def test_task_variants_are_validated_and_built():
@@ -224,20 +227,31 @@ def test_c1_on_the_time_to_solve_counts_unsolved_runs_as_slowest():
         runs.append(_run("romo", "rflo", 1.5, s, 0.011, 0.010, -0.3, 0.5))
     claims = {(c["claim"], c["scope"]): c for c in check_claims(runs)}
     bptt = claims[("C1", "romo bptt, time to solve")]
-    assert bptt["verdict"] == "holds" and bptt["n"] == 5
-    assert bptt["p"] == pytest.approx(1 / 252)  # exact: the one split of 10 runs (C(10, 5) = 252) as extreme
+    assert bptt["verdict"] == "holds" and bptt["n"] == 5 and bptt["test"].startswith("paired t-test (paired by seed)")
+    # every run solved (finite times): the paired t-test by seed decides
+    assert bptt["p"] == pytest.approx(stats.ttest_rel([400.0 + 20 * s for s in range(5)],
+                                                      [130.0 + 10 * s for s in range(5)], alternative="greater").pvalue)
     assert "median iterations to solve 440 at g=0.25 (5/5 solved) vs 150 at g=1.5 (5/5 solved)" in bptt["statistic"]
-    assert "P(slower)=1.00" in bptt["statistic"]
+    assert "5/5 pairs higher at g=0.25" in bptt["statistic"]
     eprop = claims[("C1", "romo eprop, time to solve")]
-    # never solved (5 at g = 0.25) ranks behind the 2 solved at g = 1.5: U = 5*2 + 5*3/2 = 17.5 of 25. Exactly,
-    # U >= 17.5 whenever both solved runs fall in the large-gain group: C(5, 2) / C(10, 2) = 10/45 (the normal
-    # approximation, scipy's default with ties, would say 0.09)
-    assert eprop["p"] == pytest.approx(10 / 45) and eprop["verdict"] == "not supported"
+    # never solved (5 at g = 0.25) is slower than the 2 solved at g = 1.5 (seeds 0, 1); the 3 pairs where neither
+    # solved tie at 0 and drop out: Wilcoxon signed-rank on 2 positive differences, p = 1/4
+    assert eprop["test"].startswith("Wilcoxon signed-rank (paired by seed)")
+    assert eprop["p"] == pytest.approx(1 / 4) and eprop["verdict"] == "not supported"
+    assert "never at g=0.25 (0/5 solved)" in eprop["statistic"] and "2/5 pairs higher" in eprop["statistic"]
+    assert ("C1", "romo rflo, time to solve") not in claims
+    # the same runs with different seeds at the two gains (no pairing): the independent rank test, Mann-Whitney U
+    # from its permutation distribution. Never solved (5 at g = 0.25) ranks behind the 2 solved at g = 1.5:
+    # U = 5*2 + 5*3/2 = 17.5 of 25; U >= 17.5 whenever both solved runs fall in the large-gain group:
+    # C(5, 2) / C(10, 2) = 10/45 (the normal approximation, scipy's default with ties, would say 0.09)
+    apart = [dict(r, seed=r["seed"] + 10) if r["gain"] == 1.5 else r for r in runs]
+    eprop = next(c for c in check_claims(apart) if c["scope"] == "romo eprop, time to solve")
+    assert eprop["test"].startswith("Mann-Whitney U (independent by seed)")
+    assert eprop["p"] == pytest.approx(10 / 45) and "P(higher at g=0.25)=0.70" in eprop["statistic"]
+    assert "independent: the seeds differ between the groups" in eprop["statistic"]
     three = [dict(r, time_to_solve=2002.0, best_loss=8e-4) if r["rule"] == "eprop" and r["gain"] == 1.5
-             and r["seed"] == 2 else r for r in runs]
+             and r["seed"] == 12 else r for r in apart]
     c1 = next(c for c in check_claims(three) if c["scope"] == "romo eprop, time to solve")
     assert c1["p"] == pytest.approx(stats.mannwhitneyu([9e9] * 5, [2000, 2001, 2002, 9e9, 9e9], alternative="greater",
                                                        method=stats.PermutationMethod()).pvalue)
     assert c1["p"] == pytest.approx(1 / 12) and c1["verdict"] == "not supported"  # C(5,3)/C(10,3) = 10/120
-    assert "never at g=0.25 (0/5 solved)" in eprop["statistic"] and "P(slower)=0.70" in eprop["statistic"]
-    assert ("C1", "romo rflo, time to solve") not in claims

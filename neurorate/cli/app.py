@@ -21,7 +21,13 @@ from neurorate.defaults import RUN_DEFAULTS
 from neurorate.errors import NeurorateError
 from neurorate.learning.registry import rule_help
 
+HELP_MAX_WIDTH = 1000
+"""Help is as wide as the terminal: click's plain formatter (without rich, or with TYPER_USE_RICH=0) stops at 80
+columns unless told otherwise; with this cap it takes ``shutil.get_terminal_size()`` when it renders (COLUMNS first,
+else the terminal's size, else 80 columns), as rich's help does by itself."""
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  context_settings={"max_content_width": HELP_MAX_WIDTH},
                   help="neurorate: initial connectivity and biologically plausible learning in rate RNNs "
                        "(torch and Lava backends, hardware precision profiles).")
 
@@ -236,7 +242,8 @@ def cite(methods: list[str] = typer.Argument(
 
 # Commands contributed by the other modules of this package (each exposes register(app)); a module that fails
 # to import is a broken install and must say so, never silently drop its commands.
-for _module in ("neurorate.cli.lyapunov", "neurorate.cli.profiles", "neurorate.cli.study", "neurorate.cli.nir"):
+for _module in ("neurorate.cli.lyapunov", "neurorate.cli.profiles", "neurorate.cli.study", "neurorate.cli.nir",
+                "neurorate.cli.tasks"):
     importlib.import_module(_module).register(app)
 
 

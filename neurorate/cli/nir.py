@@ -34,19 +34,33 @@ def load_network(source: Path):
     return NetworkSpec.load(path)
 
 
-def export_nir(source: Path, out: Path, dt: float | None = None) -> Path:
-    """Write the network of ``source`` (run directory or spec ``.npz``) to the NIR file ``out``."""
+def check_output(out: Path, overwrite: bool = False) -> None:
+    """A one-line error unless ``out`` may be written: a directory never, an existing file only with
+    ``overwrite`` (``--overwrite``); checked before anything is read or written, so a refused file is untouched."""
+    out = Path(out)
+    if out.is_dir():
+        raise NeurorateError(f"{out} is a directory; give the file to write")
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise NeurorateError(f"{out} exists; pass --overwrite to replace it")
+
+
+def export_nir(source: Path, out: Path, dt: float | None = None, overwrite: bool = False) -> Path:
+    """Write the network of ``source`` (run directory or spec ``.npz``) to the NIR file ``out`` (an existing
+    ``out`` only with ``overwrite``)."""
     from neurorate.io.nir import write_nir
 
+    check_output(out, overwrite)
     if dt is not None and not dt > 0:
         raise NeurorateError(f"--dt must be positive (seconds), got {dt}")
     return write_nir(load_network(source), out, dt=dt)
 
 
-def import_nir(source: Path, out: Path, dt: float | None = None) -> Path:
-    """Read the NIR file ``source`` and save the network as a neurorate spec ``.npz`` at ``out``."""
+def import_nir(source: Path, out: Path, dt: float | None = None, overwrite: bool = False) -> Path:
+    """Read the NIR file ``source`` and save the network as a neurorate spec ``.npz`` at ``out`` (an existing
+    ``out`` only with ``overwrite``)."""
     from neurorate.io.nir import from_nir
 
+    check_output(out, overwrite)
     if dt is not None and not dt > 0:
         raise NeurorateError(f"--dt must be positive (seconds), got {dt}")
     net = from_nir(Path(source), dt=dt)
@@ -65,9 +79,10 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Argument(..., help="NIR file to write (HDF5), e.g. net.nir"),
         dt: float | None = typer.Option(None, help="Euler step in seconds (tau = dt/alpha); default: the "
                                                     "spec's dt, else the nominal 1e-3 s"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists (else refused)"),
     ):
         """Export a trained network to NIR: LI + recurrent Linear (rate) or LIF + recurrent Linear (spiking)."""
-        path = export_nir(run_dir, out, dt)
+        path = export_nir(run_dir, out, dt, overwrite)
         typer.echo(f"wrote {path}")
 
     @app.command("import-nir")
@@ -76,7 +91,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Argument(..., help="spec .npz to write"),
         dt: float | None = typer.Option(None, help="Euler step in seconds for alpha = dt/tau (default: the "
                                                     "file's neurorate.dt, else 1e-3 s)"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="replace OUT if it exists (else refused)"),
     ):
         """Import a NIR graph as a neurorate spec .npz (usable as a trained network)."""
-        path = import_nir(nir_file, out, dt)
+        path = import_nir(nir_file, out, dt, overwrite)
         typer.echo(f"wrote {path}")

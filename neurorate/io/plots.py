@@ -1,19 +1,11 @@
-"""Plots of runs (matplotlib, Agg backend; never opens a window)."""
+"""Plots of runs (matplotlib figures made without pyplot: never opens a window and never changes the backend of
+the caller, so a notebook that imported pyplot keeps showing its own figures)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def smooth(a: np.ndarray, window: int) -> np.ndarray:
@@ -97,15 +89,17 @@ def run_title(r) -> str:
 
 
 def learning_curve_figure(results, title: str | None = None):
-    """The figure of :func:`learning_curve` (matplotlib ``Figure``; the caller closes it): loss (log scale) and
-    decision accuracy against iteration, a dashed reference line on each panel (:func:`reference_line` on the
-    loss, chance on the accuracy of the built-in two-choice tasks), titled with :func:`run_title` of the first
-    result unless ``title`` is given."""
+    """The figure of :func:`learning_curve` (a matplotlib ``Figure`` outside pyplot: nothing to close): loss (log
+    scale) and decision accuracy against iteration, a dashed reference line on each panel (:func:`reference_line`
+    on the loss, chance on the accuracy of the built-in two-choice tasks), titled with :func:`run_title` of the
+    first result unless ``title`` is given."""
+    from matplotlib.figure import Figure
+
     from neurorate.studies.report import CHANCE
 
-    plt = _plt()
     results = list(results)
-    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(10, 4.0))
+    fig = Figure(figsize=(10, 4.0))
+    ax_l, ax_a = fig.subplots(1, 2)
     for r in results:
         n = len(r.losses)
         w = max(1, n // 50)
@@ -136,11 +130,6 @@ def learning_curve_figure(results, title: str | None = None):
 
 def learning_curve(results, path: str | Path, title: str | None = None) -> Path:
     """Write :func:`learning_curve_figure` of one or more TrainResults to ``path`` (PNG)."""
-    plt = _plt()
-    fig = learning_curve_figure(results, title)
     path = Path(path)
-    try:
-        fig.savefig(path, dpi=110)
-    finally:
-        plt.close(fig)
+    learning_curve_figure(results, title).savefig(path, dpi=110, format="png")
     return path

@@ -68,3 +68,36 @@ def test_a_task_without_a_reference_draws_no_line_and_the_png_is_written(tmp_pat
     assert _dashed(fig.axes[0]) == [] and _dashed(fig.axes[1]) == []
     path = learning_curve([r], tmp_path / "curve.png")
     assert path.stat().st_size > 1000
+
+
+def test_the_figure_leaves_the_callers_matplotlib_alone(tmp_path):
+    """A notebook keeps its backend: the figure is made without pyplot (the backend is never switched to Agg)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import sys
+        import matplotlib
+        matplotlib.use("svg")
+        sys.path.insert(0, {str(tmp_path)!r})
+        from test_plots_helper import make
+        from neurorate.io.plots import learning_curve
+        learning_curve([make()], {str(tmp_path / "c.png")!r})
+        assert matplotlib.get_backend() == "svg", matplotlib.get_backend()
+        assert "matplotlib.pyplot" not in sys.modules
+    """)
+    (tmp_path / "test_plots_helper.py").write_text(textwrap.dedent("""
+        import numpy as np
+        import neurorate as nr
+        from neurorate.io.results import TrainResult
+
+        def make():
+            t = nr.make_task("romo", batch_size=2)
+            s = nr.NetworkSpec.random(n_in=1, n_hidden=4, n_out=2, seed=0)
+            return TrainResult(losses=np.ones(5), accuracy=np.ones(5), spec=s, spec_initial=s, rule="eprop",
+                               backend="torch", lr=1e-3, optimizer="adam", iterations=5, config={"task": t.config()})
+    """))
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

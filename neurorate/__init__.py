@@ -40,6 +40,7 @@ _LAZY = {
     "max_lyapunov": "neurorate.analysis.lyapunov",
     "lyapunov_from_trajectory": "neurorate.analysis.lyapunov",
     "floss": "neurorate.analysis.flossing",
+    "gradient_alignment": "neurorate.analysis.alignment",
     "load_profile": "neurorate.hardware.profiles",
     "available_profiles": "neurorate.hardware.profiles",
     "HardwareProfile": "neurorate.hardware.profiles",

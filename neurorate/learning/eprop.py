@@ -29,6 +29,17 @@ if TYPE_CHECKING:
     from neurorate.backends.torch.ensemble import Ensemble
 
 
+def truncation_rule(rule):
+    """The :class:`~neurorate.learning.registry.Rule` of ``rule`` if the e-prop kernels compute it (the
+    'presynaptic rates' truncation, no estimator of its own), else a one-line error: they never stand in for
+    another rule."""
+    r = get_rule(rule)
+    if r.estimator or not r.detach_pre:
+        raise NeurorateError(f"this kernel computes the e-prop truncation only (detach 'presynaptic rates'), not "
+                             f"rule {r.name!r}")
+    return r
+
+
 @torch.no_grad()
 def online_gradients(ens: Ensemble, rule, kind: str, x, target, mask, quant, step0: int = 0):
     """Loss, accuracy and e-prop/RFLO pseudo-gradients from forward traces (no autograd).
@@ -41,7 +52,7 @@ def online_gradients(ens: Ensemble, rule, kind: str, x, target, mask, quant, ste
     m, n = ens.m, ens.n
     _, t_steps, b, n_in = x.shape
     drv = dyn.drive_sequence(x, w["w_in"], w["b"])
-    feedback = ens.feedback if get_rule(rule).random_feedback else w["w_out"].transpose(-1, -2)
+    feedback = ens.feedback if truncation_rule(rule).random_feedback else w["w_out"].transpose(-1, -2)
     norm = losses.normalizer(kind, target, mask)
     traces = dyn.init_traces(ens.form, m, b, n, n_in, drv)
     g_rec = torch.zeros_like(w["w_rec"])
@@ -101,7 +112,7 @@ def factorized_gradients(ens: Ensemble, rule, kind: str, x, target, mask):
     alpha, keep = ens.alpha, 1 - ens.alpha
     w_rec_t = p["w_rec"].transpose(-1, -2).contiguous()
     w_out_t = p["w_out"].transpose(-1, -2).contiguous()
-    feedback = ens.feedback if get_rule(rule).random_feedback else p["w_out"].transpose(-1, -2)
+    feedback = ens.feedback if truncation_rule(rule).random_feedback else p["w_out"].transpose(-1, -2)
     fb_t = feedback.transpose(-1, -2).contiguous()
     norm = losses.normalizer(kind, target, mask)
     shared = target.dim() == (3 if kind == "mse" else 2)

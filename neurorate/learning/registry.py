@@ -25,8 +25,9 @@ from importlib import metadata
 
 from neurorate.errors import NeurorateError
 
-DETACHES = ("nothing", "presynaptic rates", "whole previous state")
-"""What a rule cuts from the exact gradient of the step (:func:`neurorate.model.dynamics.step`)."""
+DETACHES = ("nothing", "presynaptic rates", "whole previous state", "other units' rates")
+"""What a rule cuts from the exact gradient of the step (:func:`neurorate.model.dynamics.step`); "other units'
+rates" keeps of ``W r_{t-1}`` only the self-connection ``W_kk r_{t-1,k}`` (SnAp-1's sparsity)."""
 FEEDBACKS = ("symmetric", "random")
 """The matrix of the learning signal ``L = F dl/dy``: ``F = W_out^T`` or a fixed random ``B``."""
 NEURONS = ("rate", "lif", "alif")
@@ -50,6 +51,11 @@ class Rule:
     backends : the backends that run it.
     forms : the rate-network forms it supports (:data:`FORMS`).
     citation : a key of :data:`neurorate.provenance.CITATIONS` (``""``: none).
+    estimator : ``"module:attr"`` of the rule's estimator (``""``: none), a class with the vectorised protocol of
+        :mod:`neurorate.learning.estimators` (``init``, ``step``, ``gradients``). A rule with an estimator is
+        computed by it (the torch backend dispatches on this field); its ``detach`` and ``online`` then describe
+        the estimate (``online``: forward in time, memory independent of T) and may be any values.
+    stochastic : the estimator draws random numbers (an unbiased estimate; needs ``estimator``).
     """
 
     name: str
@@ -61,6 +67,8 @@ class Rule:
     backends: tuple[str, ...] = ("torch",)
     forms: tuple[str, ...] = FORMS
     citation: str = ""
+    estimator: str = ""
+    stochastic: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -71,9 +79,13 @@ class Rule:
         if self.feedback not in FEEDBACKS:
             raise NeurorateError(f"rule {self.name!r}: feedback must be one of {', '.join(FEEDBACKS)}, "
                                  f"got {self.feedback!r}")
-        if self.online and self.detach != "presynaptic rates":
+        if not isinstance(self.estimator, str) or (self.estimator and ":" not in self.estimator):
+            raise NeurorateError(f"rule {self.name!r}: estimator must be 'module:attr', got {self.estimator!r}")
+        if self.online and self.detach != "presynaptic rates" and not self.estimator:
             raise NeurorateError(f"rule {self.name!r}: forward traces compute the 'presynaptic rates' truncation "
-                                 f"only, not detach={self.detach!r}")
+                                 f"only, not detach={self.detach!r} (a rule with an estimator of its own may)")
+        if self.stochastic and not self.estimator:
+            raise NeurorateError(f"rule {self.name!r}: stochastic needs an estimator that draws the randomness")
         for field, allowed in (("neurons", NEURONS), ("forms", FORMS)):
             values = tuple(getattr(self, field))
             bad = [v for v in values if v not in allowed]
@@ -100,6 +112,42 @@ class Rule:
         """True if the learning signal uses the fixed random feedback matrix instead of ``W_out^T``."""
         return self.feedback == "random"
 
+    @property
+    def detach_others(self) -> bool:
+        """Cut the gradient through the other units' rates in ``W r`` (only ``W_kk r_k`` keeps it: SnAp-1)."""
+        return self.detach == "other units' rates"
+
+    @property
+    def has_estimator(self) -> bool:
+        """True if the rule is computed by an estimator of its own (:meth:`make_estimator`)."""
+        return bool(self.estimator)
+
+    def estimator_class(self):
+        """The estimator class named by ``estimator`` (imported on first use; None without one)."""
+        if not self.estimator:
+            return None
+        module, _, attr = self.estimator.partition(":")
+        try:
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:  # a broken estimator is a one-line error
+            msg = " ".join(str(exc).split())
+            raise NeurorateError(f"rule {self.name!r}: estimator {self.estimator!r} cannot be loaded: "
+                                 f"{type(exc).__name__}: {msg}") from exc
+        return obj
+
+    def make_estimator(self):
+        """A fresh estimator of this rule (None for a rule without one)."""
+        cls = self.estimator_class()
+        return None if cls is None else cls()
+
+    def state_floats(self, n: int, n_in: int, batch: int) -> int:
+        """Numbers the estimator keeps per network for a batch of ``batch`` trials (its influence estimate and
+        scratch), for the memory preflight; 0 for a rule without an estimator."""
+        cls = self.estimator_class()
+        return 0 if cls is None else int(cls.state_floats(int(n), int(n_in), int(batch)))
+
     def as_dict(self) -> dict:
         """The rule's properties as plain values (for listings and JSON)."""
         return dataclasses.asdict(self)
@@ -117,7 +165,18 @@ RFLO = Rule("rflo", "random-feedback local online learning (equals eprop_random 
             "presynaptic rates", "random", online=True, backends=("torch", "lava"), citation="rflo")
 TRUNC1 = Rule("trunc1", "one-step truncation: the whole previous state detached (no trace; a control)",
               "whole previous state", "symmetric")
-BUILTIN_RULES: tuple[Rule, ...] = (BPTT, EPROP, EPROP_ONLINE, EPROP_RANDOM, RFLO, TRUNC1)
+_EST = "neurorate.learning.estimators"
+RTRL = Rule("rtrl", "exact gradient forward in time from the whole influence matrix (RTRL; an oracle, O(N^3) "
+            "memory per trial)", "nothing", "symmetric", online=True, estimator=f"{_EST}.rtrl:RTRL",
+            citation="rtrl")
+SNAP1 = Rule("snap1", "SnAp-1: the influence entries one step reaches (e-prop plus the self-connection term)",
+             "other units' rates", "symmetric", online=True, estimator=f"{_EST}.snap1:SnAp1", citation="snap")
+UORO = Rule("uoro", "UORO: unbiased rank-one estimate of the influence matrix (random signs)", "nothing",
+            "symmetric", online=True, estimator=f"{_EST}.uoro:UORO", stochastic=True, citation="uoro")
+KF_RTRL = Rule("kf_rtrl", "KF-RTRL: unbiased Kronecker-factored estimate of the influence matrix (random signs)",
+               "nothing", "symmetric", online=True, estimator=f"{_EST}.kf_rtrl:KFRTRL", stochastic=True,
+               citation="kfrtrl")
+BUILTIN_RULES: tuple[Rule, ...] = (BPTT, EPROP, EPROP_ONLINE, EPROP_RANDOM, RFLO, TRUNC1, RTRL, SNAP1, UORO, KF_RTRL)
 """The built-in rules (also declared as entry points of ``neurorate.rules`` in neurorate's ``pyproject.toml``)."""
 
 _BUILTIN = {r.name: r for r in BUILTIN_RULES}
@@ -199,10 +258,12 @@ def check_rule(rule: str | Rule, *, neuron: str = "rate", backend: str | None = 
 
 def rules_table(table: dict[str, Rule] | None = None) -> str:
     """The Markdown table of the rules and their properties (the table of docs/rules.md; a test keeps them equal)."""
-    rows = ["| rule | what it is | detaches | feedback | forward traces | neurons | backends | forms | citation |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| rule | what it is | detaches | feedback | forward traces | estimator | neurons | backends | forms "
+            "| citation |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for r in (table if table is not None else rules()).values():
+        est = ("stochastic" if r.stochastic else "yes") if r.estimator else "-"
         rows.append(f"| `{r.name}` | {r.summary} | {r.detach} | {r.feedback} | {'yes' if r.online else 'no'} | "
-                    f"{', '.join(r.neurons)} | {', '.join(r.backends)} | {', '.join(r.forms)} | "
+                    f"{est} | {', '.join(r.neurons)} | {', '.join(r.backends)} | {', '.join(r.forms)} | "
                     f"{f'`{r.citation}`' if r.citation else '-'} |")
     return "\n".join(rows) + "\n"

@@ -94,18 +94,24 @@ def on_grid(params: dict, quant) -> dict:
     return {name: quant.weight(p, name) for name, p in params.items()}
 
 
-def step(state, drive_t, w_rec, alpha, form: str, f, detach_pre: bool = False, detach_state: bool = False):
+def step(state, drive_t, w_rec, alpha, form: str, f, detach_pre: bool = False, detach_state: bool = False,
+         detach_others: bool = False):
     """One step of the network. Returns ``(new_state, pre_activation)``.
 
     ``detach_pre`` cuts the gradient through the presynaptic rate in ``W pre`` (the e-prop truncation);
-    ``detach_state`` also cuts the leak path (the "trunc1" reading). The pre-activation is ``a_t`` in form
-    A and ``u_t`` in forms B and C; ``f'`` of it is the postsynaptic factor psi_t.
+    ``detach_state`` also cuts the leak path (the "trunc1" reading); ``detach_others`` cuts it through the other
+    units' rates only, keeping the self-connection ``W_kk pre_k`` (SnAp-1's reading). The pre-activation is
+    ``a_t`` in form A and ``u_t`` in forms B and C; ``f'`` of it is the postsynaptic factor psi_t.
     """
     prev = state.detach() if detach_state else state
     pre = rate(prev, form, f)
-    if detach_pre:
+    if detach_pre or detach_others:
+        kept = pre
         pre = pre.detach()
-    return integrate(prev, torch.matmul(pre, w_rec.transpose(-1, -2)) + drive_t, alpha, form, f)
+    rec = torch.matmul(pre, w_rec.transpose(-1, -2))
+    if detach_others and not detach_pre:  # + W_kk (pre_k - stopgrad(pre_k)): no change in value
+        rec = rec + (kept - pre) * torch.diagonal(w_rec, dim1=-2, dim2=-1).unsqueeze(-2)
+    return integrate(prev, rec + drive_t, alpha, form, f)
 
 
 def integrate(prev, total_input, alpha, form: str, f):

@@ -35,7 +35,15 @@ def test_builtin_rules_and_their_properties():
         "eprop_random": ("presynaptic rates", "random", False, ("rate", "lif", "alif"), ("torch", "lava")),
         "rflo": ("presynaptic rates", "random", True, ("rate",), ("torch", "lava")),
         "trunc1": ("whole previous state", "symmetric", False, ("rate",), ("torch",)),
+        "rtrl": ("nothing", "symmetric", True, ("rate",), ("torch",)),
+        "snap1": ("other units' rates", "symmetric", True, ("rate",), ("torch",)),
+        "uoro": ("nothing", "symmetric", True, ("rate",), ("torch",)),
+        "kf_rtrl": ("nothing", "symmetric", True, ("rate",), ("torch",)),
     }
+    estimators = {name: (r.estimator.rpartition(".")[2], r.stochastic) for name, r in nr.rules().items()
+                  if r.estimator}
+    assert estimators == {"rtrl": ("rtrl:RTRL", False), "snap1": ("snap1:SnAp1", False), "uoro": ("uoro:UORO", True),
+                          "kf_rtrl": ("kf_rtrl:KFRTRL", True)}
     for r in nr.rules().values():
         if r.citation:
             assert nr.citation(r.citation).startswith("@")  # a key of neurorate.provenance
@@ -46,7 +54,8 @@ def test_tables_are_derived_from_the_registry():
     from neurorate.studies.config import SPIKING_RULES
 
     # the literal tables these replace
-    assert nr.RULES == ("bptt", "eprop", "eprop_online", "eprop_random", "rflo", "trunc1")
+    assert nr.RULES == ("bptt", "eprop", "eprop_online", "eprop_random", "rflo", "trunc1", "rtrl", "snap1", "uoro",
+                        "kf_rtrl")
     assert G.AUTOGRAD_RULES == {"bptt": (False, False), "eprop": (True, False), "eprop_random": (True, False),
                                 "trunc1": (False, True)}
     assert G.ONLINE_RULES == ("eprop_online", "rflo") and G.RANDOM_FEEDBACK == ("eprop_random", "rflo")

@@ -126,7 +126,8 @@ def estimate_bytes(n_hidden: int, n_in: int, n_out: int, batch: int, n_steps: in
     Counted: the specs in float64 (initial, flossed, final: 3 copies), the backend's parameters, gradients,
     optimizer moments and feedback (6 copies in ``dtype``), one batch of inputs/targets/mask (float64 and its
     tensor copy), the per-step trajectories kept for the gradient (10 tensors of ``(M, B, N)`` per step), the loss
-    and accuracy histories, and the Lyapunov run (8 trials of 16 streams, states and the ``k`` tangent vectors).
+    and accuracy histories, the Lyapunov run (8 trials of 16 streams, states and the ``k`` tangent vectors), and
+    what the rule's estimator keeps (``Rule.state_floats``: RTRL's influence matrix is ``B N^3`` per network).
     """
     d = 8 if str(dtype) in ("float64", "torch.float64") else 4
     m, n = int(networks), int(n_hidden)
@@ -138,7 +139,13 @@ def estimate_bytes(n_hidden: int, n_in: int, n_out: int, batch: int, n_steps: in
     if lyapunov_k:
         t_ly = 8 * int(n_steps)
         total += 8 * m * t_ly * lyapunov_streams * n + 8 * 4 * m * lyapunov_streams * n * min(int(lyapunov_k), n)
+    total += _rule_state_bytes(rule, n, int(n_in), int(batch), m, d)
     return int(total)
+
+
+def _rule_state_bytes(rule, n: int, n_in: int, batch: int, networks: int, dsize: int) -> int:
+    """Bytes the rule's estimator keeps for ``networks`` networks (0 for a rule without one)."""
+    return dsize * networks * get_rule(rule).state_floats(n, n_in, batch)
 
 
 def available_bytes() -> int | None:
@@ -210,7 +217,10 @@ def check_resources(n_hidden: int, n_in: int, n_out: int, batch: int, n_steps: i
     there."""
     check_sizes(allow_large, iterations=iterations, hidden=n_hidden, batch=batch, networks=networks)
     needed = estimate_bytes(n_hidden, n_in, n_out, batch, n_steps, iterations, networks, rule, dtype, lyapunov_k)
-    check_memory(needed)
+    kept = _rule_state_bytes(rule, int(n_hidden), int(n_in), int(batch), int(networks),
+                             8 if str(dtype) in ("float64", "torch.float64") else 4)
+    check_memory(needed, f"this run (rule {get_rule(rule).name!r} keeps {_gib(kept)} of influence estimates)"
+                 if kept > needed // 2 else "this run")
     free = gpu_free_bytes(device)
     if free is not None and needed > free:
         raise NeurorateError(f"this run needs about {_gib(needed)} of GPU memory but only {_gib(free)} is free on "
@@ -282,6 +292,8 @@ class Plan:
     spectra: dict = dataclasses.field(default_factory=lambda: {"before": None, "flossed": None, "after": None})
     runs: list = dataclasses.field(default_factory=list)
     t_start: float = 0.0
+    grad_alignment_every: int | None = None
+    alignment: dict = dataclasses.field(default_factory=dict)  # global iteration -> {field: (M,)}
 
     @property
     def measures(self) -> bool:
@@ -320,6 +332,7 @@ def train(
     floss_callback: Callable[[int, np.ndarray], None] | None = None,
     overwrite: bool = False,
     allow_large: bool = False,
+    grad_alignment_every: int | None = None,
 ) -> TrainResult | list[TrainResult]:
     """Train one network, or a list of networks as one ensemble program.
 
@@ -360,6 +373,10 @@ def train(
     overwrite : ``out`` must be new or an empty directory; with ``overwrite=True`` an existing run directory there
         is replaced whole (never appended to).
     allow_large : lift the size ceilings of :data:`LIMITS` (the memory check against the available memory stays).
+    grad_alignment_every : every K-th iteration, record the alignment of the rule's update (one draw) with the exact
+        gradient of that batch, at the cost of one exact gradient (:func:`neurorate.analysis.alignment.
+        alignment_fields`): extra fields of those lines of ``metrics.jsonl`` and ``TrainResult.alignment``
+        (rate networks, a backend whose ``train`` takes it: the torch backend). None: not recorded.
 
     Everything (options, profile, backend capabilities, sizes and memory, ``out``) is checked before anything is
     written. A run whose loss becomes non-finite or grows past :data:`DIVERGENCE_FACTOR` times its reference level
@@ -373,7 +390,7 @@ def train(
     """
     plan = validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode,
                     floss_k, floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype,
-                    backend_options, neuron, out, overwrite, allow_large)
+                    backend_options, neuron, out, overwrite, allow_large, grad_alignment_every)
     plan.progress, plan.callback, plan.floss_callback = progress, callback, floss_callback
     build(plan)
     out_root = open_out_dir(out, overwrite) if out is not None else None
@@ -410,19 +427,19 @@ def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterati
                 floss_every: int | None = None, lyapunov: bool = True, lyapunov_k: int = 8,
                 lyapunov_units: str = "step", device: str = "auto", dtype: str = "float32",
                 backend_options: dict | None = None, neuron: str = "rate", out: str | Path | None = None,
-                overwrite: bool = False, allow_large: bool = False) -> None:
+                overwrite: bool = False, allow_large: bool = False, grad_alignment_every: int | None = None) -> None:
     """Every check :func:`train` makes before it writes anything, without training or writing: a
     :class:`NeurorateError` (one line) for the first problem found (:func:`validate`, then :func:`build`). The
     arguments are those of :func:`train`."""
     build(validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, 8,
                    1e-3, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron,
-                   out, overwrite, allow_large))
+                   out, overwrite, allow_large, grad_alignment_every))
 
 
 # ------------------------------------------------------------------------------------------ the pipeline's steps
 def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, floss_k,
              floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron,
-             out, overwrite, allow_large) -> Plan:
+             out, overwrite, allow_large, grad_alignment_every=None) -> Plan:
     """Step 1: check every argument of :func:`train` (same names) before anything is allocated or written, and
     return the :class:`Plan`. The backend is asked through its declared capabilities
     (:func:`~neurorate.backends.base.backend_capabilities`, :func:`check_backend`), never by its name; the
@@ -491,6 +508,10 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
         check_compatible(caps, rule, neuron=neuron)
         if dtype not in ("float32", "float64"):
             raise NeurorateError(f"neuron={neuron!r} trains in float32 or float64, not dtype={dtype!r}")
+    if grad_alignment_every is not None:
+        _check_positive("grad_alignment_every", grad_alignment_every, integer=True)
+        grad_alignment_every = int(grad_alignment_every)
+        _check_alignment(backend, neuron)
     t0 = tasks[0]
     check_resources(specs[0].n_hidden, specs[0].n_in, specs[0].n_out, t0.batch_size, t0.n_steps, int(iterations),
                     networks=len(specs), rule=rule, dtype=dtype, lyapunov_k=lyapunov_k if lyapunov else None,
@@ -501,7 +522,26 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
                 lrs=lrs, optimizer=optimizer, profile=profile, backend=backend, caps=caps, options=options,
                 floss_iterations=int(floss_iterations), floss_mode=floss_mode, floss_k=floss_k, floss_lr=floss_lr,
                 floss_every=None if floss_every is None else int(floss_every), lyapunov=bool(lyapunov),
-                lyapunov_k=lyapunov_k, lyapunov_units=lyapunov_units, device=device, dtype=dtype)
+                lyapunov_k=lyapunov_k, lyapunov_units=lyapunov_units, device=device, dtype=dtype,
+                grad_alignment_every=grad_alignment_every)
+
+
+def _check_alignment(backend, neuron: str) -> None:
+    """``grad_alignment_every`` needs rate networks and a backend whose ``train`` takes it (the torch backend's)."""
+    import inspect
+
+    cls = backend_class(backend) if isinstance(backend, str) else backend
+    takes = "grad_alignment_every" in inspect.signature(cls.train).parameters
+    if neuron != "rate" or not takes:
+        raise NeurorateError("grad_alignment_every needs rate networks on a backend that measures it (torch); "
+                             f"got neuron={neuron!r} on {getattr(cls, 'name', backend)!s}")
+
+
+def _alignment_kwargs(plan: Plan, on_alignment) -> dict:
+    """The backend's ``train`` keywords of ``grad_alignment_every`` (none when it is off)."""
+    if plan.grad_alignment_every is None:
+        return {}
+    return {"grad_alignment_every": plan.grad_alignment_every, "alignment_callback": on_alignment}
 
 
 def build(plan: Plan) -> Plan:
@@ -578,10 +618,14 @@ def train_step(plan: Plan) -> None:
 
     def on_iteration(i, losses, acc):
         plan.history.append((np.array(losses, dtype=float), np.array(acc, dtype=float)))
+        fields = plan.alignment.get(i, {})
         for j, rd in enumerate(plan.dirs):
-            rd.append_metrics(i, losses[j], acc[j])
+            rd.append_metrics(i, losses[j], acc[j], **{k: float(v[j]) for k, v in fields.items()})
         if plan.callback is not None:
             plan.callback(i, losses, acc)
+
+    def on_alignment(i, fields):
+        plan.alignment[i] = fields
 
     task_arg = plan.tasks if len(plan.tasks) > 1 else plan.tasks[0]
     try:
@@ -590,9 +634,10 @@ def train_step(plan: Plan) -> None:
         elif plan.floss_every is None:
             plan.runs = plan.be.train(plan.start_specs, task_arg, plan.rule, iterations=plan.iterations, lr=plan.lrs,
                                       optimizer=plan.optimizer, profile=plan.profile, progress=plan.progress,
-                                      callback=on_iteration, **plan.options)
+                                      callback=on_iteration, **_alignment_kwargs(plan, on_alignment), **plan.options)
         else:
-            plan.runs = _train_with_periodic_flossing(plan, task_arg, on_iteration)
+            plan.runs = _train_with_periodic_flossing(plan, task_arg, on_iteration,
+                                                      _alignment_kwargs(plan, on_alignment))
     finally:
         for rd in plan.dirs:
             rd.close()
@@ -620,6 +665,11 @@ def record(plan: Plan) -> list[TrainResult]:
             spectrum_after=sp["after"], lyapunov_unit=plan.lyapunov_units if plan.measures else None,
             config={**plan.config, "lr": float(plan.lrs[j])}, run_dir=plan.dirs[j].path if plan.dirs else None,
         )
+        if plan.alignment:
+            its = sorted(k for k in plan.alignment if k < len(run.losses))
+            res.alignment = {"iteration": np.array(its, dtype=int),
+                             **{f: np.array([plan.alignment[i][f][j] for i in its], dtype=float)
+                                for f in plan.alignment[its[0]]}} if its else None
         if plan.dirs:
             write_final(plan.dirs[j], res)
             if "network" in run.extra:
@@ -652,7 +702,7 @@ def _write_partial(plan: Plan) -> None:
         write_final(rd, res)
 
 
-def _train_with_periodic_flossing(plan: Plan, task, callback) -> list[BackendRun]:
+def _train_with_periodic_flossing(plan: Plan, task, callback, extra: dict | None = None) -> list[BackendRun]:
     """Train in chunks of ``floss_every`` iterations with a flossing phase between chunks (optimizer state kept:
     the backend is ``resumable``)."""
     from neurorate.analysis.flossing import floss
@@ -668,7 +718,7 @@ def _train_with_periodic_flossing(plan: Plan, task, callback) -> list[BackendRun
 
         runs = plan.be.train(current, task, plan.rule, iterations=n, lr=plan.lrs, optimizer=plan.optimizer,
                              profile=plan.profile, progress=plan.progress, callback=cb, start_iteration=done,
-                             optimizer_state=state, **plan.options)
+                             optimizer_state=state, **(extra or {}), **plan.options)
         state = runs[0].extra.get("optimizer_state")
         chunks.append(runs)
         done += n

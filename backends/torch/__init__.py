@@ -163,13 +163,20 @@ class TorchBackend:
     def train(self, specs: list[NetworkSpec], task, rule: str, *, iterations: int, lr, optimizer: str = "adam",
               profile: Any = None, progress: bool | None = None,
               callback: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
-              start_iteration: int = 0, optimizer_state: dict | None = None, **options: Any) -> list[BackendRun]:
+              start_iteration: int = 0, optimizer_state: dict | None = None,
+              grad_alignment_every: int | None = None,
+              alignment_callback: Callable[[int, dict], None] | None = None, **options: Any) -> list[BackendRun]:
         """Train all ``specs`` as one ensemble on ``task`` (one shared task, or a list with one per network).
 
         Batch ``start_iteration + i`` of the task is used at iteration i. Returns one
         :class:`~neurorate.backends.base.BackendRun` per spec; a network whose loss becomes NaN/inf is frozen and
         reported as diverged while the others go on. ``BackendRun.extra["optimizer_state"]`` (on the first
         run) lets a later call continue with the same optimizer state.
+
+        ``grad_alignment_every=K``: on every iteration whose global index ``start_iteration + i`` is a multiple of
+        K, the alignment of the rule's update with the exact gradient of that batch, before the update
+        (:func:`neurorate.analysis.alignment.alignment_fields`, one exact gradient each), goes to
+        ``alignment_callback(start_iteration + i, {field: (M,)})``.
         """
         compiled_option = options.pop("compiled", None)
         if options:
@@ -184,6 +191,11 @@ class TorchBackend:
         kind = tasks[0].loss_kind
         lrs = np.array(np.broadcast_to(np.asarray(lr, dtype=np.float64), (len(specs),)))
         ens = stack(specs, self.dtype, self.device)
+        if grad_alignment_every is not None:
+            if isinstance(grad_alignment_every, bool) or int(grad_alignment_every) < 1:
+                raise NeurorateError(f"grad_alignment_every must be a positive integer, got {grad_alignment_every!r}")
+            if _engine.applies(profile):
+                raise NeurorateError("the engine view does not measure grad_alignment_every; train without it")
         if _engine.applies(profile):  # the engine view: e-prop as Loihi 2's learning engine computes it
             self._set_threads(False)
             return _engine.train(ens, specs, tasks, the_rule, kind, lrs, optimizer, profile, iterations=iterations,
@@ -217,6 +229,9 @@ class TorchBackend:
             for i in range(iterations):
                 x, target, mask = batches(i)
                 it = start_iteration + i
+                aligned = grad_alignment_every is not None and it % int(grad_alignment_every) == 0
+                if aligned and step is not None:  # the kernel returns no gradient: the rule's, before the update
+                    _align(alignment_callback, it, ens, the_rule, kind, x, target, mask, None, quant, x.shape[1])
                 if step is not None:  # the whole iteration in one kernel call (same numbers, docs/api.md)
                     was = active.numpy().copy()
                     loss_c, acc_c = step(x.numpy(), target.numpy(), mask.numpy(), active.numpy())
@@ -227,6 +242,9 @@ class TorchBackend:
                 else:  # nothing here waits for the device: values are read in blocks (backends/torch/loop.py)
                     loss, acc, grads = _grad.gradients(ens, the_rule, kind, x, target, mask, quant,
                                                        step0=it * x.shape[1])
+                    if aligned:  # this update's own draw against one exact gradient
+                        _align(alignment_callback, it, ens, the_rule, kind, x, target, mask, grads, quant,
+                               x.shape[1])
                     finite = torch.isfinite(loss)
                     div_at = torch.where(active & ~finite, i, div_at)
                     active &= finite
@@ -270,6 +288,16 @@ class TorchBackend:
         if profile is None:
             return _grad.IDENTITY
         return make_profile_quantizer(profile, specs, training, batch_dims=1)
+
+
+def _align(callback, it: int, ens: Ensemble, rule, kind: str, x, target, mask, grads, quant, steps: int) -> None:
+    """The alignment fields of iteration ``it`` (:func:`neurorate.analysis.alignment.alignment_fields`) to
+    ``callback``."""
+    from neurorate.analysis.alignment import alignment_fields
+
+    fields = alignment_fields(ens, rule, kind, x, target, mask, rule_grads=grads, quant=quant, step0=it * steps)
+    if callback is not None:
+        callback(it, fields)
 
 
 def _prepare_fixed_point(ens: Ensemble, quant, optimizer: str) -> bool:

@@ -86,6 +86,10 @@ def run(
     floss_iterations: int = typer.Option(0, help="local gradient-flossing pre-training iterations (paper: 100)"),
     floss_mode: str = typer.Option("state", help="state | onestep | full"),
     floss_every: Optional[int] = typer.Option(None, help="also floss after every N training iterations (torch)"),
+    grad_alignment_every: Optional[int] = typer.Option(None, help="every K iterations, record the cosine, relative "
+                                                       "error and sign agreement of the rule's update with the "
+                                                       "exact gradient in metrics.jsonl (one exact gradient each; "
+                                                       "torch, rate neurons)"),
     hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
     batch: Optional[int] = typer.Option(None, help=f"trials per batch (default {RUN_DEFAULTS['batch']}; 1 with "
                                                    "--lava-graph loihi, which runs one trial at a time)"),
@@ -149,8 +153,8 @@ def run(
         if lr is None:
             lr = caps.default_lr.get(optimizer, RUN_DEFAULTS["lr"] if optimizer == "adam" else RUN_DEFAULTS["lr_sgd"])
         if neuron != "rate":
-            if profile is not None or floss_iterations:
-                raise NeurorateError(f"--neuron {neuron} runs without --profile or flossing")
+            if profile is not None or floss_iterations or grad_alignment_every is not None:
+                raise NeurorateError(f"--neuron {neuron} runs without --profile, flossing or --grad-alignment-every")
             if optimizer != "adam":
                 raise NeurorateError(f"--neuron {neuron} trains with adam")
             if form != RUN_DEFAULTS["form"] or activation != RUN_DEFAULTS["activation"]:
@@ -169,7 +173,7 @@ def run(
             kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
                           profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
                           floss_every=floss_every, lyapunov=lyapunov, device=device, progress=progress,
-                          backend_options=backend_options or None)
+                          backend_options=backend_options or None, grad_alignment_every=grad_alignment_every)
         check_train(spec, t, out=out, overwrite=overwrite, allow_large=allow_large,
                     **{k: v for k, v in kwargs.items() if k != "progress"})
         if out is None:

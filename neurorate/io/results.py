@@ -57,6 +57,9 @@ class TrainResult:
     lambda_max_before, lambda_max_flossed, lambda_max_after : maximum Lyapunov exponent (``lyapunov_unit``).
     spectrum_before, spectrum_flossed, spectrum_after : top-k spectra (descending) or None.
     floss_losses : ``(floss_iterations,)`` flossing loss, or None.
+    alignment : with ``grad_alignment_every``, ``{"iteration": (K,), field: (K,)}``: the alignment of the rule's
+        update with the exact gradient on the iterations measured (:data:`neurorate.analysis.alignment.FIELDS`;
+        also in those lines of ``metrics.jsonl``); None otherwise.
     """
 
     losses: np.ndarray
@@ -83,6 +86,8 @@ class TrainResult:
     config: dict = dataclasses.field(default_factory=dict)
     run_dir: Path | None = None
     interrupted: bool = False
+    record: dict | None = None
+    alignment: dict | None = None
 
     @property
     def status(self) -> str:

@@ -1,6 +1,7 @@
 """Every part of a run and of a study on CUDA gives the CPU's numbers (skipped without a GPU: CI has none).
 
-float64 on both devices: the training of every rule (form A/B/C, MSE and cross-entropy, the loihi2 profile), the
+float64 on both devices: the training of every rule (form A/B/C, MSE and cross-entropy, the loihi2 profile; the
+estimator rules with their alignment records), the
 blocked loss read-back, Lyapunov spectra, flossing, rich/lazy metrics, a LIF network, ``nr.train`` end to end and a
 slice of the ``paper`` study equal the CPU to 1e-10. ``NEURORATE_GPU_CHECK_DEVICE=cpu`` runs the same comparisons
 CPU against CPU (the dry run of ``benchmarks/gpu_check.py``, which checks that this file runs at all).
@@ -71,6 +72,28 @@ def test_cuda_cross_entropy_per_network_tasks_match_cpu(rule):
     cpu, dev = _both(lambda d: TorchBackend(device=d, dtype="float64", compiled=False).train(
         specs, tasks, rule, iterations=6, lr=3e-3, progress=False))
     _same_runs(cpu, dev)
+
+
+@pytest.mark.parametrize("form,kind", [("A", "romo"), ("B", "2af"), ("C", "romo")])
+@pytest.mark.parametrize("rule", ["rtrl", "snap1", "uoro", "kf_rtrl"])
+def test_cuda_estimator_rules_match_cpu(rule, form, kind):
+    """The estimator rules (and the stochastic ones' draws, made on the CPU) give the CPU's numbers, with the
+    alignment recorded every other iteration."""
+    task = _task(kind)
+    specs = _specs(task, n=8 if rule == "rtrl" else 16, form=form)
+    seen = {}
+
+    def train(d):
+        rec = seen.setdefault(d, {})
+        return TorchBackend(device=d, dtype="float64").train(
+            specs, task, rule, iterations=4, lr=3e-3, progress=False, grad_alignment_every=2,
+            alignment_callback=lambda i, fields: rec.__setitem__(i, fields))
+
+    cpu, dev = _both(train)
+    _same_runs(cpu, dev)
+    for i, fields in seen["cpu"].items():
+        for name, value in fields.items():
+            np.testing.assert_allclose(seen[DEVICE][i][name], value, **TOL)
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("adam", 3e-3)])

@@ -26,8 +26,9 @@ An estimator is a class with a small protocol, vectorised over the M networks an
   ``(M, B, N)``;
 * ``state_floats(n, n_in, batch)`` (static): numbers kept per network (the estimate and its scratch), which the
   memory preflight multiplies by M and the dtype's size;
-* ``stochastic`` (class attribute): it draws from ``step.generator``; optional ``fast(ens, rule, kind, x, target,
-  mask)``: the same gradient by a faster kernel, or None where it has none.
+* ``stochastic`` (class attribute) with ``noise_shape(m, batch, n)`` (static): the random signs +-1 it uses per
+  step, handed to it as ``step.noise``; optional ``fast(ens, rule, kind, x, target, mask)``: the same gradient by a
+  faster kernel, or None where it has none.
 
 :func:`estimator_gradients` runs any estimator on an ensemble (the torch backend calls it for every rule whose
 :class:`~neurorate.learning.registry.Rule` names an ``estimator``); :func:`jacobian` applies ``J_t``.
@@ -54,8 +55,8 @@ class Step(NamedTuple):
     ``Mbar_t[i, (k, l)] = delta_ik p_k z_l``.
 
     d, p : ``(M, B, N)``; q : ``(M, B, N)`` or None (all ones); z : ``(M, B, P)`` = ``[pre_{t-1}, x_t, 1]``;
-    w : ``W_rec (M, N, N)`` as the network computes with it; generator : the ``torch.Generator`` of a stochastic
-    estimator's draws (None for a deterministic one).
+    w : ``W_rec (M, N, N)`` as the network computes with it; noise : this step's random signs of a stochastic
+    estimator (its ``noise_shape``; None for a deterministic one).
     """
 
     d: torch.Tensor
@@ -63,7 +64,7 @@ class Step(NamedTuple):
     q: torch.Tensor | None
     z: torch.Tensor
     w: torch.Tensor
-    generator: torch.Generator | None = None
+    noise: torch.Tensor | None = None
 
 
 def jacobian(step: Step, v: torch.Tensor) -> torch.Tensor:
@@ -79,10 +80,12 @@ def jacobian_diagonal(step: Step) -> torch.Tensor:
     return step.d + step.p * (wd if step.q is None else wd * step.q)
 
 
-def signs(shape, step: Step, like: torch.Tensor) -> torch.Tensor:
-    """Independent random signs +-1 of ``shape`` from the step's generator (a stochastic estimator's draws)."""
-    u = torch.randint(0, 2, shape, generator=step.generator, device=like.device)
-    return u.to(like.dtype).mul_(2).sub_(1)
+def draw_signs(shape, seed: int, like: torch.Tensor) -> torch.Tensor:
+    """Independent random signs +-1 of ``shape``, drawn on the CPU from ``seed`` and moved to ``like``'s device in
+    one copy: the same draws on every device (a CUDA run repeats the CPU's numbers)."""
+    gen = torch.Generator().manual_seed(seed)
+    u = torch.randint(0, 2, tuple(shape), generator=gen)
+    return u.to(like.dtype).mul_(2).sub_(1).to(like.device)
 
 
 def safe_ratio_sqrt(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -144,10 +147,8 @@ def estimator_gradients(ens: Ensemble, rule, kind: str, x, target, mask, quant=N
     drv = dyn.drive_sequence(x, w["w_in"], w["b"])
     feedback = ens.feedback if r.random_feedback else w["w_out"].transpose(-1, -2)
     norm = losses.normalizer(kind, target, mask)
-    gen = None
-    if est.stochastic:
-        gen = torch.Generator(device=drv.device)
-        gen.manual_seed(draw_seed(seed, step0))
+    noise = (draw_signs((t_steps,) + tuple(est.noise_shape(m, b, n)), draw_seed(seed, step0), drv)
+             if est.stochastic else None)
     state = torch.zeros(m, b, n, dtype=drv.dtype, device=drv.device)
     ones = torch.ones(m, b, 1, dtype=drv.dtype, device=drv.device)
     est_state = est.init(m, b, n, p_len, drv)
@@ -164,7 +165,7 @@ def estimator_gradients(ens: Ensemble, rule, kind: str, x, target, mask, quant=N
             state = quant.state(state, step=k)
         d, p, q = step_factors(ens.form, ens.alpha, prev, pre, fprime, (m, b, n))
         z = torch.cat([pre_prev, x[:, t].expand(m, b, n_in), ones], -1)
-        est_state = est.step(est_state, Step(d, p, q, z, w["w_rec"], gen))
+        est_state = est.step(est_state, Step(d, p, q, z, w["w_rec"], None if noise is None else noise[t]))
         r_t = dyn.rate(state, ens.form, f)
         if quantising:
             r_t = quant.rate(r_t, step=k)

@@ -11,7 +11,7 @@ random signs ``c1, c2`` per trial it is replaced by one:
 
 ``E[A_t (x) u_t]`` is the exact update because ``E[c1 c2] = 0``: the estimate is unbiased. The normalisers
 ``rho1 = sqrt(|J_t A_{t-1}| / |u_{t-1}|)``, ``rho2 = sqrt(|D_t| / |z_t|)`` (Frobenius norms per trial) minimise the
-variance; the signs come from the batch's generator (:func:`neurorate.learning.estimators.draw_seed`).
+variance; the signs are drawn per batch from ``(seed, first step)`` (:func:`neurorate.learning.estimators.draw_seed`).
 
 Cost per trial and step: ``J_t A_{t-1}`` is an N x N by N x N product, ``2 N^3`` FLOPs; the rest O(N^2 + P).
 Memory: ``A`` and ``u``, ``N^2 + P`` per trial (:meth:`KFRTRL.state_floats`), independent of T. Its variance is
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import torch
 
-from neurorate.learning.estimators import Step, jacobian, safe_ratio_sqrt, signs
+from neurorate.learning.estimators import Step, jacobian, safe_ratio_sqrt
 
 
 class KFRTRL:
@@ -35,6 +35,11 @@ class KFRTRL:
         """``A``, ``J A`` and the Jacobian's scratch, and ``u``, per network."""
         return batch * (3 * n * n + 2 * (n + n_in + 1))
 
+    @staticmethod
+    def noise_shape(m: int, batch: int, n: int) -> tuple[int, ...]:
+        """Two signs per trial: ``c1, c2``."""
+        return (2, m, batch)
+
     def init(self, m: int, batch: int, n: int, p: int, like: torch.Tensor):
         z = lambda *shape: torch.zeros(*shape, dtype=like.dtype, device=like.device)  # noqa: E731
         return z(m, batch, p), z(m, batch, n, n)
@@ -44,8 +49,7 @@ class KFRTRL:
         ja = jacobian(s, a)  # (M, B, N, N): J_t A_{t-1}
         rho1 = safe_ratio_sqrt(ja.flatten(2).norm(dim=-1), u.norm(dim=-1))  # (M, B)
         rho2 = safe_ratio_sqrt(s.p.norm(dim=-1), s.z.norm(dim=-1))
-        c = signs((2,) + tuple(rho1.shape), s, u)
-        c1, c2 = c[0], c[1]
+        c1, c2 = s.noise[0], s.noise[1]
         u = (c1 * rho1).unsqueeze(-1) * u + (c2 * rho2).unsqueeze(-1) * s.z
         a = ja.mul_((c1 / rho1)[..., None, None])
         torch.diagonal(a, dim1=-2, dim2=-1).addcmul_((c2 / rho2).unsqueeze(-1), s.p)

@@ -13,7 +13,8 @@ independent random signs ``nu_t`` (one per unit) and ``E[nu nu^T] = I``, ``Mbar_
 independent of everything before them, so the estimate of ``M_t`` and of the gradient is unbiased. The normalisers
 minimise its variance: ``rho0 = sqrt(|theta_{t-1}| / |J_t s_{t-1}|)``, ``rho1 = sqrt(|(nu * p) z^T| / |nu|)`` (norms
 per trial; they depend on the signs only through ``|nu|`` and ``|nu * p|``, which signs do not change). The signs
-come from the batch's generator (:func:`neurorate.learning.estimators.draw_seed`): a run repeats them bit for bit.
+are drawn per batch from ``(seed, first step)`` (:func:`neurorate.learning.estimators.draw_seed`): a run repeats them
+bit for bit, on every device.
 
 Cost per trial and step: ``J_t s`` ``2 N^2`` FLOPs, the ``theta`` update ``~3 N P`` and the contraction ``2 N P``:
 O(N^2), e-prop's order. Memory: ``theta`` and ``s``, ``N P + N ~ N^2`` per trial (:meth:`UORO.state_floats`),
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 import torch
 
-from neurorate.learning.estimators import Step, jacobian, safe_ratio_sqrt, signs
+from neurorate.learning.estimators import Step, jacobian, safe_ratio_sqrt
 
 
 class UORO:
@@ -38,13 +39,18 @@ class UORO:
         """``theta`` and its update, ``s`` and its Jacobian product, per network."""
         return batch * (2 * n * (n + n_in + 1) + 4 * n)
 
+    @staticmethod
+    def noise_shape(m: int, batch: int, n: int) -> tuple[int, ...]:
+        """One sign per unit and trial: ``nu_t``."""
+        return (m, batch, n)
+
     def init(self, m: int, batch: int, n: int, p: int, like: torch.Tensor):
         z = lambda *shape: torch.zeros(*shape, dtype=like.dtype, device=like.device)  # noqa: E731
         return z(m, batch, n), z(m, batch, n, p)
 
     def step(self, state, s: Step):
         sv, theta = state
-        nu = signs(sv.shape, s, sv)
+        nu = s.noise
         js = jacobian(s, sv.unsqueeze(-1)).squeeze(-1)
         h = nu * s.p  # nu^T Mbar_t = h z^T
         rho0 = safe_ratio_sqrt(theta.flatten(2).norm(dim=-1), js.norm(dim=-1))  # (M, B)

@@ -8,6 +8,8 @@ runs the forward pass, the rule's gradient, the loss, the accuracy and the optim
 * ``rflo``: in form A at full precision the same computation with the random feedback ``B`` (the forward traces of
   :func:`neurorate.learning.eprop.online_gradients` factorise the same way);
 * ``bptt``: the hand-written backward pass of :func:`neurorate.learning.bptt.bptt_form_a_gradients`;
+* ``snap1``: the same backward pass with ``W^T delta`` replaced by its diagonal ``W_kk delta_k`` (SnAp-1 in reverse
+  time, :func:`neurorate.learning.estimators.snap1.snap1_form_a_gradients`);
 * losses and accuracy as :mod:`neurorate.model.losses` (``mse`` and ``ce``, the normaliser of the whole batch);
 * Adam and SGD as :class:`neurorate.optim.EnsembleOptimizer`, whose moments it updates in place, with its freeze:
   a network whose loss is not finite is made inactive and from then on gets no update (its moments decay).
@@ -43,8 +45,9 @@ try:  # numba is a dependency; without it the torch path runs
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-COMPILED_RULES = {"eprop": 0, "eprop_random": 1, "rflo": 1, "bptt": 2}
-"""Rules the kernel implements: name -> 0 e-prop with ``W_out^T``, 1 e-prop with the random ``B``, 2 BPTT."""
+COMPILED_RULES = {"eprop": 0, "eprop_random": 1, "rflo": 1, "bptt": 2, "snap1": 3}
+"""Rules the kernel implements: name -> 0 e-prop with ``W_out^T``, 1 e-prop with the random ``B``, 2 BPTT, 3 SnAp-1
+(the backward pass of BPTT keeping only the self-connections). Any other rule runs on the torch path."""
 ACTIVATIONS = ("tanh", "relu")
 """Activations the kernel implements."""
 LOSS_KINDS = ("mse", "ce")
@@ -490,7 +493,7 @@ if numba is not None:
                     for bi in range(bsz):
                         s += g[bi, o]
                     g_bout[0, o] += s
-        else:  # BPTT: forward keeping the rates, then the hand-written backward pass
+        else:  # BPTT (SnAp-1): forward keeping the rates, then the hand-written backward pass
             rates = np.zeros((t_steps, bsz, n), dtype=dt)
             gs = np.zeros((t_steps, bsz, n_out), dtype=dt)
             for t in range(t_steps):
@@ -512,8 +515,13 @@ if numba is not None:
             xt = np.zeros((bsz, n_in), dtype=dt)
             w_j = w_rec[j]
             for t in range(t_steps - 1, -1, -1):
-                back[:] = zero
-                _outer_acc(back, delta.T, w_j)  # W^T delta_{t+1} as rows
+                if mode == 2:
+                    back[:] = zero
+                    _outer_acc(back, delta.T, w_j)  # W^T delta_{t+1} as rows
+                else:  # SnAp-1: only the self-connections, W_kk delta_{t+1,k}
+                    for bi in range(bsz):
+                        for i in range(n):
+                            back[bi, i] = w_j[i, i] * delta[bi, i]
                 for bi in range(bsz):  # rows vectorised; the readout's term summed over outputs in order
                     eb, db, bb, rt = e[bi], delta[bi], back[bi], rates[t, bi]
                     for i in range(n):

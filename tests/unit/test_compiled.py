@@ -21,7 +21,7 @@ from neurorate.errors import NeurorateError
 
 pytestmark = pytest.mark.skipif(not cmp.available(), reason="needs numba")
 
-RULES = ("eprop", "eprop_random", "rflo", "bptt")
+RULES = ("eprop", "eprop_random", "rflo", "bptt", "snap1")
 TASKS = {"mse": "romo", "ce": "2af"}
 
 

@@ -273,8 +273,10 @@ def test_compiled_path_and_engine_view_do_not_take_estimator_rules():
     from neurorate.backends.torch import TorchBackend
     from neurorate.backends.torch import compiled as C
 
+    assert C.applies("cpu", "A", "tanh", "snap1", "mse", None)  # its own kernel mode (tests/unit/test_compiled.py)
     for rule in ("rtrl", "snap1", "uoro", "kf_rtrl"):
-        assert not C.applies("cpu", "A", "tanh", rule, "mse", None)
+        if rule != "snap1":
+            assert not C.applies("cpu", "A", "tanh", rule, "mse", None)  # the torch path, not another rule's kernel
         spec = NetworkSpec.random(n_in=1, n_hidden=4, n_out=2, activation="relu")
         with pytest.raises(NeurorateError, match=f"engine view\\) cannot train this: rule {rule}") as info:
             TorchBackend.check_options({}, specs=[spec], batch=1, profile="loihi2-engine", rule=rule,

@@ -339,3 +339,31 @@ def test_stochastic_draws_use_the_device_of_the_ensemble():
     _, _, g = G.gradients(big, "uoro", "mse", x, target, mask)
     assert g["w_rec"].shape == (3, N, N) and g["w_rec"].device == x.device
     assert not torch.equal(g["w_rec"][0], g["w_rec"][1])  # the copies draw independently
+
+
+def test_the_estimator_plugin_of_the_docs_computes_through_its_class(tmp_path, monkeypatch):
+    """The example of docs/rules.md ("How to add a rule"), written to a module: with diag(W) = 0 its decay is e-prop's,
+    so its gradient is e-prop's; otherwise it lies between e-prop and SnAp-1 and is neither."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "rules.md").read_text()
+    start = text.index("# my_rules.py\nfrom neurorate.learning import Rule\nfrom neurorate.learning.estimators")
+    code = text[start:text.index("```", start)]
+    (tmp_path / "my_rules.py").write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    half = importlib.import_module("my_rules").HALF
+    try:
+        ens, _ = make(1.4, "B", zero_diag=True)
+        _, _, ge = grads("eprop", ens)
+        _, _, gh = grads(half, ens)
+        for name in ge:
+            assert max_rel(gh[name], ge[name]) < 1e-12, name
+        ens, _ = make(1.4, "A")
+        g_half, g_e, g_s = (grads(r, ens)[2]["w_rec"] for r in (half, "eprop", "snap1"))
+        assert max_rel(g_half, g_e) > 1e-4 and max_rel(g_half, g_s) > 1e-4
+    finally:
+        import sys
+
+        sys.modules.pop("my_rules", None)

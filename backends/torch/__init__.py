@@ -89,7 +89,7 @@ class TorchBackend:
         while torch keeps one intra-op thread; the torch path gives them to torch (default: 1, since intra-op
         threads > 1 were 4-14x slower on a busy 2-core machine; docs/benchmarks.md). Never both at once.
     compiled : the compiled CPU path (:mod:`neurorate.backends.torch.compiled`: one numba kernel per training
-        iteration) where it applies: CPU, form A, no profile, rule eprop / eprop_random / rflo / bptt, tanh or
+        iteration) where it applies: CPU, form A, no profile, rule eprop / eprop_random / rflo / bptt / snap1, tanh or
         relu, mse or ce. None (default): on unless the environment variable ``NEURORATE_COMPILED=0``; False:
         always the torch path. ``train(..., compiled=...)`` (``backend_options={"compiled": False}`` in
         :func:`neurorate.train`) overrides it per call.

@@ -31,7 +31,7 @@ RUN_FIELDS = ("run_id", "task", "rule", "neuron", "flossing", "rank", "backend",
               "final_loss", "auc", "best_loss", "time_to_solve", "unlearned", "alpha", "base_task", "diverged_at",
               "final_accuracy", "lambda_max_before", "lambda_max_flossed", "lambda_max_after",
               "status", "wall_time", "weight_change", "erank_before", "erank_after", "repr_alignment",
-              "kernel_alignment", "kernel_alignment_eprop", "spike_rate")
+              "kernel_alignment", "kernel_alignment_eprop", "spike_rate", "grad_alignment")
 SETTING = ("task", "rule", "flossing", "rank", "backend", "profile")
 
 

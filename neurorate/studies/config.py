@@ -99,6 +99,7 @@ class StudyConfig(BaseModel):
     selection_seeds: list[int] = Field(default_factory=list)
     accuracy_criterion: float = 0.9
     log_every: int = 10
+    grad_alignment_every: int | None = None
     richlazy: bool = True
     probe_batch: int = 64
     device: str = "cpu"
@@ -209,6 +210,8 @@ class StudyConfig(BaseModel):
             raise ValueError(f"solved_loss: must be finite and > 0, got {self.solved_loss}")
         if not self.floss_lr > 0:
             raise ValueError(f"floss_lr: must be > 0, got {self.floss_lr}")
+        if self.grad_alignment_every is not None and self.grad_alignment_every < 1:
+            raise ValueError(f"grad_alignment_every: must be >= 1, got {self.grad_alignment_every}")
         for r in self.ranks:
             if r is not None and r > self.hidden:
                 raise ValueError(f"ranks: rank {r} exceeds hidden={self.hidden}")

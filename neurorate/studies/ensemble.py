@@ -107,7 +107,7 @@ def run_ensemble(config: StudyConfig, job: EnsembleJob, progress: Callable[[int]
                        floss_iterations=config.floss_iterations if job.flossing else 0,
                        floss_mode=config.floss_mode, floss_k=config.floss_k, floss_lr=config.floss_lr,
                        lyapunov=config.lyapunov, lyapunov_k=config.lyapunov_k, device=config.device,
-                       dtype=config.dtype,
+                       dtype=config.dtype, grad_alignment_every=config.grad_alignment_every,
                        progress=False, callback=callback, out=run_dirs,
                        floss_callback=None if progress is None else (lambda i, losses: progress(1)))
     wall = time.perf_counter() - start
@@ -186,6 +186,7 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
         final = res.final_loss(config.final_fraction)
         auc = float(np.mean(before)) if upto > 0 and np.isfinite(before).all() else math.nan
         tail = acc_before[-max(1, round(len(acc_before) * config.final_fraction)):]
+        align_at, align = _alignment(res)
         run = {
             "run_id": f"{job.key}|g={gain:g}|lr={lr:g}|seed={seed}", "ensemble": job.key, "task": job.task,
             "rule": job.rule, "neuron": job.neuron, "flossing": job.flossing, "rank": job.rank, "backend": job.backend,
@@ -203,6 +204,7 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
             "kernel_alignment": _num(met.get("kernel_alignment")),
             "kernel_alignment_eprop": _num(met.get("kernel_alignment_eprop")),
             "spike_rate": _num(met.get("spike_rate")),
+            "grad_alignment": float(np.nanmean(align)) if np.isfinite(align).any() else math.nan,
         }
         for b in range(n_blocks):
             block = losses[b * every:(b + 1) * every]
@@ -212,11 +214,22 @@ def _rows(config: StudyConfig, job: EnsembleJob, grid, results, metrics, wall: f
             cols["iteration"].append(min((b + 1) * every, len(losses)))
             cols["loss"].append(float(np.mean(block)) if np.isfinite(block).all() else math.nan)
             cols["accuracy"].append(float(np.nanmean(ablock)) if np.isfinite(ablock).any() else math.nan)
+            inside = align[(align_at >= b * every) & (align_at < (b + 1) * every)]
+            cols["alignment"].append(float(np.nanmean(inside)) if np.isfinite(inside).any() else math.nan)
     return pa.table({k: pa.array(v, type=types[k]) for k, v in cols.items()})
 
 
 def _num(v) -> float:
     return math.nan if v is None else float(v)
+
+
+def _alignment(res) -> tuple[np.ndarray, np.ndarray]:
+    """``(iterations, cosines)`` of a run's ``grad_alignment_every`` records (the recurrent weights' cosine between
+    the rule's update and the exact gradient; docs/rules.md), empty without them."""
+    rec = getattr(res, "alignment", None)
+    if not rec:
+        return np.zeros(0, dtype=int), np.zeros(0)
+    return np.asarray(rec["iteration"], dtype=int), np.asarray(rec["align_cos_w_rec"], dtype=float)
 
 
 def _columns() -> dict[str, Any]:
@@ -232,7 +245,7 @@ def _columns() -> dict[str, Any]:
         "final_accuracy": f, "lambda_max_before": f, "lambda_max_flossed": f, "lambda_max_after": f,
         "wall_time": f, "ensemble_wall_time": f, "status": s, "diverged_at": i, "weight_change": f,
         "erank_before": f, "erank_after": f, "repr_alignment": f, "kernel_alignment": f, "kernel_alignment_eprop": f,
-        "spike_rate": f,
+        "spike_rate": f, "grad_alignment": f, "alignment": f,
     }
 
 

@@ -11,7 +11,10 @@ Figures (PNG, in ``DIR/figures``), all at each setting's best learning rate (see
 * ``flossing_vs_gain.png``: improvement (no flossing - flossing final loss, paired by seed) vs gain with t-based
   95 % CIs (rules with flossing only);
 * ``richlazy_vs_gain.png``: relative weight change and representation alignment vs gain;
-* ``accuracy_by_profile.png``: final accuracy per backend/hardware profile (only when those axes vary).
+* ``accuracy_by_profile.png``: final accuracy per backend/hardware profile (only when those axes vary);
+* ``alignment_vs_gain.png``: the alignment of each rule's update with the exact gradient (cosine of the recurrent
+  weights' update, single draw, mean over the iterations measured with ``grad_alignment_every``) vs gain, per rule
+  (only when the study measured it).
 
 The paper's figures, each in the paper's layout (:func:`paper_figures`; a figure whose data the study lacks is
 skipped and the report says so), under "The paper's figures" in ``report.md``:
@@ -760,6 +763,9 @@ def report(out: str | Path, criterion: str | None = None, notes: list[str] | Non
                              figs / "richlazy_vs_gain.png", "relative weight change"))
     if len({(r["backend"], r["profile"]) for r in runs}) > 1:
         made.append(_by_profile(best, figs / "accuracy_by_profile.png"))
+    if any(_finite(r.get("grad_alignment")) for r in best_main):
+        made.append(_vs_gain(best_main, [("grad_alignment", "")], figs / "alignment_vs_gain.png",
+                             "cos(update, exact gradient) of W_rec"))
     paper = paper_figures(table, best_main, cfg, figs, exploded)
     claims = check_claims(all_runs, criterion, selection)
     text = _markdown(cfg, all_runs, best, claims, made, out, criterion, exploded, missing=missing, rebuilt=rebuilt,

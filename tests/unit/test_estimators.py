@@ -367,3 +367,42 @@ def test_the_estimator_plugin_of_the_docs_computes_through_its_class(tmp_path, m
         import sys
 
         sys.modules.pop("my_rules", None)
+
+
+# ---------------------------------------------------------------- nr.gradient_alignment
+def test_gradient_alignment_follows_the_influence_matrices():
+    spec = NetworkSpec.random(n_in=1, n_hidden=10, n_out=2, gain=1.5, seed=0)
+    task = nr.make_task("romo", batch_size=4, seed=0)
+    exact = nr.gradient_alignment(spec, task, "rtrl")
+    assert set(exact) == {"w_rec", "w_in", "b", "w_out", "b_out", "all"}
+    for stats in exact.values():
+        assert stats["cosine"] == pytest.approx(1.0, abs=1e-12) and stats["relative_error"] < 1e-10
+        assert stats["sign_agreement"] == pytest.approx(1.0)
+    e, s = nr.gradient_alignment(spec, task, "eprop"), nr.gradient_alignment(spec, task, "snap1")
+    assert e["w_rec"]["cosine"] < 1 - 1e-3 and abs(e["w_rec"]["cosine"] - s["w_rec"]["cosine"]) > 1e-6
+    assert e["w_out"]["cosine"] == pytest.approx(1.0, abs=1e-12)  # the readout is exact for every rule
+    w = spec.w_rec.copy()
+    np.fill_diagonal(w, 0.0)
+    flat = spec.replace(w_rec=w)  # no self-connections: SnAp-1 is e-prop
+    e0, s0 = nr.gradient_alignment(flat, task, "eprop"), nr.gradient_alignment(flat, task, "snap1")
+    for name in e0:
+        for stat in e0[name]:
+            assert s0[name][stat] == pytest.approx(e0[name][stat], abs=1e-12), (name, stat)
+    # a list of specs: one dict each, the same numbers as one at a time
+    both = nr.gradient_alignment([spec, flat], task, "snap1")
+    assert both[0]["w_rec"]["cosine"] == pytest.approx(s["w_rec"]["cosine"], abs=1e-12)
+
+
+def test_gradient_alignment_of_a_stochastic_rule_improves_with_samples():
+    spec = NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, gain=1.2, seed=1)
+    task = nr.make_task("romo", batch_size=2, seed=0)
+    errs = [nr.gradient_alignment(spec, task, "uoro", samples=s)["all"]["relative_error"] for s in (1, 64, 1024)]
+    assert errs[0] > errs[1] > errs[2]
+    again = nr.gradient_alignment(spec, task, "uoro", samples=64)
+    assert again["all"]["relative_error"] == errs[1]  # the same seed repeats the draws
+    with pytest.raises(NeurorateError, match="samples must be an integer >= 1"):
+        nr.gradient_alignment(spec, task, "uoro", samples=0)
+    with pytest.raises(NeurorateError, match="unknown rule"):
+        nr.gradient_alignment(spec, task, "nope")
+    with pytest.raises(NeurorateError, match="needs n_in=3"):
+        nr.gradient_alignment(spec, nr.make_task("2af", batch_size=2), "eprop")

@@ -277,7 +277,7 @@ def check_compatible(caps: BackendCapabilities, rule: Any = None, optimizer: str
         if not caps.runs(r):
             others = [b for b in r.backends if b != caps.name]
             elsewhere = f" or --backend {' | '.join(others)}" if others else ""
-            if caps.online_only and not r.detach_pre and r.detach == "nothing":
+            if caps.online_only and not r.detach_pre and r.detach == "nothing" and not r.online:
                 raise NeurorateError(f"rule {r.name!r} cannot run on {where}: it needs the whole trajectory "
                                      f"backwards in time; use an on-line rule "
                                      f"({', '.join(caps.rule_names(neuron))}){elsewhere}")

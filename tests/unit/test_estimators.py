@@ -284,6 +284,13 @@ def test_compiled_path_and_engine_view_do_not_take_estimator_rules():
         assert "\n" not in str(info.value)
         with pytest.raises(NeurorateError, match="not available on the lava backend"):
             nr.learning.check_rule(rule, backend="lava")
+        # the Lava backend's own check names the backend the rule runs on (an RTRL-type rule runs forward in
+        # time: not "needs the whole trajectory backwards")
+        from neurorate.backends.base import backend_capabilities, check_compatible
+
+        with pytest.raises(NeurorateError, match=f"rule '{rule}' is not available on the Lava backend \\(it runs on "
+                                                 "torch\\)"):
+            check_compatible(backend_capabilities("lava"), rule)
 
 
 @pytest.mark.parametrize("rule", ["rtrl", "snap1", "uoro", "kf_rtrl"])

@@ -1,7 +1,9 @@
 # Two commands for a fresh machine (Python 3.11): both set up .venv idempotently first.
 #   make run   -> trains a network with `neurorate run` on its embedded default and says where results are
 #   make test  -> runs the whole test suite (every extra the tests use is installed by scripts/setup.sh)
-.PHONY: setup run test test-fast bench lint
+#   make docs  -> builds the documentation site into site/ (mkdocs build --strict: a broken link fails it)
+#   make notebooks -> runs the tutorial notebooks at full size into build/tutorials/ (with their outputs)
+.PHONY: setup run test test-fast bench lint docs notebooks
 
 setup:
 	bash scripts/setup.sh
@@ -20,3 +22,9 @@ bench: setup
 
 lint: setup
 	.venv/bin/ruff check neurorate backends tasks tests benchmarks
+
+docs: setup
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict
+
+notebooks: setup
+	OPENBLAS_NUM_THREADS=1 .venv/bin/python scripts/notebooks.py

@@ -59,3 +59,19 @@ def test_every_public_name_is_in_the_api_reference():
     documented = {line.split(".")[-1].strip() for line in text.splitlines() if line.startswith("::: ")}
     missing = sorted(set(neurorate.__all__) - {"__version__"} - documented)
     assert not missing, f"docs/reference.md lacks {missing}"
+
+
+def test_the_reference_reads_name_colon_text_entries_as_descriptions():
+    """scripts/griffe_docstrings.py (the site's griffe extension): ``name : text`` becomes ``name`` with ``text`` as
+    its description, roles become code, prose after the entries becomes a Notes section."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("griffe_docstrings", ROOT / "scripts" / "griffe_docstrings.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    doc = ("Train.\n\nParameters\n----------\nspec : a :class:`NetworkSpec` or a list\n    of them : shared.\n"
+           "a, b : two numbers.\nOther parameters are as in :func:`~neurorate.train`.\n\nReturns\n-------\nx : y\n")
+    assert module.rewrite(doc).splitlines() == [
+        "Train.", "", "Parameters", "----------", "spec", "    a `NetworkSpec` or a list", "    of them : shared.",
+        "a, b", "    two numbers.", "Notes", "-----", "Other parameters are as in `train`.", "", "Returns", "-------",
+        "x : y"]

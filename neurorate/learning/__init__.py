@@ -1,7 +1,8 @@
 """Learning rules as values (:mod:`neurorate.learning.registry`; docs/rules.md).
 
 The registry and the feedback recipe import no torch; each rule's math lives in a module of its own
-(:mod:`neurorate.learning.eprop`, :mod:`neurorate.learning.bptt`), imported by the backends.
+(:mod:`neurorate.learning.eprop`, :mod:`neurorate.learning.bptt`, the estimators of
+:mod:`neurorate.learning.estimators`: ``rtrl``, ``snap1``, ``uoro``, ``kf_rtrl``), imported by the backends.
 
 ``nr.rules()`` (:func:`~neurorate.learning.registry.rules`) lists them; third parties add rules through the
 entry-point group ``neurorate.rules``.

@@ -6,7 +6,9 @@ one-step truncation), which matrix carries the output error to the units (``"sym
 ``"random"`` = the fixed random feedback of :func:`neurorate.learning.feedback.feedback_matrix`) and whether it
 runs on explicit forward eligibility traces. The backends compute a rule's gradient from these properties
 (the torch backend's autograd path implements any "detach X + feedback Y"), so a new combination needs no
-backend change.
+backend change. A rule can also compute: its ``estimator`` names a class with the vectorised protocol of
+:mod:`neurorate.learning.estimators` (an estimate of the influence matrix, forward in time), which the torch
+backend then runs instead (the built-in ``rtrl``, ``snap1``, ``uoro``, ``kf_rtrl``).
 
 Third-party rules: an entry point of the group ``neurorate.rules`` naming a module attribute that is a
 :class:`Rule`, e.g. in the plugin's ``pyproject.toml``::

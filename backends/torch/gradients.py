@@ -94,7 +94,8 @@ def gradients(ens: Ensemble, rule: str | Rule, kind: str, x, target, mask, quant
     """Dispatch on the rule's properties (see the module docstring).
 
     A rule with an ``estimator`` runs it (:func:`neurorate.learning.estimators.estimator_gradients`; "auto" lets
-    the estimator use its fast kernel, "estimator" forces its forward recursion; ``seed`` and ``step0`` key a
+    the estimator use its fast kernel, "estimator" forces its forward recursion (and computes any other rule by
+    the estimator of its detach, :func:`neurorate.learning.estimators.estimator_for`); ``seed`` and ``step0`` key a
     stochastic estimator's draws); "autograd" computes its ``detach`` reading instead (``rtrl``: BPTT; ``snap1``:
     the other units' rates detached), which a stochastic rule does not have.
 
@@ -107,6 +108,8 @@ def gradients(ens: Ensemble, rule: str | Rule, kind: str, x, target, mask, quant
     compare the implementations).
     """
     r = get_rule(rule)
+    if impl == "estimator":  # any rule through the estimator protocol: its own, or its detach's
+        return estimator_gradients(ens, r, kind, x, target, mask, quant, step0, seed, fast=False)
     if r.estimator:
         if impl == "autograd":
             if r.stochastic:

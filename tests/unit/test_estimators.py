@@ -413,3 +413,17 @@ def test_gradient_alignment_of_a_stochastic_rule_improves_with_samples():
         nr.gradient_alignment(spec, task, "nope")
     with pytest.raises(NeurorateError, match="needs n_in=3"):
         nr.gradient_alignment(spec, nr.make_task("2af", batch_size=2), "eprop")
+
+
+@pytest.mark.parametrize("form", ["A", "B", "C"])
+@pytest.mark.parametrize("kind", ["mse", "ce"])
+def test_the_detach_feedback_family_read_as_estimators_has_the_numbers_of_its_kernels(form, kind):
+    """Every built-in rule through the estimator protocol (the estimator of its detach, with its feedback) equals
+    its own kernels: bptt (RTRL), eprop, eprop_online, eprop_random, rflo (J ~ diag(d)), trunc1 (J ~ 0)."""
+    ens, _ = make(1.3, form, n=6)
+    for rule in ("bptt", "eprop", "eprop_online", "eprop_random", "rflo", "trunc1"):
+        lk, _, gk = grads(rule, ens, kind)
+        le, _, ge = grads(rule, ens, kind, impl="estimator")
+        assert torch.allclose(lk, le, rtol=0, atol=1e-13), rule
+        for name in gk:
+            assert max_rel(ge[name], gk[name]) < 1e-10, (rule, name)

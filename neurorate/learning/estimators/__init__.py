@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from neurorate.errors import NeurorateError
 from neurorate.learning.registry import get_rule
 from neurorate.model import dynamics as dyn
 from neurorate.model import losses
@@ -113,6 +112,26 @@ def step_factors(form: str, alpha, prev: torch.Tensor, pre: torch.Tensor, fprime
     return (1 - alpha).expand(shape), alpha * psi, None
 
 
+DETACH_ESTIMATORS = {"nothing": "neurorate.learning.estimators.rtrl:RTRL",
+                     "presynaptic rates": "neurorate.learning.estimators.snap1:EpropTrace",
+                     "whole previous state": "neurorate.learning.estimators.snap1:OneStepTrace",
+                     "other units' rates": "neurorate.learning.estimators.snap1:SnAp1"}
+"""The estimator that computes each ``Rule.detach`` (what the truncation keeps of ``J_t``: all of it, ``diag(d_t)``,
+nothing, its diagonal): every "detach x feedback" rule is one of these with its feedback."""
+
+
+def estimator_for(rule):
+    """A fresh estimator of ``rule``: its own (``Rule.estimator``), else the one of its detach
+    (:data:`DETACH_ESTIMATORS`): the detach x feedback family read as estimators, with the numbers of its kernels."""
+    import importlib
+
+    r = get_rule(rule)
+    if r.estimator:
+        return r.make_estimator()
+    module, _, attr = DETACH_ESTIMATORS[r.detach].partition(":")
+    return getattr(importlib.import_module(module), attr)()
+
+
 def split(g: torch.Tensor, n: int, n_in: int) -> dict[str, torch.Tensor]:
     """``(M, N, P)`` row gradients -> ``w_rec (M, N, N)``, ``w_in (M, N, n_in)``, ``b (M, 1, N)``."""
     return {"w_rec": g[..., :n].contiguous(), "w_in": g[..., n:n + n_in].contiguous(),
@@ -123,7 +142,8 @@ def split(g: torch.Tensor, n: int, n_in: int) -> dict[str, torch.Tensor]:
 def estimator_gradients(ens: Ensemble, rule, kind: str, x, target, mask, quant=None, step0: int = 0, seed: int = 0,
                         fast: bool = True):
     """Loss, accuracy and the gradient estimate of ``rule``'s estimator (no autograd), ``(loss (M,), accuracy (M,),
-    grads)`` like :func:`neurorate.backends.torch.gradients.gradients`.
+    grads)`` like :func:`neurorate.backends.torch.gradients.gradients`. A rule without an estimator of its own runs
+    the estimator of its detach (:func:`estimator_for`).
 
     The forward pass is :func:`neurorate.backends.torch.gradients.forward`'s, on a hardware profile's grids when
     ``quant`` quantises (the estimate itself is kept at full precision, with straight-through derivatives, as
@@ -131,9 +151,7 @@ def estimator_gradients(ens: Ensemble, rule, kind: str, x, target, mask, quant=N
     (:func:`draw_seed`). ``fast``: use the estimator's faster kernel where it has one (same numbers).
     """
     r = get_rule(rule)
-    est = r.make_estimator()
-    if est is None:
-        raise NeurorateError(f"rule {r.name!r} has no estimator")
+    est = estimator_for(r)
     quantising = quant is not None and quant.enabled
     if fast and not quantising and hasattr(est, "fast"):
         out = est.fast(ens, r, kind, x, target, mask)

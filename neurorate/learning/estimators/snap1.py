@@ -74,9 +74,23 @@ class SnAp1:
 
 class EpropTrace(SnAp1):
     """The e-prop truncation as an estimator (``J_t ~ diag(d_t)``): the same gradient as the ``eprop`` rule's
-    kernels, for comparisons through the estimator protocol (no rule uses it)."""
+    kernels (the estimator reading of ``detach = "presynaptic rates"``, :func:`neurorate.learning.estimators.
+    estimator_for`)."""
 
     self_connection = False
+
+
+class OneStepTrace(SnAp1):
+    """The whole previous state detached (``J_t ~ 0``, ``m_t = Mbar_t``): the ``trunc1`` control as an estimator."""
+
+    self_connection = False
+
+    def step(self, trace: torch.Tensor, s: Step) -> torch.Tensor:
+        trace.zero_()
+        return trace.addcmul_(s.p.transpose(1, 2).unsqueeze(-1), s.z.unsqueeze(1))
+
+    def fast(self, ens, rule, kind: str, x, target, mask):
+        return None
 
 
 @torch.no_grad()

@@ -1,5 +1,5 @@
 """The ``neurorate`` command line: :mod:`~neurorate.cli.app` holds the application and ``run``; each other
-command group has a module of its own (``lyapunov``, ``nir``, ``profiles``, ``study``).
+command group has a module of its own (``lyapunov``, ``nir``, ``profiles``, ``runs``, ``study``, ``tasks``).
 
 :func:`main` is the script's entry point. It imports the application itself, so that a Ctrl-C while the
 libraries load (typer, numpy, the command modules: about a second) is one line and exit code 130, as everywhere

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from neurorate.errors import NeurorateError
+from neurorate.errors import NeurorateError, as_int, as_real
 
 _BUILTIN_TASKS = {
     "romo": "neurorate.tasks.romo:RomoTask",
@@ -53,10 +53,9 @@ class Task:
     tau: float
 
     def __init__(self, batch_size: int, seed: int, dt: float, tau: float):
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise NeurorateError(f"batch size must be a positive integer, got {batch_size}")
-        if int(seed) != seed or seed < 0:
-            raise NeurorateError(f"seed must be a non-negative integer, got {seed}")
+        batch_size = as_int(batch_size, "batch size", minimum=1)  # not a bool, a string or a fraction
+        seed = as_int(seed, "seed", minimum=0)
+        dt, tau = as_real(dt, "dt"), as_real(tau, "tau")
         if not (dt > 0 and tau > 0):
             raise NeurorateError(f"dt and tau must be positive, got dt={dt}, tau={tau}")
         if dt > tau:

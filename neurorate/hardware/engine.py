@@ -34,7 +34,7 @@ The learning engine, one *epoch* (``t_epoch`` ticks) at a time, per synapse ``(p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -321,7 +321,9 @@ class EngineSpec(BaseModel):
     factor and the largest trial gradient half the tag) or fixed values; ``epochs``: epochs per trial (a
     power of two > T, the dependency ``u_k``; 0 = the next power of two above the trial length); ``rounding``:
     ``"shared"`` (Lava: one random number per epoch for all synapses) or ``"independent"`` (a what-if: one per
-    synapse and epoch).
+    synapse and epoch). Fixed values are range-checked: ``weight_frac`` in [-32, 32], ``third_factor_frac`` in
+    [0, 22] (at most the state's fractional bits, as "auto" chooses), ``tag_exponent`` in [-24, 8] (the range
+    "auto" chooses from) and ``epochs`` at most 2^16.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -334,10 +336,10 @@ class EngineSpec(BaseModel):
     state_frac: int = Field(default=16, ge=0, le=22)
     message_frac: int = Field(default=12, ge=0, le=22)
     trace_frac: int = Field(default=6, ge=0, le=24)
-    weight_frac: int | Literal["auto"] = "auto"
-    third_factor_frac: int | Literal["auto"] = "auto"
-    tag_exponent: int | Literal["auto"] = "auto"
-    epochs: int = Field(default=0, ge=0)
+    weight_frac: Annotated[int, Field(ge=-32, le=32)] | Literal["auto"] = "auto"
+    third_factor_frac: Annotated[int, Field(ge=0, le=22)] | Literal["auto"] = "auto"
+    tag_exponent: Annotated[int, Field(ge=-24, le=8)] | Literal["auto"] = "auto"
+    epochs: int = Field(default=0, ge=0, le=2**16)
     rounding: Literal["shared", "independent"] = "shared"
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ describes the schema and every shipped profile.
 from __future__ import annotations
 
 import importlib.resources
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,8 +65,9 @@ class NumberFormat(_Strict):
 
     ``format = "float"``: values are rounded to ``dtype`` (round to nearest even).
 
-    Cross-field checks (each a one-line error naming the field): a signed integer needs ``bits >= 2`` (a sign
-    and at least one magnitude bit) and ``frac_bits <= bits - 1``, an unsigned one ``frac_bits <= bits`` (every bit
+    Cross-field checks (each a one-line error naming the field): ``frac_bits >= 0``; a signed integer needs
+    ``bits >= 2`` (a sign and at least one magnitude bit) and ``frac_bits <= bits - 1``, an unsigned one
+    ``frac_bits <= bits`` (every bit
     may be fractional: ``[0, 1)``); ``pow2`` needs ``bits >= 2``; ``exponent_bits`` applies only to the scales with an
     exponent (``shared_exponent``, ``per_row``, ``pow2``, at most 11 bits: a float64 exponent) and, on a float
     format, must equal its dtype's exponent width (as ``bits`` must equal its total width).
@@ -129,9 +131,9 @@ def _check_int_widths(fmt: NumberFormat) -> None:
             raise ValueError(f"frac_bits = {fmt.frac_bits} must be <= {top} for a {fmt.bits}-bit "
                              f"{'signed' if fmt.signed else 'unsigned'} format (fractional bits < bits"
                              f"{', the sign excluded' if fmt.signed else ''})")
-        if fmt.frac_bits < -1000:
-            raise ValueError(f"frac_bits = {fmt.frac_bits} is out of range (the step 2**-frac_bits must be a "
-                             "float64)")
+        if fmt.frac_bits < 0:
+            raise ValueError(f"frac_bits = {fmt.frac_bits} must be >= 0 (the step 2**-frac_bits is at most 1: "
+                             "fractional bits below the integer LSB; use fewer bits for a coarser grid)")
     if fmt.exponent_bits is not None:
         if fmt.scale in ("none", "per_tensor"):
             raise ValueError(f"exponent_bits only applies to the scales shared_exponent, per_row and pow2, "
@@ -189,7 +191,7 @@ class StateFormat(NumberFormat):
     """
 
     decay: Literal["linear", "pow2", "float"] = "float"
-    decay_bits: PositiveInt | None = None
+    decay_bits: PositiveInt | None = Field(default=None, le=32)
 
     @model_validator(mode="after")
     def _decay_resolution(self):
@@ -246,9 +248,9 @@ class LearningSpec(_Strict):
 
     on_chip: bool = False
     rules: list[str] = Field(default_factory=list)
-    trace_bits: PositiveInt | None = None
+    trace_bits: PositiveInt | None = Field(default=None, le=48)
     third_factor: str | None = None
-    accumulator_bits: PositiveInt | None = None
+    accumulator_bits: PositiveInt | None = Field(default=None, le=48)
     accumulator_frac_bits: int | None = Field(default=None, ge=0)
     rounding: Rounding = "nearest"
 
@@ -269,14 +271,14 @@ class TimeSpec(_Strict):
     """Time base: discrete steps of ``dt_ms`` or continuous time run ``acceleration`` x faster than biology."""
 
     discrete: bool = True
-    dt_ms: PositiveFloat | None = None
-    acceleration: PositiveFloat = 1.0
+    dt_ms: PositiveFloat | None = Field(default=None, allow_inf_nan=False)
+    acceleration: PositiveFloat = Field(default=1.0, allow_inf_nan=False)
 
 
 class NoiseSpec(_Strict):
     """Device noise; ``mismatch_rel_std`` is the relative std of fixed parameter mismatch (analog devices)."""
 
-    mismatch_rel_std: NonNegativeFloat = 0.0
+    mismatch_rel_std: NonNegativeFloat = Field(default=0.0, le=1.0, allow_inf_nan=False)
 
 
 class HardwareProfile(_Strict):
@@ -387,10 +389,17 @@ def load_profile(name_or_path: str | Path | HardwareProfile) -> HardwareProfile:
     return profile
 
 
+_UNION_BRANCH = re.compile(r"^(constrained-\w+|int|float|str|bool|literal\[.*\]|function-\w+\[.*\])$")
+
+
 def _first_error(exc: ValidationError) -> str:
+    def field(error) -> list[str]:  # pydantic also names the union branch it tried (``constrained-int``): drop it
+        return [str(p) for p in error["loc"] if not _UNION_BRANCH.match(str(p))]
+
     errors = exc.errors()
     err = errors[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    loc = ".".join(field(err)) or "(top level)"
+    others = [e for e in errors[1:] if field(e) != field(err)]  # the other branches of one field are not more errors
     msg = str(err["msg"]).removeprefix("Value error, ")
-    more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    more = f" (and {len(others)} more error{'s' if len(others) > 1 else ''})" if others else ""
     return f"{loc}: {msg}{more}"

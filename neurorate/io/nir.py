@@ -25,6 +25,7 @@ Files are HDF5 (read with h5py; nothing is ever unpickled).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -134,11 +135,46 @@ def read_nir(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise FileFormatError(f"{path}: no such NIR file")
+    _check_dataset_sizes(path)
     try:
         return nir.read(path)
     except (OSError, KeyError, ValueError, TypeError, AssertionError, AttributeError, RuntimeError) as exc:
         msg = " ".join(str(exc).split())[:200]
         raise FileFormatError(f"{path}: not a readable NIR file ({type(exc).__name__}: {msg})") from None
+
+
+def _check_dataset_sizes(path: Path) -> None:
+    """Refuse an HDF5 file whose datasets claim more elements than a network at the largest hidden size
+    (:func:`neurorate.model.spec.max_array_elements`) or more bytes than the available memory, from the shapes
+    HDF5 declares, before ``nir.read`` reads them: a small file can declare a huge dataset (chunks never written
+    read as the fill value). A file h5py cannot open is left to ``nir.read``, which says so."""
+    import h5py
+
+    from neurorate.model.spec import max_array_elements
+    from neurorate.training import _gib, available_bytes
+
+    limit = max_array_elements()
+    sizes: list[tuple[str, tuple, int]] = []  # (dataset, shape, bytes)
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.shape is not None:
+            shape = tuple(int(d) for d in obj.shape)
+            sizes.append((name, shape, math.prod(shape) * int(obj.dtype.itemsize)))
+
+    try:
+        with h5py.File(path, "r") as fh:
+            fh.visititems(visit)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError):
+        return
+    for name, shape, _ in sizes:
+        if limit >= 0 and math.prod(shape) > limit:
+            raise FileFormatError(f"{path}: dataset {name!r} claims {' x '.join(map(str, shape))} elements, more "
+                                  f"than the {limit:,} of a network at the largest hidden size "
+                                  "(NEURORATE_ALLOW_LARGE=1 lifts the ceiling)")
+    total, avail = sum(b for *_, b in sizes), available_bytes()
+    if avail is not None and total > avail:
+        raise FileFormatError(f"{path}: its datasets claim {_gib(total)} but only {_gib(avail)} of memory is "
+                              "available")
 
 
 def _meta_value(meta: dict, key: str, default=None):
@@ -170,8 +206,12 @@ def _weights(node) -> tuple[np.ndarray, np.ndarray | None]:
 def parse_recurrent_graph(graph) -> dict[str, Any]:
     """Find the recurrent layer of a flat NIR graph: its neuron node and the input, recurrent and readout weights.
 
+    The graph must be one recurrent layer: exactly one LI node (a rate network) or exactly one LIF/CubaLIF node
+    (a spiking one, optionally with one LI node after its readout), exactly one Affine/Linear layer from that node
+    back to it, one input layer fed by an Input node and one readout layer that reaches an Output node.
+
     Returns a dict with ``neuron`` (name), ``w_in``, ``w_rec``, ``w_out`` (nodes), ``metadata`` (graph metadata
-    merged with the neuron's). Raises :class:`FileFormatError` if the graph is not one recurrent layer.
+    merged with the neuron's). Raises :class:`FileFormatError` naming what was found otherwise.
     """
     nir = _nir()
     if not isinstance(graph, nir.NIRGraph):
@@ -179,26 +219,47 @@ def parse_recurrent_graph(graph) -> dict[str, Any]:
     nodes, edges = graph.nodes, list(graph.edges)
     if any(isinstance(v, nir.NIRGraph) for v in nodes.values()):
         raise FileFormatError("nested NIR graphs are not supported: flatten the graph to one recurrent layer")
-    neurons = [k for k, v in nodes.items() if type(v).__name__ in _NEURONS]
-    if len(neurons) > 1:  # a spiking layer with a leaky readout neuron: keep the one on a cycle
-        on_cycle = [k for k in neurons if any((d, k) in edges for s, d in edges if s == k)]
-        neurons = on_cycle or neurons
-    if len(neurons) != 1:
-        raise FileFormatError(f"expected exactly one LI/LIF/CubaLIF node, found {len(neurons)} ({', '.join(neurons)})")
-    cell = neurons[0]
+    named = lambda keys: f" ({', '.join(map(str, keys))})" if keys else ""  # noqa: E731
+    spiking = [k for k, v in nodes.items() if type(v).__name__ in ("LIF", "CubaLIF")]
+    leaky = [k for k, v in nodes.items() if type(v).__name__ == "LI"]
+    if spiking:  # a LIF layer; an LI node may only be its leaky readout (after the readout layer)
+        if len(spiking) != 1:
+            raise FileFormatError(f"expected exactly one LIF/CubaLIF node (the recurrent layer), found "
+                                  f"{len(spiking)}{named(spiking)}")
+        cell = spiking[0]
+    else:
+        if len(leaky) != 1:
+            raise FileFormatError(f"expected exactly one LI node (the recurrent layer), found {len(leaky)}"
+                                  f"{named(leaky)}")
+        cell = leaky[0]
     into = [s for s, d in edges if d == cell]
     out_of = [d for s, d in edges if s == cell]
     weight_types = (nir.Affine, nir.Linear)
     rec = [k for k in into if k in out_of and isinstance(nodes[k], weight_types)]
     inp = [k for k in into if k not in rec and isinstance(nodes[k], weight_types)]
     readout = [k for k in out_of if k not in rec and isinstance(nodes[k], weight_types)]
+    if len(rec) != 1:
+        raise FileFormatError(f"expected exactly one recurrent Affine/Linear layer from the {cell!r} node back to it, "
+                              f"found {len(rec)}{named(rec)}")
     for role, found in (("input", inp), ("readout", readout)):
         if len(found) != 1:
-            raise FileFormatError(f"expected one Affine/Linear {role} layer at the {cell!r} node, found {len(found)}")
-    if len(rec) > 1:
-        raise FileFormatError(f"expected at most one recurrent Affine/Linear layer at {cell!r}, found {len(rec)}")
+            raise FileFormatError(f"expected one Affine/Linear {role} layer at the {cell!r} node, found "
+                                  f"{len(found)}{named(found)}")
+    sources = [s for s, d in edges if d == inp[0] and isinstance(nodes[s], nir.Input)]
+    if not sources:
+        raise FileFormatError(f"the input layer {inp[0]!r} is not fed by an Input node (found "
+                              f"{[s for s, d in edges if d == inp[0]] or 'no edge into it'})")
+    after = [d for s, d in edges if s == readout[0]]
+    tail = [d for s, d in edges if s in after and type(nodes[s]).__name__ == "LI"] if spiking else []
+    extra = [k for k in leaky if k not in after] if spiking else []
+    if extra or (spiking and len([k for k in leaky if k in after]) > 1):
+        raise FileFormatError(f"expected at most one LI node, after the readout layer {readout[0]!r} of the LIF "
+                              f"layer, found {len(leaky)}{named(leaky)}")
+    if not any(isinstance(nodes[d], nir.Output) for d in after + tail):
+        raise FileFormatError(f"the readout layer {readout[0]!r} does not reach an Output node (it feeds "
+                              f"{after or 'nothing'})")
     meta = {**dict(graph.metadata or {}), **dict(nodes[cell].metadata or {})}
-    return {"neuron": cell, "w_in": nodes[inp[0]], "w_rec": nodes[rec[0]] if rec else None,
+    return {"neuron": cell, "w_in": nodes[inp[0]], "w_rec": nodes[rec[0]],
             "w_out": nodes[readout[0]], "metadata": meta, "nodes": nodes, "edges": edges,
             "readout": readout[0]}
 

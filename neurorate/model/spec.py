@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.errors import FileFormatError, SpecError
+from neurorate.errors import FileFormatError, NeurorateError, SpecError, as_int, as_real
 from neurorate.learning.feedback import FEEDBACK_INITS, draw_feedback
 
 FORMS = ("A", "B", "C")
@@ -34,6 +34,9 @@ ACTIVATIONS = ("tanh", "relu", "identity")
 INPUT_INITS = ("torch", "schuessler")
 GAIN_MEASURES = ("frobenius", "spectral_radius")
 _ARRAYS = ("w_in", "w_rec", "w_out", "b", "b_out", "feedback")
+MAX_GAIN = 1e6
+"""The largest initial gain :meth:`NetworkSpec.random` draws (the study config's ceiling too): at larger gains the
+recurrent drive overflows float32 within a few steps, so no run could train."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -173,21 +176,26 @@ class NetworkSpec:
         feedback_init : random feedback B for ``eprop_random``/``rflo``: "uniform" = ``U(+-1/sqrt(N))``
             (the readout's scale) or "gaussian" = ``N(0, 1/n_out)``.
         """
-        for name, val in (("n_in", n_in), ("n_hidden", n_hidden), ("n_out", n_out)):
-            if int(val) != val or val < 1:
-                raise SpecError(f"{name} must be a positive integer, got {val}")
-        n_in, n = int(n_in), int(n_hidden)
-        n_out = int(n_out)
-        if not (gain >= 0 and math.isfinite(gain)):
-            raise SpecError(f"gain must be >= 0, got {gain}")
+        try:
+            n_in, n, n_out = (as_int(v, name, minimum=1) for name, v in (("n_in", n_in), ("n_hidden", n_hidden),
+                                                                       ("n_out", n_out)))
+            gain = as_real(gain, "gain")
+            seed = as_int(seed, "seed", minimum=0)
+            if rank is not None:
+                rank = as_int(rank, "rank", minimum=1)
+        except NeurorateError as exc:
+            raise SpecError(str(exc)) from None
+        if not gain >= 0:
+            raise SpecError(f"gain must be >= 0, got {gain:g}")
+        if not gain <= MAX_GAIN:
+            raise SpecError(f"gain must be finite and at most {MAX_GAIN:g}, got {gain:g} (W_rec ~ N(0, g^2/N) at a "
+                            "larger gain overflows the state within a few steps)")
         if input_init not in INPUT_INITS:
             raise SpecError(f"unknown input_init {input_init!r}; choose one of {', '.join(INPUT_INITS)}")
         if feedback_init not in FEEDBACK_INITS:
             raise SpecError(f"unknown feedback_init {feedback_init!r}; choose one of {', '.join(FEEDBACK_INITS)}")
         if gain_measure not in GAIN_MEASURES:
             raise SpecError(f"unknown gain_measure {gain_measure!r}; choose one of {', '.join(GAIN_MEASURES)}")
-        if int(seed) != seed or seed < 0:
-            raise SpecError(f"seed must be a non-negative integer, got {seed}")
         seeds = np.random.SeedSequence(int(seed)).spawn(4)
         rec_rng, in_rng, out_rng, fb_rng = (np.random.default_rng(s) for s in seeds)
 
@@ -215,6 +223,9 @@ class NetworkSpec:
             v *= 1.0 / (math.sqrt(n) * np.linalg.norm(v, axis=1, keepdims=True))
             b = np.zeros(n)
             c = np.zeros(n_out)
+        if not np.all(np.isfinite(w)):  # a user matrix scaled to the gain can overflow
+            raise SpecError(f"gain {gain:g} makes W_rec overflow (its entries are not finite numbers); use a smaller "
+                            "gain")
         fb = draw_feedback(fb_rng, n, n_out, feedback_init)  # the recipe of every backend (docs/rules.md)
         init = dict(
             gain=float(gain), seed=int(seed), input_init=input_init, input_bias=bool(input_bias),
@@ -274,6 +285,7 @@ class NetworkSpec:
         path = Path(path)
         if not path.is_file():
             raise FileFormatError(f"{path}: no such spec file")
+        check_npz(path)  # array sizes from the headers, before anything is allocated
         try:
             with np.load(path, allow_pickle=False) as z:
                 meta = json.loads(bytes(z["__meta__"]).decode())
@@ -290,6 +302,53 @@ class NetworkSpec:
             raise FileFormatError(f"{path}: not a neurorate spec file ({exc})") from None
         except SpecError as exc:
             raise FileFormatError(f"{path}: not a valid neurorate network ({exc})") from None
+
+
+def max_array_elements() -> int:
+    """The most elements one array of a saved spec may claim: a ``W_rec`` at the largest hidden size
+    (:data:`neurorate.training.LIMITS`, 8192^2, 512 MiB in float64), unlimited with ``NEURORATE_ALLOW_LARGE=1``
+    (the memory check of :func:`check_npz` stays)."""
+    from neurorate.training import LIMITS, _allow_large
+
+    return -1 if _allow_large(False) else LIMITS["hidden"] ** 2
+
+
+def check_npz(path: str | Path) -> None:
+    """Refuse a ``.npz`` whose arrays claim more than :func:`max_array_elements` elements, or more bytes than the
+    available memory, in one :class:`FileFormatError` line, before any array is read: the shapes and dtypes come
+    from each member's ``.npy`` header (``numpy.lib.format``), so a 2 KB file whose header claims a 10^6 x 10^6
+    array costs nothing. A file that is not a readable zip or ``.npy`` is left to the loader, which says so."""
+    from numpy.lib import format as npy
+
+    from neurorate.training import _gib, available_bytes
+
+    limit = max_array_elements()
+    headers = []  # (member, shape, dtype) of every .npy header that parses
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as fh:
+                    version = npy.read_magic(fh)
+                    if version == (1, 0):
+                        headers.append((info.filename[:-4], *npy.read_array_header_1_0(fh)))
+                    elif version == (2, 0):
+                        headers.append((info.filename[:-4], *npy.read_array_header_2_0(fh)))
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, SyntaxError, RuntimeError, NotImplementedError):
+        return  # not a readable zip of .npy arrays: the loader refuses it with its own line
+    total = 0
+    for name, shape, _, dtype in headers:
+        count = math.prod(int(d) for d in shape)
+        if limit >= 0 and count > limit:
+            dims = " x ".join(str(int(d)) for d in shape)
+            raise FileFormatError(f"{path}: array {name!r} claims {dims} = {count:,} elements, more than the {limit:,} "
+                                  "of a network at the largest hidden size; not a spec file neurorate wrote "
+                                  "(NEURORATE_ALLOW_LARGE=1 lifts the ceiling)")
+        total += count * int(dtype.itemsize)
+    avail = available_bytes()
+    if avail is not None and total > avail:
+        raise FileFormatError(f"{path}: its arrays claim {_gib(total)} but only {_gib(avail)} of memory is available")
 
 
 def _as_real(a, name: str) -> np.ndarray:
@@ -341,11 +400,17 @@ def scale_to_gain(w: np.ndarray, gain: float, measure: str = "frobenius") -> np.
         current = float(np.max(np.abs(np.linalg.eigvals(w))))
     else:
         raise SpecError(f"unknown gain measure {measure!r}; choose one of {', '.join(GAIN_MEASURES)}")
+    if not math.isfinite(current):
+        raise SpecError(f"cannot rescale a recurrent matrix whose {measure} gain is not a finite number ({current})")
     if current == 0:
         if gain == 0:
             return w.copy()
         raise SpecError("cannot rescale an all-zero matrix to a non-zero gain")
-    return w * (gain / current)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = w * (gain / current)
+    if not np.all(np.isfinite(out)):
+        raise SpecError(f"gain {gain:g} makes W_rec overflow (its entries are not finite numbers); use a smaller gain")
+    return out
 
 
 def low_rank(w: np.ndarray, rank: int) -> np.ndarray:

@@ -41,7 +41,7 @@ import torch
 from neurorate.errors import FileFormatError, NeurorateError
 from neurorate.learning.feedback import feedback_matrix
 from neurorate.learning.registry import Rule, check_rule
-from neurorate.model.spec import NetworkSpec
+from neurorate.model.spec import NetworkSpec, check_npz
 
 _LIF_KEYS = ("threshold", "kappa", "gamma", "beta_a", "rho", "adaptive_fraction")
 _PARAMS = ("w_in", "w_rec", "w_out", "b", "b_out")
@@ -149,6 +149,7 @@ def _lif_header(path: Path) -> dict | None:
 
 def _load_spec(path: Path) -> NetworkSpec:
     """The rate part of a LIF file (arrays and header without ``neurorate_lif``), validated like a spec."""
+    check_npz(path)  # array sizes from the headers, before anything is allocated
     with np.load(path, allow_pickle=False) as z:
         meta = json.loads(bytes(z["__meta__"]).decode())
         arrays = {k: z[k] for k in z.files if k != "__meta__"}

@@ -316,14 +316,70 @@ def check_compatible(caps: BackendCapabilities, rule: Any = None, optimizer: str
         raise NeurorateError(f"{where} takes batches of at most {caps.max_batch} trials, got {batch}")
     if dtype is not None and caps.dtypes and str(dtype) not in caps.dtypes:
         raise NeurorateError(f"unknown dtype {dtype!r} for {where}; choose {' or '.join(caps.dtypes)}")
-    if device is not None and caps.devices and str(device).split(":")[0] not in caps.devices:
-        raise NeurorateError(f"unknown device {device!r}; choose {', '.join(caps.devices)}")
+    if device is not None:
+        check_device(caps, device)
     if options:
         unknown = sorted(set(options) - set(caps.options))
         if unknown:
             raise NeurorateError(f"{caps.name} backend: unknown option(s) {', '.join(unknown)}"
                                  + (f"; it takes {', '.join(caps.options)}" if caps.options else ""))
     return r
+
+
+CPU_DEVICES = ("auto", "cpu")
+"""The ``device=`` values every backend accepts: a backend that declares no devices runs on the CPU."""
+
+
+def check_device(caps: BackendCapabilities, device: Any, option: str = "--device") -> None:
+    """One line when the backend of ``caps`` cannot run on ``device`` on this machine, before anything is written.
+
+    A backend that declares no ``devices`` takes only :data:`CPU_DEVICES`. Otherwise the kind (``"cuda"`` of
+    ``"cuda:1"``) must be declared, and the device must exist: ``cuda``/``cuda:K`` needs a CUDA device that torch
+    sees (``K < torch.cuda.device_count()``), ``mps`` needs ``torch.backends.mps.is_available()``. torch is imported
+    only to answer those two questions. ``option`` names the setting in the message (``"--device"``, or a config
+    field such as ``"device"``)."""
+    if type(device).__name__ == "device" and type(device).__module__.startswith("torch"):
+        device = str(device)  # a torch.device: checked as its name
+    if not isinstance(device, str):
+        raise NeurorateError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {device!r:.60}")
+    flag = option.startswith("--")
+    what = f"{option} {device}" if flag else f"{option} = {device!r}"
+
+    def use(*values: str) -> str:
+        return f"use {option} {' or '.join(values)}" if flag else \
+            f"set {option} = {' or '.join(repr(v) for v in values)}"
+
+    if not caps.devices:
+        if device in CPU_DEVICES:
+            return
+        raise NeurorateError(f"{what}: the {caps.title} backend runs on the CPU and takes no device; "
+                             f"{use('auto', 'cpu')} (or a backend that runs on GPUs, such as torch)")
+    kind, colon, index = device.partition(":")
+    if kind not in caps.devices or (colon and kind == "auto"):
+        hint = " (cuda:K for the K-th GPU)" if "cuda" in caps.devices else ""
+        raise NeurorateError(f"{what}: unknown device for the {caps.title} backend; choose "
+                             f"{', '.join(caps.devices)}{hint}")
+    if colon and not (index.isdigit() and index.isascii()):
+        raise NeurorateError(f"{what}: the device index must be a non-negative integer, as in {kind}:0")
+    if kind == "cuda":
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise NeurorateError(f"{what}: no CUDA device is available on this machine (torch sees 0 GPUs); "
+                                 f"{use('cpu', 'auto')}")
+        if colon and int(index) >= count:
+            raise NeurorateError(f"{what}: this machine has {count} CUDA device{'s' * (count > 1)} (cuda:0 to "
+                                 f"cuda:{count - 1}); {use('cuda:0', 'auto')}")
+    elif kind == "mps":
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise NeurorateError(f"{what}: torch says no MPS (Apple GPU) device is available on this machine; "
+                                 f"{use('cpu', 'auto')}")
+        if colon and int(index) != 0:
+            raise NeurorateError(f"{what}: there is one MPS device (mps or mps:0)")
 
 
 def get_backend(name: str | Backend, **options: Any) -> Backend:
@@ -333,9 +389,28 @@ def get_backend(name: str | Backend, **options: Any) -> Backend:
     return backend_class(name)(**options)
 
 
+MAX_THREADS = 1024
+"""The most CPU threads (``NEURORATE_THREADS``, ``--threads``, ``threads=``) and study workers
+(``NEURORATE_WORKERS``, ``--workers``) neurorate accepts: a fixed ceiling, so that a value that works on one
+machine works on every machine, set above the hardware threads of the largest machines (a few hundred) and below
+what a typing slip gives (``99999``)."""
+
+
+def check_threads(value: Any, name: str = "threads") -> int:
+    """``value`` as a thread count, an integer from 1 to :data:`MAX_THREADS` (not a bool or a string); one line
+    naming ``name`` otherwise."""
+    try:
+        ok = not isinstance(value, (bool, str)) and int(value) == value and 1 <= value <= MAX_THREADS
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise NeurorateError(f"{name} must be an integer from 1 to {MAX_THREADS}, got {value!r:.60}")
+    return int(value)
+
+
 def env_threads() -> int | None:
     """The CPU threads asked for by the environment variable ``NEURORATE_THREADS`` (None when unset); a value that
-    is not a positive integer is a one-line error."""
+    is not an integer from 1 to :data:`MAX_THREADS` is a one-line error."""
     env = os.environ.get("NEURORATE_THREADS", "").strip()
     if not env:
         return None
@@ -343,9 +418,19 @@ def env_threads() -> int | None:
         value = int(env)
     except ValueError:
         value = 0
-    if value < 1:
-        raise NeurorateError(f"NEURORATE_THREADS must be a positive integer, got {env!r}")
+    if not 1 <= value <= MAX_THREADS:
+        raise NeurorateError(f"NEURORATE_THREADS must be an integer from 1 to {MAX_THREADS}, got {env!r}; unset it "
+                             "for the default (1)")
     return value
+
+
+def trained_spec(template: Any, arrays: Mapping[str, np.ndarray]) -> tuple[Any, bool]:
+    """``(spec, finite)``: ``template`` (a NetworkSpec) carrying the trained ``arrays``, or, when one of them holds
+    NaN or inf (the training blew up, e.g. at a huge learning rate), ``template`` itself and False. The backends
+    then report the network as diverged (its weights are not numbers) instead of failing on them."""
+    if all(np.all(np.isfinite(a)) for a in arrays.values()):
+        return template.replace(**arrays), True
+    return template, False
 
 
 def check_ensemble(specs: Sequence[Any]) -> None:

@@ -36,8 +36,9 @@ from neurorate.backends.base import (
     task_list,
 )
 from neurorate.defaults import DEFAULT_LR, RUN_DEFAULTS
-from neurorate.errors import NeurorateError
-from neurorate.io.results import RunDirectory, RunInterrupted, TrainResult, check_out_dir, open_out_dir, write_final
+from neurorate.errors import NeurorateError, as_int, as_real
+from neurorate.io.dirs import OutputError
+from neurorate.io.results import RunDirectory, RunInterrupted, TrainResult, check_out_dir, claim_out_dir, write_final
 from neurorate.learning.registry import get_rule, rule_names
 from neurorate.model.spec import NetworkSpec
 from neurorate.tasks.base import Task
@@ -98,10 +99,12 @@ def divergence_iteration(losses, factor: float = DIVERGENCE_FACTOR, reference: f
     return int(np.argmax(bad)) if bad.any() else None
 
 
-LIMITS = {"iterations": 1_000_000, "hidden": 8192, "batch": 16384, "networks": 4096, "streams": 4096}
+LIMITS = {"iterations": 1_000_000, "hidden": 8192, "batch": 16384, "networks": 4096, "streams": 4096,
+          "runs": 100_000}
 """Size ceilings checked before anything is allocated or written; ``allow_large=True`` (``--allow-large``, or the
 environment variable ``NEURORATE_ALLOW_LARGE=1``) lifts them. The memory estimate (:func:`estimate_bytes`) is
-checked against the available memory in any case."""
+checked against the available memory in any case. ``networks`` counts the networks of one call (a study's
+ensemble), ``runs`` the networks a study trains in all (the paper study: 1,920)."""
 
 
 def _allow_large(allow_large: bool) -> bool:
@@ -244,12 +247,51 @@ def check_backend(be, rule: str, optimizer: str, profile: Any, specs: Sequence[N
 
 
 def _check_positive(name: str, value, integer: bool = False, allow_zero: bool = False):
-    ok = value is not None and math.isfinite(float(value)) and (value >= 0 if allow_zero else value > 0)
+    """``value`` as a positive (or, ``allow_zero``, non-negative) finite int or float; a wrong type (a bool, a
+    string, None) or value is one line naming ``name``."""
     if integer:
-        ok = ok and int(value) == value
-    if not ok:
-        kind = "integer" if integer else "number"
-        raise NeurorateError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} {kind}, got {value}")
+        return as_int(value, name, minimum=0 if allow_zero else 1)
+    v = as_real(value, name)
+    if not (math.isfinite(v) and (v >= 0 if allow_zero else v > 0)):
+        raise NeurorateError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} finite number, "
+                             f"got {v}")
+    return v
+
+
+def _check_flag(name: str, value, none: bool = False) -> None:
+    """``value`` is True or False (or None where ``none``): a string such as ``"no"`` is not a switch."""
+    if not (isinstance(value, bool) or type(value).__name__ == "bool_" or (none and value is None)):
+        raise NeurorateError(f"{name} must be True or False{' or None' if none else ''}, got {value!r:.60}")
+
+
+def _check_types(spec, backend, lyapunov, device, backend_options, out, overwrite, allow_large) -> list[NetworkSpec]:
+    """The types of :func:`train`'s arguments that the later checks take for granted; returns the specs as a list."""
+    if isinstance(spec, NetworkSpec):
+        specs = [spec]
+    elif isinstance(spec, (str, bytes, dict)) or spec is None:
+        specs = None
+    else:
+        try:
+            specs = list(spec)
+        except TypeError:
+            specs = None
+    if not specs or not all(isinstance(s, NetworkSpec) for s in specs):
+        raise NeurorateError(f"spec must be a NetworkSpec or a non-empty list of NetworkSpecs (see "
+                             f"neurorate.NetworkSpec.random), got {type(spec).__name__}")
+    if not isinstance(backend, str) and getattr(backend, "capabilities", None) is None:
+        raise NeurorateError(f"backend must be a backend name (torch, lava or a plugin's) or a backend instance, "
+                             f"got {backend!r:.60}")
+    for name, value in (("lyapunov", lyapunov), ("overwrite", overwrite), ("allow_large", allow_large)):
+        _check_flag(name, value)
+    if backend_options is not None and not (isinstance(backend_options, dict)
+                                            and all(isinstance(k, str) for k in backend_options)):
+        raise NeurorateError(f"backend_options must be a dict of option names to values, such as "
+                             f"{{'compiled': False}}, got {backend_options!r:.60}")
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise NeurorateError(f"out must be a path (str or pathlib.Path) or None, got {out!r:.60}")
+    if not (isinstance(device, str) or type(device).__module__.startswith("torch")):
+        raise NeurorateError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {device!r:.60}")
+    return specs
 
 
 @dataclasses.dataclass
@@ -338,7 +380,8 @@ def train(
 
     Parameters
     ----------
-    spec : a :class:`NetworkSpec` or a list of them (sharing N, form and activation).
+    spec : a :class:`NetworkSpec` or a list of them (sharing N, form and activation); a finished
+        :class:`TrainResult` (e.g. :func:`neurorate.load_run` of a run directory) continues from its trained network.
     task : a :class:`~neurorate.tasks.base.Task` (shared data) or one per network.
     rule : a rule name of ``nr.rules()`` (the built-ins ``bptt``, ``eprop``, ``eprop_online``, ``eprop_random``,
         ``rflo``, ``trunc1``, or a plugin's; docs/rules.md).
@@ -388,13 +431,26 @@ def train(
     -------
     A :class:`TrainResult` for one spec, a list of them for a list of specs.
     """
+    spec = start_specs(spec)
     plan = validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode,
                     floss_k, floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype,
                     backend_options, neuron, out, overwrite, allow_large, grad_alignment_every)
     plan.progress, plan.callback, plan.floss_callback = progress, callback, floss_callback
     build(plan)
-    out_root = open_out_dir(out, overwrite) if out is not None else None
-    plan.dirs = _open_run_dirs(out_root, len(plan.specs), plan.iterations)
+    out_root, lock = claim_out_dir(out, overwrite, ensemble=len(plan.specs) > 1) if out is not None else (None, None)
+    try:
+        plan.dirs = _open_run_dirs(out_root, len(plan.specs), plan.iterations)
+        results = _run_pipeline(plan, out_root)
+    finally:
+        if lock is not None:
+            lock.release()
+    return results[0] if plan.single else results
+
+
+def _run_pipeline(plan: Plan, out_root: Path | None) -> list[TrainResult]:
+    """Steps 3-9 of :func:`train` with the run directories open: an interrupt (Ctrl-C, SIGTERM, SIGHUP) keeps the
+    partial result, an I/O failure or any other error marks the directories ``failed``."""
+    where = out_root if len(plan.dirs) > 1 else (plan.dirs[0].path if plan.dirs else None)
     try:
         record_start(plan)
         measure(plan, "before")
@@ -402,23 +458,83 @@ def train(
         measure(plan, "flossed")
         train_step(plan)
         measure(plan, "after")
-        results = record(plan)
-    except KeyboardInterrupt:
+        return record(plan)
+    except KeyboardInterrupt as exc:
         if not plan.dirs:
             raise
-        _write_partial(plan)
+        from neurorate.signals import cause
+
+        stopped_by = cause(exc)
         n = len(plan.history)
-        where = out_root if len(plan.dirs) > 1 else plan.dirs[0].path
+        try:
+            _write_partial(plan, stopped_by)
+        except OutputError as err:
+            raise RunInterrupted(f"{_stopped(stopped_by)} after {n} of {plan.iterations} iterations, and the partial "
+                                 f"result could not be written ({err}); {_kept(plan)}",
+                                 getattr(exc, "signum", None)) from None
         curve = "learning_curve.png, " if plan.history else ""
-        raise RunInterrupted(f"interrupted after {n} of {plan.iterations} iterations; kept in {where}: "
+        raise RunInterrupted(f"{_stopped(stopped_by)} after {n} of {plan.iterations} iterations; kept in {where}: "
                              f"metrics.jsonl ({n} iterations), {curve}config.json, "
-                             "spec_initial.npz and result.json with status \"interrupted\" (no final spec)") from None
+                             "spec_initial.npz and result.json with status \"interrupted\" (no final spec)",
+                             getattr(exc, "signum", None)) from None
     except Exception as exc:
+        reason = str(exc) if isinstance(exc, OutputError) else f"{type(exc).__name__}: {exc}"
+        recorded = True
         for rd in plan.dirs:
-            rd.close()
-            rd.set_status("failed", error=f"{type(exc).__name__}: {exc}", iterations_done=len(plan.history))
+            try:
+                rd.close()
+            except OutputError:
+                pass
+            try:
+                rd.set_status("failed", error=reason, iterations_done=len(plan.history))
+            except OSError:
+                recorded = False
+        if isinstance(exc, OutputError):
+            state = 'result.json says "failed"' if recorded else "result.json could not be updated either"
+            raise OutputError(f"{exc}; the run stopped at iteration {len(plan.history)} of {plan.iterations} "
+                              f"({state}); {_kept(plan)}") from None
         raise
-    return results[0] if plan.single else results
+
+
+def start_specs(spec):
+    """What :func:`train` starts from: a :class:`TrainResult` (a finished run, e.g. :func:`neurorate.load_run`)
+    stands for its trained network ``spec``, also inside a list; anything else is passed on as it is. A run that
+    did not finish has no trained network: a one-line error says so and what to start from instead."""
+    def one(s):
+        if not isinstance(s, TrainResult):
+            return s
+        if not s.finished:
+            where = f" ({s.run_dir})" if s.run_dir is not None else ""
+            raise NeurorateError(f"the run{where} did not finish (status {s.status}): it has no trained network; "
+                                 "start from its spec_initial (result.spec_initial) or from a finished run")
+        return s.spec
+
+    return [one(s) for s in spec] if isinstance(spec, (list, tuple)) else one(spec)
+
+
+def rule_name(rule) -> str:
+    """A rule as ``config.json`` records it: its name (a :class:`~neurorate.learning.registry.Rule` value passed
+    to :func:`train` is recorded by its ``name``, never as an object)."""
+    return rule if isinstance(rule, str) else str(getattr(rule, "name", rule))
+
+
+def _stopped(cause: str) -> str:
+    return "interrupted" if cause == "Ctrl-C" else f"stopped by {cause}"
+
+
+def _kept(plan: Plan) -> str:
+    """What the first run directory still holds, for a message: "kept in DIR: a, b, c"."""
+    if not plan.dirs:
+        return "nothing was kept"
+    path = plan.dirs[0].path
+    try:
+        names = sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return f"see {path}"
+    lines = plan.dirs[0].lines
+    names = [f"metrics.jsonl ({lines} whole lines)" if n == "metrics.jsonl" else n for n in names]
+    where = path.parent if len(plan.dirs) > 1 else path
+    return f"kept in {where}: {', '.join(names) or 'nothing'}"
 
 
 def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterations: int = RUN_DEFAULTS["iterations"],
@@ -431,6 +547,7 @@ def check_train(spec, task, rule: str = "eprop", backend: str = "torch", iterati
     """Every check :func:`train` makes before it writes anything, without training or writing: a
     :class:`NeurorateError` (one line) for the first problem found (:func:`validate`, then :func:`build`). The
     arguments are those of :func:`train`."""
+    spec = start_specs(spec)
     build(validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode, 8,
                    1e-3, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype, backend_options, neuron,
                    out, overwrite, allow_large, grad_alignment_every))
@@ -445,9 +562,7 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
     (:func:`~neurorate.backends.base.backend_capabilities`, :func:`check_backend`), never by its name; the
     size ceilings and the memory estimate (:func:`check_resources`) and ``out`` are checked last."""
     single = isinstance(spec, NetworkSpec)
-    specs = [spec] if single else list(spec)
-    if not specs or not all(isinstance(s, NetworkSpec) for s in specs):
-        raise NeurorateError("spec must be a NetworkSpec or a non-empty list of NetworkSpecs")
+    specs = _check_types(spec, backend, lyapunov, device, backend_options, out, overwrite, allow_large)
     tasks = list(task) if isinstance(task, (list, tuple)) else [task]
     if not all(isinstance(t, Task) for t in tasks):
         raise NeurorateError("task must be a neurorate Task (see neurorate.make_task) or a list of them")
@@ -459,15 +574,17 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
         optimizer = backend_capabilities(backend).default_optimizer
     if optimizer not in OPTIMIZERS:
         raise NeurorateError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    _check_positive("iterations", iterations, integer=True, allow_zero=True)
-    _check_positive("floss_iterations", floss_iterations, integer=True, allow_zero=True)
+    iterations = _check_positive("iterations", iterations, integer=True, allow_zero=True)
+    floss_iterations = _check_positive("floss_iterations", floss_iterations, integer=True, allow_zero=True)
     if lr is None:
         lr = backend_capabilities(backend).default_lr.get(optimizer, DEFAULT_LR[optimizer])
-    try:
-        lrs = list(np.broadcast_to(np.asarray(lr, dtype=float), (len(specs),))) if np.ndim(lr) == 0 else list(lr)
-        lrs = [float(v) for v in lrs]
-    except (TypeError, ValueError):
-        raise NeurorateError(f"lr must be a positive number or one per network, got {lr!r}") from None
+    if isinstance(lr, (str, bytes)) or np.ndim(lr) == 0:
+        lrs = [as_real(lr, "lr")] * len(specs)
+    else:
+        try:
+            lrs = [as_real(v, "lr") for v in lr]
+        except TypeError:
+            raise NeurorateError(f"lr must be a positive number or one per network, got {lr!r:.60}") from None
     if len(lrs) != len(specs):
         raise NeurorateError(f"give one learning rate or one per network ({len(specs)}), got {len(lrs)}")
     for v in lrs:
@@ -478,6 +595,7 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
         _check_positive("lyapunov_k", lyapunov_k, integer=True)
     if floss_iterations:
         _check_positive("floss_k", floss_k, integer=True)  # (more than N is clipped to N by the flossing)
+        _check_positive("floss_lr", floss_lr)
     if lyapunov_units not in LYAPUNOV_UNITS:
         raise NeurorateError(f"unknown Lyapunov unit {lyapunov_units!r}; choose one of {', '.join(LYAPUNOV_UNITS)}")
     for s in specs:
@@ -505,7 +623,7 @@ def validate(spec, task, rule, backend, iterations, lr, optimizer, profile, flos
                  loss=tasks[0].loss_kind)
     else:
         _check_spiking(neuron, rule, optimizer, profile, floss_iterations, tasks, options)
-        check_compatible(caps, rule, neuron=neuron)
+        check_compatible(caps, rule, neuron=neuron, device=device)
         if dtype not in ("float32", "float64"):
             raise NeurorateError(f"neuron={neuron!r} trains in float32 or float64, not dtype={dtype!r}")
     if grad_alignment_every is not None:
@@ -566,7 +684,7 @@ def build(plan: Plan) -> Plan:
     else:
         plan.label = f"{caps.name} ({plan.neuron})"
         analysis_device(plan)  # "cuda" without a GPU is a one-line error before anything is written
-        plan.config = {"neuron": plan.neuron, "task": plan.tasks[0].config(), "rule": plan.rule,
+        plan.config = {"neuron": plan.neuron, "task": plan.tasks[0].config(), "rule": rule_name(plan.rule),
                        "iterations": plan.iterations, "optimizer": plan.optimizer,
                        "spiking": _spiking_constants(plan.neuron, plan.options)}
     return plan
@@ -655,7 +773,8 @@ def record(plan: Plan) -> list[TrainResult]:
         diverged_at = _diverged_at(run.losses, run.diverged_at if run.diverged else None,
                                    baseline_loss(plan.task_of(j)))
         res = TrainResult(
-            losses=run.losses, accuracy=run.accuracy, spec=run.spec, spec_initial=plan.specs[j], rule=plan.rule,
+            losses=run.losses, accuracy=run.accuracy, spec=run.spec, spec_initial=plan.specs[j],
+            rule=rule_name(plan.rule),
             backend=plan.label, lr=float(plan.lrs[j]), optimizer=plan.optimizer, iterations=plan.iterations,
             diverged=diverged_at is not None, diverged_at=diverged_at, wall_time=wall / len(plan.runs),
             spec_flossed=plan.start_specs[j] if flossed else None,
@@ -690,16 +809,20 @@ def _diverged_at(losses, backend_at: int | None, reference: float | None) -> int
     return min(found) if found else None
 
 
-def _write_partial(plan: Plan) -> None:
-    """After Ctrl-C: result.json marked "interrupted" with the losses so far, and their learning curve."""
+def _write_partial(plan: Plan, stopped_by: str = "Ctrl-C") -> None:
+    """After an interrupt: result.json marked "interrupted" (``stopped_by``: Ctrl-C, SIGTERM or SIGHUP) with the
+    losses so far, and their learning curve."""
     for j, rd in enumerate(plan.dirs):
-        rd.close()
+        try:
+            rd.close()
+        except OutputError:
+            pass
         losses = np.array([h[0][j] for h in plan.history], dtype=float)
         acc = np.array([h[1][j] for h in plan.history], dtype=float)
         res = TrainResult(losses=losses, accuracy=acc, spec=plan.specs[j], spec_initial=plan.specs[j],
-                          rule=plan.rule, backend=plan.label, lr=float(plan.lrs[j]), optimizer=plan.optimizer,
-                          iterations=plan.iterations, run_dir=rd.path, interrupted=True)
-        write_final(rd, res)
+                          rule=rule_name(plan.rule), backend=plan.label, lr=float(plan.lrs[j]),
+                          optimizer=plan.optimizer, iterations=plan.iterations, run_dir=rd.path, interrupted=True)
+        write_final(rd, res, stopped_by=stopped_by)
 
 
 def _train_with_periodic_flossing(plan: Plan, task, callback, extra: dict | None = None) -> list[BackendRun]:
@@ -776,8 +899,10 @@ def _train_spiking(plan: Plan, callback) -> list[BackendRun]:
                     lr=[float(v) for v in plan.lrs], callback=callback, device=analysis_device(plan),
                     dtype=plan.dtype, **plan.config["spiking"])
     m = len(plan.specs)
+    lost = set(res.get("lost", ()))  # weights that are no longer numbers: diverged by the last update at the latest
     return [BackendRun(spec=net.spec, losses=np.asarray(res["losses"][:, j], dtype=float),
-                       accuracy=np.asarray(res["accuracy"][:, j], dtype=float),
+                       accuracy=np.asarray(res["accuracy"][:, j], dtype=float), diverged=j in lost,
+                       diverged_at=max(0, plan.iterations - 1) if j in lost else None,
                        wall_time=float(res["wall_time"]) / m, extra={"network": net})
             for j, net in enumerate(res["networks"])]
 
@@ -823,7 +948,8 @@ def _config(specs, tasks, rule, backend, iterations, lrs, optimizer, profile, fl
             floss_lr, lyapunov, lyapunov_k, lyapunov_units, device, dtype) -> dict:
     prof = profile if (profile is None or isinstance(profile, str)) else getattr(profile, "name", str(profile))
     return {
-        "task": tasks[0].config(), "rule": rule, "backend": backend, "iterations": int(iterations),
+        "task": tasks[0].config(), "rule": rule_name(rule), "iterations": int(iterations),
+        "backend": backend if isinstance(backend, str) else getattr(backend, "name", type(backend).__name__),
         "optimizer": optimizer, "lrs": [float(v) for v in lrs], "profile": prof,
         "floss": {"iterations": int(floss_iterations), "mode": floss_mode, "k": int(floss_k), "lr": float(floss_lr)},
         "lyapunov": {"on": bool(lyapunov), "k": int(lyapunov_k), "units": lyapunov_units},

@@ -25,6 +25,7 @@ from neurorate.backends.base import (
     make_profile_quantizer,
     progress_bar,
     task_list,
+    trained_spec,
 )
 from neurorate.defaults import DEFAULT_LR
 from neurorate.errors import NeurorateError
@@ -247,7 +248,9 @@ class LavaBackend:
                 reported += chunk
                 if bar is not None:
                     bar.update(chunk)
-                    bar.set_postfix(loss=f"{np.nanmean([b['loss'][reported - 1] for b in boxes]):.4g}")
+                    last = np.array([b["loss"][reported - 1] for b in boxes], dtype=float)
+                    last = last[np.isfinite(last)]  # every network diverged: no mean to show
+                    bar.set_postfix(loss=f"{last.mean():.4g}" if last.size else "nan")
                 chunk = max(1, int(self.chunk_seconds / max(per_it, 1e-6)))
         finally:
             graph.stop()
@@ -257,7 +260,10 @@ class LavaBackend:
         runs = []
         for spec, box in zip(specs, boxes):
             div = int(box["diverged_at"][0])
-            trained = spec.replace(**{k: box.snapshot(k).reshape(getattr(spec, k).shape) for k in _WEIGHTS})
+            trained, finite = trained_spec(spec, {k: box.snapshot(k).reshape(getattr(spec, k).shape)
+                                                  for k in _WEIGHTS})
+            if not finite and div < 0:  # weights that are not numbers: diverged (by the last update at the latest)
+                div = max(0, iterations - 1)
             runs.append(BackendRun(spec=trained, losses=box.snapshot("loss"), accuracy=box.snapshot("accuracy"),
                                    diverged=div >= 0, diverged_at=div if div >= 0 else None, wall_time=wall / m,
                                    extra={"ticks": graph.ticks, "tag": tag}))

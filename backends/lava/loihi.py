@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from neurorate.backends.base import BackendRun, SimResult, progress_bar
+from neurorate.backends.base import BackendRun, SimResult, progress_bar, trained_spec
 from neurorate.errors import NeurorateError
 from neurorate.learning.feedback import feedback_matrix
 from neurorate.model.spec import NetworkSpec
@@ -308,8 +308,10 @@ def train(specs: list[NetworkSpec], tasks: list, rule: str, feedback: str, *, it
     wall = time.perf_counter() - t0
     runs = []
     for j, spec in enumerate(specs):
-        trained = spec.replace(**{k: v.reshape(getattr(spec, k).shape) for k, v in weights[j].items()})
+        trained, finite = trained_spec(spec, {k: v.reshape(getattr(spec, k).shape) for k, v in weights[j].items()})
         div = diverged_at[j]
+        if not finite and div is None:  # weights that are not numbers: diverged (by the last update at the latest)
+            div = max(0, len(losses[j]) - 1)
         runs.append(BackendRun(spec=trained, losses=losses[j], accuracy=accuracy[j], diverged=div is not None,
                                diverged_at=div, wall_time=wall / m,
                                extra={"ticks": ticks[j], "tag": "floating_pt", "graph": "loihi"}))

@@ -19,6 +19,8 @@ from neurorate.backends.base import (
     BackendRun,
     SimResult,
     check_compatible,
+    check_device,
+    check_threads,
     env_threads,
     make_profile_quantizer,
     progress_bar,
@@ -42,15 +44,14 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA if available else CPU; ``"cuda"`` without a GPU is a clear error."""
+    """``"auto"`` -> CUDA if available else CPU; a device this machine does not have (``"cuda"`` or ``"cuda:K"``
+    without that GPU) or the backend does not declare is a one-line error
+    (:func:`~neurorate.backends.base.check_device`)."""
     if isinstance(device, torch.device):
         return device
+    check_device(TorchBackend.capabilities, device)
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise NeurorateError("--device cuda requested but no CUDA device is available; use --device cpu or auto")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise NeurorateError(f"unknown device {device!r}; choose auto, cpu or cuda")
     return torch.device(device)
 
 
@@ -115,7 +116,7 @@ class TorchBackend:
                  compiled: bool | None = None):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype)
-        self.threads = threads
+        self.threads = None if threads is None else check_threads(threads)
         self.compiled = compiled
 
     def _requested_threads(self) -> int | None:
@@ -264,7 +265,11 @@ class TorchBackend:
                 bar.close()
         loss_hist, acc_hist = rb.loss, rb.acc
         wall = time.perf_counter() - t0
-        trained = ens.to_specs(specs)
+        lost: list[int] = []  # networks whose weights are no longer numbers: diverged, with their starting spec
+        trained = ens.to_specs(specs, lost)
+        for j in lost:
+            if diverged_at[j] is None:  # the last update overflowed: no later loss showed it
+                diverged_at[j] = max(0, iterations - 1)
         runs = [BackendRun(spec=s, losses=loss_hist[j], accuracy=acc_hist[j], diverged=diverged_at[j] is not None,
                            diverged_at=diverged_at[j], wall_time=wall / m) for j, s in enumerate(trained)]
         runs[0].extra["optimizer_state"] = opt.state_dict()

@@ -12,6 +12,7 @@ import dataclasses
 import numpy as np
 import torch
 
+from neurorate.backends.base import trained_spec
 from neurorate.errors import NeurorateError
 from neurorate.learning.feedback import feedback_matrix
 from neurorate.model.spec import NetworkSpec
@@ -52,13 +53,21 @@ class Ensemble:
         """Hidden units N."""
         return self.params["w_rec"].shape[1]
 
-    def to_specs(self, templates: list[NetworkSpec]) -> list[NetworkSpec]:
-        """Copies of ``templates`` carrying this ensemble's current weights."""
+    def to_specs(self, templates: list[NetworkSpec], lost: list[int] | None = None) -> list[NetworkSpec]:
+        """Copies of ``templates`` carrying this ensemble's current weights. With a list ``lost``, a network whose
+        weights are not all finite keeps its template and its index is appended to ``lost``
+        (:func:`~neurorate.backends.base.trained_spec`); without one, such weights are a SpecError."""
         out = []
         for i, spec in enumerate(templates):
             arrays = {name: self.params[name][i].detach().cpu().double().numpy().reshape(getattr(spec, name).shape)
                       for name in PARAMS}
-            out.append(spec.replace(**arrays))
+            if lost is None:
+                out.append(spec.replace(**arrays))
+                continue
+            trained, finite = trained_spec(spec, arrays)
+            if not finite:
+                lost.append(i)
+            out.append(trained)
         return out
 
 

@@ -166,4 +166,5 @@ class Readback:
         if self.bar is not None:
             self.bar.update(1)
             if i % 10 == 0 or i == self.iterations - 1:
-                self.bar.set_postfix(loss=f"{np.nanmean(self.loss[:, i]):.4g}")
+                live = self.loss[:, i][np.isfinite(self.loss[:, i])]  # every network diverged: no mean to show
+                self.bar.set_postfix(loss=f"{live.mean():.4g}" if live.size else "nan")

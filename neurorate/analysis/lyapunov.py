@@ -28,7 +28,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
-from neurorate.errors import NeurorateError
+from neurorate.errors import NeurorateError, as_int
 from neurorate.model import dynamics
 from neurorate.model.spec import NetworkSpec
 
@@ -78,9 +78,13 @@ class LyapunovSpectrum:
 def as_spec_list(spec_or_specs) -> tuple[list[NetworkSpec], bool]:
     """``(specs, single)``: a list of specs sharing N, n_in, form and activation; ``single`` if one was given."""
     single = isinstance(spec_or_specs, NetworkSpec)
-    specs = [spec_or_specs] if single else list(spec_or_specs)
+    try:
+        specs = [spec_or_specs] if single else list(spec_or_specs)
+    except TypeError:  # None, a number: not a list of networks
+        specs = []
     if not specs or not all(isinstance(s, NetworkSpec) for s in specs):
-        raise NeurorateError("give a NetworkSpec or a non-empty list of NetworkSpecs")
+        raise NeurorateError(f"give a NetworkSpec or a non-empty list of NetworkSpecs, got "
+                             f"{type(spec_or_specs).__name__}")
     first = specs[0]
     for s in specs[1:]:
         if (s.n_hidden, s.n_in, s.form, s.activation) != (first.n_hidden, first.n_in, first.form, first.activation):
@@ -202,13 +206,14 @@ def resolve_inputs(task_or_inputs, n_streams: int, steps: int | None, warmup: in
     ``T - steps``); only ``warmup + steps`` steps are used.
     """
     for name, v in (("steps", steps), ("warmup", warmup)):
-        if v is not None and (int(v) != v or v < (1 if name == "steps" else 0)):
-            kind = "positive" if name == "steps" else "non-negative"
-            raise NeurorateError(f"{name} must be a {kind} integer, got {v}")
+        if v is not None:
+            as_int(v, name, minimum=1 if name == "steps" else 0)
+    if task_or_inputs is None or isinstance(task_or_inputs, (str, bytes)):
+        raise NeurorateError(f"give a Task (neurorate.make_task) or an input array (T, S, n_in), got "
+                             f"{task_or_inputs!r:.60}")
     if hasattr(task_or_inputs, "stream"):
         task = task_or_inputs
-        if int(n_streams) != n_streams or n_streams < 1:
-            raise NeurorateError(f"n_streams must be a positive integer, got {n_streams}")
+        as_int(n_streams, "n_streams", minimum=1)
         trial = int(task.n_steps)
         if steps is None:
             total = n_trials_default * trial
@@ -262,11 +267,19 @@ def _initial_state(initial_state, m: int, s: int, n: int, device, dtype) -> torc
 
 def _check(k, n: int, t_ons) -> int:
     k = n if k is None else k
-    if int(k) != k or not (1 <= k <= n):
+    k = as_int(k, "k", minimum=1)
+    if k > n:
         raise NeurorateError(f"k must be an integer in [1, N={n}], got {k}")
-    if int(t_ons) != t_ons or t_ons < 1:
-        raise NeurorateError(f"t_ons (re-orthonormalisation interval) must be a positive integer, got {t_ons}")
-    return int(k)
+    as_int(t_ons, "t_ons (re-orthonormalisation interval)", minimum=1)
+    return k
+
+
+def _device(device):
+    """``device`` ("cpu", "auto", "cuda", "cuda:K" or a ``torch.device``) as a ``torch.device``; one that this
+    machine does not have is a one-line error (:func:`neurorate.backends.torch.resolve_device`)."""
+    from neurorate.backends.torch import resolve_device
+
+    return resolve_device(device)
 
 
 def _finish(log_sum: torch.Tensor, count: int, scale: np.ndarray, units: str, k: int, warmup: int,
@@ -315,6 +328,7 @@ def lyapunov_spectrum(spec_or_specs, task_or_inputs, k: int | None = None, steps
     specs, single = as_spec_list(spec_or_specs)
     n, form = specs[0].n_hidden, specs[0].form
     k = _check(k, n, t_ons)
+    device = _device(device)
     x_np, warmup, dt_task = resolve_inputs(task_or_inputs, n_streams, steps, warmup)
     scale = unit_scale(specs, units, dt_task)
     if x_np.shape[-1] != specs[0].n_in:
@@ -368,6 +382,7 @@ def lyapunov_from_trajectory(spec_or_specs, preacts_or_states, k: int | None = N
     specs, single = as_spec_list(spec_or_specs)
     n, form = specs[0].n_hidden, specs[0].form
     k = _check(k, n, t_ons)
+    device = _device(device)
     traj = np.asarray(preacts_or_states, dtype=np.float64)
     if traj.ndim == 2:
         traj = traj[:, None, :]

@@ -69,8 +69,19 @@ def default_run_dir(task: str, rule: str, gain: float, seed: int) -> tuple[Path,
     return Path("runs"), f"{time.strftime('%Y%m%d-%H%M%S')}-{task.replace(':', '_')}-{rule}-g{gain:g}-s{seed}"
 
 
+NETWORK_OPTIONS = ("hidden", "gain", "form", "activation", "input_bias")
+"""The options of ``neurorate run`` that draw the network: ``--init`` takes the network from a file instead."""
+
+
+def given(ctx, name: str) -> bool:
+    """Was the option ``name`` given on the command line (not its default)?"""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
 @app.command()
 def run(
+    ctx: typer.Context,
     backend: str = typer.Option("torch", help="torch | lava (or an installed plugin)"),
     task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
     rule: str = typer.Option(RUN_DEFAULTS["rule"], help=rule_help()),
@@ -113,10 +124,13 @@ def run(
     lava_graph: Optional[str] = typer.Option(None, "--lava-graph", help="fused | loihi: the Lava graph (lava "
                                              "backend; default fused; loihi = Lava's learning engine, form A, "
                                              "relu, --batch 1, docs/lava.md)"),
+    init: Optional[str] = typer.Option(None, "--init", help="start from a saved network: a spec file (.npz) or a "
+                                       "finished run directory (its spec_final.npz); --hidden, --gain, --form, "
+                                       "--activation and --input-bias then come from it"),
 ):
     """Train one network and write a run directory (config, metrics, specs, Lyapunov, plot)."""
     import neurorate as nr
-    from neurorate.backends.base import backend_capabilities, check_compatible
+    from neurorate.backends.base import backend_capabilities, check_compatible, check_threads
     from neurorate.io.results import unique_run_dir
     from neurorate.training import check_resources, check_sizes, check_train
 
@@ -142,8 +156,7 @@ def run(
             raise NeurorateError(f"--lava-graph is an option of the lava backend, not of {backend!r}")
         backend_options = {} if lava_graph is None else {"graph": lava_graph}
         if threads is not None:
-            if threads < 1:
-                raise NeurorateError(f"--threads must be a positive integer, got {threads}")
+            check_threads(threads, "--threads")  # 1 to MAX_THREADS (docs/cli.md)
             if not caps.threads:
                 raise NeurorateError(f"--threads is an option of backends that take a thread count, not of "
                                      f"{backend!r}")
@@ -165,10 +178,16 @@ def run(
         t = nr.make_task(task, batch_size=batch, seed=seed, **task_kwargs)
         check_resources(hidden, t.n_in, t.n_out, batch, t.n_steps, iterations, rule=rule,
                         lyapunov_k=8 if lyapunov and neuron == "rate" else None, allow_large=allow_large)
-        spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
-                                     activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
+        if init is not None:
+            spec = _start_network(ctx, init, t)
+            hidden, gain = spec.n_hidden, spec.init.get("gain", gain)
+        else:
+            spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed,
+                                         form=form, activation=activation, alpha=t.alpha, dt=t.dt_seconds,
+                                         input_bias=input_bias)
         if neuron != "rate":
-            kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, neuron=neuron, lyapunov=False)
+            kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, neuron=neuron, lyapunov=False,
+                          device=device)
         else:
             kwargs = dict(rule=rule, backend=backend, iterations=iterations, lr=lr, optimizer=optimizer,
                           profile=profile, floss_iterations=floss_iterations, floss_mode=floss_mode,
@@ -181,29 +200,67 @@ def run(
             out = str(made)
         if not as_json:
             graph = f" ({lava_graph} graph)" if lava_graph else ""
-            typer.echo(f"neurorate run: {backend} backend{graph}, task {task}, rule {rule}, N={hidden}, "
-                       f"gain={gain:g}, lr={lr:g}, {iterations} iterations -> {out}", err=True)
-    except KeyboardInterrupt:
+            network = f"N={hidden}, gain={gain:g}" if init is None else f"N={hidden}, network from {init}"
+            typer.echo(f"neurorate run: {backend} backend{graph}, task {task}, rule {rule}, {network}, "
+                       f"lr={lr:g}, {iterations} iterations -> {out}", err=True)
+    except KeyboardInterrupt as exc:
         _remove_if_empty(made)
-        _interrupted("interrupted before training started; nothing was written")
+        _interrupted("interrupted before training started; nothing was written", exc)
     except NeurorateError:
         _remove_if_empty(made)
         raise
     try:
         result = nr.train(spec, t, out=out, overwrite=overwrite and made is None, allow_large=allow_large, **kwargs)
     except KeyboardInterrupt as exc:  # RunInterrupted says what was kept
-        _interrupted(str(exc) or f"interrupted; what was written so far is in {out}")
+        _interrupted(str(exc) or f"interrupted; what was written so far is in {out}", exc)
     _report(result, as_json, lyapunov=lyapunov and neuron == "rate")
 
 
-def _interrupted(message: str) -> None:
-    """Ctrl-C inside a command: one line on stderr, exit code 130 (typer would exit 130 silently)."""
-    typer.echo(message, err=True)
-    raise typer.Exit(code=130)
+def _start_network(ctx, init: str, task, option: str = "--init"):
+    """The network of ``--init`` (``neurorate lyapunov --spec``: ``option``; :func:`neurorate.io.results.
+    load_start`), checked against the task, with the file it came from recorded in its ``init`` metadata
+    (``config.json``, ``spec_initial.npz``)."""
+    import dataclasses
+
+    from neurorate.io.results import load_start
+
+    clash = [f"--{n.replace('_', '-')}" for n in NETWORK_OPTIONS if given(ctx, n)]
+    if clash:
+        one = len(clash) == 1
+        raise NeurorateError(f"{option} takes the network from {init}; {', '.join(clash)} {'does' if one else 'do'} "
+                             f"not apply to it (leave {'it' if one else 'them'} out)")
+    spec = load_start(init)
+    if (spec.n_in, spec.n_out) != (task.n_in, task.n_out):
+        raise NeurorateError(f"{option} {init}: the network has n_in={spec.n_in}, n_out={spec.n_out} but task "
+                             f"{task.name!r} needs n_in={task.n_in}, n_out={task.n_out}")
+    return dataclasses.replace(spec, init={**spec.init, "init_from": str(init)})
+
+
+def _interrupted(message: str, exc: BaseException | None = None) -> None:
+    """Ctrl-C, SIGTERM or SIGHUP inside a command: one line on stderr (when stderr is still there), exit code
+    130, 143 or 129 (:func:`neurorate.signals.exit_code`; typer would exit silently)."""
+    from neurorate.signals import exit_code
+
+    echo_err(message)
+    raise typer.Exit(code=exit_code(exc))
+
+
+def echo_err(message: str) -> None:
+    """One line on stderr; nothing when stderr is gone (a closed terminal after SIGHUP, a closed pipe)."""
+    try:
+        typer.echo(message, err=True)
+    except (OSError, ValueError):
+        pass
 
 
 def _remove_if_empty(path: Path | None) -> None:
-    if path is not None and path.is_dir() and not any(path.iterdir()):
+    """Remove a default run directory that a failed start left empty (or holding only its lock file)."""
+    if path is None or not path.is_dir():
+        return
+    left = list(path.iterdir())
+    if all(p.name == ".lock" for p in left):
+        for p in left:
+            p.unlink()
         path.rmdir()
 
 
@@ -247,20 +304,24 @@ def cite(methods: list[str] = typer.Argument(
 # Commands contributed by the other modules of this package (each exposes register(app)); a module that fails
 # to import is a broken install and must say so, never silently drop its commands.
 for _module in ("neurorate.cli.lyapunov", "neurorate.cli.profiles", "neurorate.cli.study", "neurorate.cli.nir",
-                "neurorate.cli.tasks"):
+                "neurorate.cli.runs", "neurorate.cli.tasks"):
     importlib.import_module(_module).register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``neurorate`` script: a user mistake (a :class:`NeurorateError` or a malformed command
-    line) is one ``error:`` line on stderr and exit code 2; Ctrl-C is one line and exit code 130."""
+    line) is one ``error:`` line on stderr and exit code 2; Ctrl-C is one line and exit code 130, SIGTERM 143 and
+    SIGHUP 129 (:mod:`neurorate.signals`)."""
     # typer raises click's exceptions (its own vendored click or the click package): the base class of all
     # command-line errors is found from typer.BadParameter, whichever it is
     click_exception = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    from neurorate.signals import exit_code, install
+
+    install()  # SIGTERM and SIGHUP end a command like Ctrl-C (a partial result, one line, exit 143 / 129)
     try:
         rc = app(args=argv, standalone_mode=False)
     except NeurorateError as exc:
-        typer.echo(f"error: {exc}", err=True)
+        echo_err(f"error: {exc}")
         sys.exit(2)
     except click_exception as exc:
         ctx = getattr(exc, "ctx", None)
@@ -270,8 +331,8 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo(f"error: {' '.join(exc.format_message().split())}{hint}", err=True)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort) as exc:
-        typer.echo(str(exc) or "interrupted; results written so far are kept", err=True)
-        sys.exit(130)
+        echo_err(str(exc) or "interrupted; results written so far are kept")
+        sys.exit(exit_code(exc))
     if isinstance(rc, int) and rc:
         sys.exit(rc)
 

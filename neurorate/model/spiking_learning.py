@@ -103,7 +103,8 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
     Returns
     -------
     dict with ``losses`` and ``accuracy`` ``(iterations, M)``, ``rate`` (mean spikes per unit and step,
-    ``(iterations, M)``), ``networks`` (trained ``LIFNetwork``s) and ``wall_time`` seconds.
+    ``(iterations, M)``), ``networks`` (trained ``LIFNetwork``s; a network whose weights blew up to NaN/inf keeps
+    its starting weights), ``lost`` (the indices of those networks) and ``wall_time`` seconds.
     """
     rule = lif_rule(rule)
     nets = as_lif(specs, threshold, kappa, gamma, beta_a=beta_a, rho=rho, adaptive_fraction=adaptive_fraction)
@@ -159,10 +160,14 @@ def train_lif(specs, task, rule: str = "eprop", iterations: int = 500, lr=1e-3,
         if len(pending) >= every:
             flush()
     flush()
-    trained = []
+    trained, lost = [], []
     for j, net in enumerate(nets):
         arrays = {k: params[k][j].detach().cpu().double().numpy().reshape(getattr(net.spec, k).shape)
                   for k in TRAINED}
+        if not all(np.all(np.isfinite(a)) for a in arrays.values()):  # blew up: diverged, starting weights kept
+            lost.append(j)
+            trained.append(net)
+            continue
         trained.append(dataclasses.replace(net, spec=net.spec.replace(**arrays)))
-    return {"losses": hist[0], "accuracy": hist[1], "rate": hist[2], "networks": trained,
+    return {"losses": hist[0], "accuracy": hist[1], "rate": hist[2], "networks": trained, "lost": lost,
             "wall_time": time.perf_counter() - start}

@@ -47,8 +47,9 @@ def test_threads_reaches_the_kernel_and_does_not_change_the_numbers(tmp_path, th
 
 
 @pytest.mark.parametrize("value, message", [
-    ("0", "error: --threads must be a positive integer, got 0"),
-    ("-2", "error: --threads must be a positive integer, got -2"),
+    ("0", "error: --threads must be an integer from 1 to 1024, got 0"),
+    ("-2", "error: --threads must be an integer from 1 to 1024, got -2"),
+    ("99999", "error: --threads must be an integer from 1 to 1024, got 99999"),
     ("many", "error: Invalid value for '--threads'"),
 ])
 def test_bad_threads_is_one_line_exit_2(tmp_path, value, message):

@@ -157,7 +157,7 @@ CAPS = BackendCapabilities(name="chip", title="Chip", rules=("eprop", "bptt"), o
     ({"specs": [nr.NetworkSpec.random(n_hidden=3, activation="relu")] * 3}, "at most 2 networks at once, got 3"),
     ({"batch": 9}, "batches of at most 8 trials, got 9"),
     ({"dtype": "float64"}, "unknown dtype 'float64' for the Chip backend; choose float32"),
-    ({"device": "cuda:1"}, "unknown device 'cuda:1'; choose cpu"),
+    ({"device": "cuda:1"}, "--device cuda:1: unknown device for the Chip backend; choose cpu"),
     ({"options": {"fast": True, "slow": True}}, "chip backend: unknown option(s) slow; it takes fast"),
     ({"neuron": "lif"}, "the Chip backend does not train lif networks (it trains rate)"),
 ])

@@ -146,6 +146,12 @@ class _RateRNNBase(PyLoihiProcessModel):
 
     # ------------------------------------------------------------------ one tick
     def run_spk(self) -> None:
+        # a network that blows up (a huge learning rate) overflows to inf/NaN: that is a divergence, which the
+        # loss reports (the backend freezes the network), not a warning for every matrix product
+        with np.errstate(over="ignore", invalid="ignore"):
+            self._tick()
+
+    def _tick(self) -> None:
         p = self.proc_params
         n_steps, form, alpha = p["n_steps"], p["form"], p["alpha"]
         k = (self.time_step - 1) % n_steps

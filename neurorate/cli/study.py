@@ -40,6 +40,9 @@ def register(app: typer.Typer) -> None:
         iterations: Optional[int] = typer.Option(None, help="override the config's iterations"),
         report: bool = typer.Option(True, help="write the report (figures + report.md) at the end"),
         progress: Optional[bool] = typer.Option(None, help="progress bar (default: on a terminal)"),
+        allow_large: bool = typer.Option(False, help="lift the size ceilings (networks per ensemble, runs in all, "
+                                                     "hidden, batch, iterations; docs/cli.md); the memory check "
+                                                     "stays"),
     ):
         """Run the initial-gain study (ensemble-batched, resumable) and write its parquet table and report."""
         from neurorate.studies.config import load_config
@@ -64,26 +67,29 @@ def register(app: typer.Typer) -> None:
                 raise NeurorateError("--out must name a study directory, got an empty path")
             target = Path(out) if out is not None else Path("results") / cfg.name
             table = run_study(cfg, out=target, resume=resume, progress=progress, executor=executor,
-                              workers=workers)
+                              workers=workers, allow_large=allow_large)
             typer.echo(summary(cfg.name, table, target / "results.parquet"))
             if report:
                 typer.echo(f"report: {write_report(target)}")
         except NeurorateError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            from neurorate.cli.app import echo_err
+            from neurorate.signals import cause, exit_code
             from neurorate.studies.runner import read_manifest
 
-            if target is None:
-                typer.echo("interrupted", err=True)
-                raise typer.Exit(code=130) from None
+            what = "interrupted" if cause(exc) == "Ctrl-C" else f"stopped by {cause(exc)}"
+            if target is None or not (target / "config.json").exists():
+                echo_err(f"{what} before the study started; nothing was written")
+                raise typer.Exit(code=exit_code(exc)) from None
             try:
                 done = len(read_manifest(target)["finished"])
             except NeurorateError:  # interrupted while the manifest could not be read: say so, keep the one line
                 done = "no readable"
-            typer.echo(f"interrupted: {done} finished ensembles are kept in {target}; continue with "
-                       f"`neurorate study --config {config} --out {target} --resume`", err=True)
-            raise typer.Exit(code=130) from None
+            echo_err(f"{what}: {done} finished ensembles are kept in {target}; continue with "
+                     f"`neurorate study --config {config} --out {target} --resume`")
+            raise typer.Exit(code=exit_code(exc)) from None
 
     @app.command()
     def report(directory: Path = typer.Argument(..., help="a study directory (neurorate study --out)")):
@@ -91,6 +97,7 @@ def register(app: typer.Typer) -> None:
         from neurorate.studies.report import report as write_report
 
         try:
+            _not_a_run(directory)
             notes: list[str] = []
             path = write_report(directory, notes=notes)
             for note in notes:
@@ -99,3 +106,22 @@ def register(app: typer.Typer) -> None:
         except NeurorateError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(code=2) from None
+
+
+def _not_a_run(directory: Path) -> None:
+    """``neurorate report`` on a run directory: one line saying what it is and where its results are."""
+    from neurorate.io.dirs import classify, run_state
+
+    if not directory.is_dir():
+        return
+    try:
+        kind, _ = classify(directory)
+    except OSError:
+        return
+    if kind == "run":
+        status = run_state(directory).get("status", "?")
+        raise NeurorateError(f"{directory} is a run directory (status {status}), not a study: its results are "
+                             "result.json, metrics.jsonl and learning_curve.png there; `neurorate runs` lists runs")
+    if kind == "ensemble":
+        raise NeurorateError(f"{directory} is the directory of an ensemble of runs (net-XXX/), not a study; "
+                             f"`neurorate runs {directory}` lists them")

@@ -16,12 +16,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue as queue_module
+import signal
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from neurorate.backends.base import backend_capabilities
+from neurorate.backends.base import MAX_THREADS, backend_capabilities
 from neurorate.errors import NeurorateError, require
+from neurorate.signals import Stopped
 from neurorate.studies.ensemble import EnsembleJob, ensemble_job_main, progress_units
 
 # cost of one flossing iteration (4 trials, k = 8, with its backward pass) in training iterations; measured on
@@ -39,12 +41,9 @@ def default_workers(cfg, n_jobs: int) -> int:
     runs one OS process per network; two Lava ensembles side by side on 2 cores took 226 s against 181 s one after
     another). Never more than ``n_jobs``.
     """
-    env = os.environ.get("NEURORATE_WORKERS")
+    env = env_workers()
     if env is not None:
-        try:
-            wanted = int(env)
-        except ValueError:
-            raise NeurorateError(f"NEURORATE_WORKERS must be a positive integer, got {env!r}") from None
+        wanted = env
     elif (any(backend_capabilities(b).own_processes for b in cfg.backends)
           or cfg.iterations * cfg.n_networks() < SMALL_STUDY):
         wanted = 1
@@ -53,15 +52,47 @@ def default_workers(cfg, n_jobs: int) -> int:
     return check_workers(wanted, n_jobs)
 
 
-def check_workers(workers, n_jobs: int) -> int:
-    """Validate a worker count and cap it at the number of ensembles to run."""
+def env_workers() -> int | None:
+    """The worker count of the environment variable ``NEURORATE_WORKERS`` (None when unset or empty); a value that
+    is not an integer in 1..:data:`~neurorate.backends.base.MAX_THREADS` is a one-line error."""
+    env = os.environ.get("NEURORATE_WORKERS", "").strip()
+    if not env:
+        return None
     try:
-        ok = not isinstance(workers, bool) and int(workers) == workers and workers >= 1
+        value = int(env)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_THREADS:
+        raise NeurorateError(f"NEURORATE_WORKERS must be an integer from 1 to {MAX_THREADS}, got {env!r}; unset it "
+                             "for one worker per CPU core")
+    return value
+
+
+def check_workers(workers, n_jobs: int) -> int:
+    """Validate a worker count (an integer from 1 to :data:`~neurorate.backends.base.MAX_THREADS`; not a bool or a
+    string) and cap it at the number of ensembles to run."""
+    try:
+        ok = not isinstance(workers, (bool, str)) and int(workers) == workers and 1 <= workers <= MAX_THREADS
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise NeurorateError(f"workers must be a positive integer, got {workers!r}")
+        raise NeurorateError(f"workers must be an integer from 1 to {MAX_THREADS}, got {workers!r:.60}")
     return max(1, min(int(workers), n_jobs))
+
+
+def check_executor(executor: str) -> None:
+    """What a submitit executor needs, before the study directory exists: submitit installed (the ``cluster``
+    extra) and, for ``submitit:slurm``, a SLURM cluster that submitit can reach (its own test: ``srun`` on the
+    PATH). One line otherwise; the local executor needs nothing."""
+    if not isinstance(executor, str) or not executor.startswith("submitit"):
+        return
+    require("submitit", "cluster", "executor='submitit'")
+    if executor.partition(":")[2] == "slurm":
+        from submitit.slurm.slurm import SlurmExecutor
+
+        if SlurmExecutor.affinity() < 0:
+            raise NeurorateError(f"executor {executor}: SLURM is not reachable from this machine (no srun on the "
+                                 "PATH); run on a SLURM login node, or use --executor local or submitit:local")
 
 
 def estimated_cost(cfg, job) -> float:
@@ -136,6 +167,8 @@ def run_parallel(cfg, todo: list, out: Path, workers: int, progress: bool | None
                 continue
             job, code, result = rest
             running.pop(job.key)[1].close()
+            if code in (-signal.SIGTERM, -signal.SIGHUP):  # the signal reached the workers too (a SLURM time
+                raise Stopped(-code)  # limit signals the whole job): the study stops as if it had received it
             if code != 0 or result is None:
                 log = logs / f"{job.part_name[:-8]}.log"
                 tail = [ln for ln in log.read_text().splitlines() if ln.strip()][-1:] or ["(no output)"]

@@ -24,15 +24,16 @@ a directory in which no ensemble finished holds nothing to keep, so a corrected 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import socket
 import time
 from pathlib import Path
 
 import numpy as np
 
 from neurorate.errors import NeurorateError
+from neurorate.io.dirs import FORMAT_VERSION, STUDY_FORMAT, DirLock, OutputError, classify
 from neurorate.studies.config import StudyConfig, load_config
 from neurorate.studies.ensemble import (  # noqa: F401  (the unit of work; names kept importable from here)
     EnsembleJob,
@@ -44,7 +45,14 @@ from neurorate.studies.ensemble import (  # noqa: F401  (the unit of work; names
     progress_units,
     run_ensemble,
 )
-from neurorate.studies.executor import check_workers, default_workers, run_parallel, run_submitit
+from neurorate.studies.executor import (
+    check_executor,
+    check_workers,
+    default_workers,
+    env_workers,
+    run_parallel,
+    run_submitit,
+)
 
 EXECUTORS = ("local", "submitit", "submitit:local", "submitit:debug", "submitit:slurm")
 
@@ -166,7 +174,7 @@ def ensure_results_table(out: str | Path, table=None) -> str | None:
 # ---------------------------------------------------------------------- the study
 def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path = "results/study",
           resume: bool = False, progress: bool | None = None, executor: str = "local",
-          run_dirs: bool = False, workers: int | None = None):
+          run_dirs: bool = False, workers: int | None = None, allow_large: bool = False):
     """Run the initial-gain study and return its long-format results table.
 
     Parameters
@@ -183,6 +191,8 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
         each; default ``NEURORATE_WORKERS`` or the usable CPU cores, at most the number of ensembles; a small study
         runs in-process, see :func:`neurorate.studies.executor.default_workers`). 1 runs them one after another
         in this process. The results do not depend on it.
+    allow_large : lift the size ceilings (:data:`neurorate.training.LIMITS`: networks per ensemble, runs in all,
+        hidden, batch, iterations), as ``--allow-large`` or ``NEURORATE_ALLOW_LARGE=1``; the memory check stays.
 
     Returns
     -------
@@ -202,19 +212,61 @@ def study(config: StudyConfig | dict | str | Path | None = None, out: str | Path
         (:func:`preflight`); at once when another study holds ``out`` (:class:`StudyLock`).
     """
     cfg = load_config(config)
-    if executor not in EXECUTORS:
-        raise NeurorateError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if not isinstance(executor, str) or executor not in EXECUTORS:
+        raise NeurorateError(f"unknown executor {executor!r:.60}; choose one of {', '.join(EXECUTORS)}")
     if workers is not None:  # checked before the study directory is created
         if executor != "local":
             raise NeurorateError(f"workers applies to the local executor; {executor} schedules its own jobs")
 
         check_workers(workers, 1)
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise NeurorateError(f"out must be a path (str or pathlib.Path), got {out!r:.60}")
     if out is None or str(out).strip() == "":
         raise NeurorateError("out must name a study directory, got an empty path")
-    preflight(cfg)
-    out = Path(out)
-    with StudyLock(out):
-        return _study(cfg, out, resume, progress, executor, run_dirs, workers)
+    for name, value in (("resume", resume), ("run_dirs", run_dirs), ("allow_large", allow_large)):
+        if not isinstance(value, bool):
+            raise NeurorateError(f"{name} must be True or False, got {value!r:.60}")
+    if progress is not None and not isinstance(progress, bool):
+        raise NeurorateError(f"progress must be True, False or None, got {progress!r:.60}")
+    preflight(cfg, allow_large=allow_large, executor=executor)
+    out = check_study_dir(out)
+    with StudyLock(out), _allowing_large(allow_large):
+        try:
+            return _study(cfg, out, resume, progress, executor, run_dirs, workers)
+        except OutputError as exc:
+            raise OutputError(f"{exc}; {_kept(out)}") from None
+        except OSError as exc:  # a write outside the package's own helpers (a log, results/): the same line
+            where = exc.filename or out
+            raise OutputError(f"cannot write {where}: {exc.strerror or exc}; {_kept(out)}") from None
+
+
+@contextlib.contextmanager
+def _allowing_large(allow_large: bool):
+    """While a study runs with ``allow_large``: ``NEURORATE_ALLOW_LARGE=1`` in this process's environment, so that
+    the ensembles' :func:`neurorate.train` calls and the worker processes and submitit jobs they start (which
+    inherit the environment) lift the same ceilings the study's preflight lifted."""
+    if not allow_large or os.environ.get("NEURORATE_ALLOW_LARGE", "").strip() not in ("", "0"):
+        yield
+        return
+    before = os.environ.get("NEURORATE_ALLOW_LARGE")
+    os.environ["NEURORATE_ALLOW_LARGE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("NEURORATE_ALLOW_LARGE", None)
+        else:
+            os.environ["NEURORATE_ALLOW_LARGE"] = before
+
+
+def _kept(out: Path) -> str:
+    """What a study stopped by an I/O failure keeps, for its one line."""
+    try:
+        done = len(read_manifest(out)["finished"])
+    except NeurorateError:
+        done = 0
+    return (f"the {done} finished ensembles are kept in {out}; free space (or fix the permission) and continue "
+            "with --resume")
 
 
 def _study(cfg: StudyConfig, out: Path, resume: bool, progress, executor: str, run_dirs: bool, workers):
@@ -244,31 +296,45 @@ def _study(cfg: StudyConfig, out: Path, resume: bool, progress, executor: str, r
     return table
 
 
-def preflight(cfg: StudyConfig) -> None:
-    """Check what the study will ask of each backend and profile before anything is written: every backend is
-    known and importable, every profile loads and accepts the study's networks, and each (backend, rule,
-    optimizer) can run (e.g. Lava runs neither BPTT nor Adam). One line (:class:`NeurorateError`) otherwise."""
+def preflight(cfg: StudyConfig, allow_large: bool = False, executor: str = "local") -> None:
+    """Check what the study will ask of each backend and profile before anything is written: first the size
+    ceilings (networks per ensemble and runs in all, without drawing a network; ``allow_large`` lifts them), the
+    thread and worker variables (``NEURORATE_THREADS``, ``NEURORATE_WORKERS``) and the executor
+    (:func:`~neurorate.studies.executor.check_executor`: submitit installed, SLURM reachable); then every backend
+    is known and importable, the study's device exists for the backends that run on it, every profile loads and
+    accepts the study's networks, and each (backend, rule, optimizer) can run (e.g. Lava runs neither BPTT nor
+    Adam). One line (:class:`NeurorateError`) otherwise."""
     import neurorate as nr
     from neurorate.backends.base import (
         available_backends,
         backend_capabilities,
         check_available,
         check_compatible,
+        check_device,
+        env_threads,
         get_backend,
     )
     from neurorate.hardware.profiles import load_profile
-    from neurorate.training import check_resources
+    from neurorate.training import check_resources, check_sizes
 
+    check_sizes(allow_large, networks=cfg.n_networks(), runs=n_runs(cfg), hidden=cfg.hidden, batch=cfg.batch,
+                iterations=cfg.iterations)
+    env_threads()
+    env_workers()
+    check_executor(executor)
     for name in cfg.backends:
         if name not in available_backends():
             raise NeurorateError(f"unknown backend {name!r}; choose one of {', '.join(available_backends())}")
     profiles = {p: load_profile(p) for p in cfg.profiles if p is not None}
     placed = any(backend_capabilities(name).devices for name in cfg.backends)  # a backend that runs on cfg.device
+    for name in cfg.backends:  # the device exists on this machine (a CUDA index, a GPU at all) before any work
+        if backend_capabilities(name).devices or not placed:
+            check_device(backend_capabilities(name), cfg.device, option="device")
     for task in cfg.tasks:
         t = cfg.make_task(task, batch_size=1, seed=0)
         # the size ceilings and the memory of one ensemble (the largest unit of work), before any spec is drawn
         check_resources(cfg.hidden, t.n_in, t.n_out, cfg.batch, t.n_steps, cfg.iterations, cfg.n_networks(),
-                        dtype=cfg.dtype, device=cfg.device if placed else None)
+                        dtype=cfg.dtype, device=cfg.device if placed else None, allow_large=allow_large)
         # one network of the study's shape: its options (activation, form, ...) and every profile's capacity
         spec = nr.NetworkSpec.random(n_in=t.n_in, n_hidden=cfg.hidden, n_out=t.n_out, gain=1.0, seed=0,
                                      form=cfg.form, activation=cfg.activation_for(task, t.loss_kind),
@@ -287,8 +353,17 @@ def preflight(cfg: StudyConfig) -> None:
         get_backend(name)  # constructible
 
 
+def n_runs(cfg: StudyConfig) -> int:
+    """The networks a study trains in all (its ensembles, as :func:`~neurorate.studies.ensemble.plan` lists them,
+    times the networks of each), counted without listing them."""
+    rules = sum(sum(1 for floss in cfg.flossing if not floss or rule in cfg.floss_rules) for rule in cfg.rules)
+    ensembles = len(cfg.tasks) * len(cfg.neurons) * rules * len(cfg.ranks) * len(cfg.backends) * len(cfg.profiles)
+    return ensembles * cfg.n_networks()
+
+
 class StudyLock:
-    """An exclusive, non-blocking ``fcntl.flock`` on ``DIR/.lock`` while a study runs in ``DIR``.
+    """An exclusive, non-blocking ``fcntl.flock`` on ``DIR/.lock`` while a study runs in ``DIR``
+    (:class:`neurorate.io.dirs.DirLock`).
 
     The lock file holds the holder's pid, host and start time; a second study (or a ``--resume``) of the same
     directory fails at once with one line naming them. The kernel releases the lock when the holder exits,
@@ -298,37 +373,47 @@ class StudyLock:
 
     def __init__(self, out: str | Path):
         self.path = Path(out) / ".lock"
-        self._fh = None
+        self._lock = None
 
     def __enter__(self) -> StudyLock:
-        import fcntl
-
         from neurorate.io.results import prepare_out_dir
 
         prepare_out_dir(self.path.parent)
-        fh = open(self.path, "a+")
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            fh.close()
-            raise NeurorateError(f"{self.path.parent} is in use by another study ({holder}); wait for it to end "
-                                 "or choose another --out") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-        fh.flush()
-        self._fh = fh
+        self._lock = DirLock(self.path.parent, "another study", "choose another --out").acquire()
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._fh is not None:
-            self._fh.close()  # closing the descriptor releases the flock
-            self._fh = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+
+def check_study_dir(out: str | Path) -> Path:
+    """A study writes only into a new directory, an empty one or a study directory of its own (its
+    ``config.json`` marked ``neurorate-study``; :func:`neurorate.io.dirs.classify`): anything else (a run
+    directory, a folder of the user's files) is a one-line error, before anything is written. A missing ``out``
+    must be creatable (checked by making and removing a directory beside it)."""
+    from neurorate.io.results import _check_creatable
+
+    path = Path(out).expanduser()
+    if not path.exists() and not path.is_symlink():
+        _check_creatable(path, "out")
+        return path
+    if not path.is_dir():
+        raise NeurorateError(f"--out {path} exists and is not a directory")
+    try:
+        kind, detail = classify(path)
+    except OSError as exc:
+        raise NeurorateError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if kind not in ("empty", "study"):
+        what = f"a {kind} directory" if kind != "foreign" else f"not empty: {detail}"
+        raise NeurorateError(f"--out {path} is {what}; a study writes only into a new, empty or study directory "
+                             "(choose another --out)")
+    return path
 
 
 def _prepare(out: Path, cfg: StudyConfig, resume: bool) -> None:
+    check_study_dir(out)  # again, under the lock: nothing else moved in since the first check
     (out / "results").mkdir(exist_ok=True)
     cfg_path = out / "config.json"
     if cfg_path.exists() and not read_manifest(out)["finished"]:
@@ -346,7 +431,8 @@ def _prepare(out: Path, cfg: StudyConfig, resume: bool) -> None:
             raise NeurorateError(f"{out} holds a study with a different config; resume it with the same config "
                                  "or choose another --out")
         return
-    _atomic_write(cfg_path, json.dumps({"digest": cfg.digest(), "config": cfg.model_dump(mode="json")},
+    _atomic_write(cfg_path, json.dumps({"format": STUDY_FORMAT, "format_version": FORMAT_VERSION,
+                                        "digest": cfg.digest(), "config": cfg.model_dump(mode="json")},
                                        indent=1).encode())
 
 

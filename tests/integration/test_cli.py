@@ -137,7 +137,7 @@ def test_study_cli_runs_reports_and_overrides_neurons(tmp_path):
     again = cli("study", "--config", str(config), "--out", str(out), "--neurons", "rate,lif")
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "resume" in again.stderr
     bad = cli("study", "--config", str(config), "--out", str(tmp_path / "x"), "--neurons", "lif", "--workers", "0")
-    assert bad.returncode == 2 and "workers must be a positive integer" in bad.stderr
+    assert bad.returncode == 2 and "workers must be an integer from 1 to 1024" in bad.stderr
 
 
 def test_study_ctrl_c_says_what_is_kept_and_how_to_resume(tmp_path):

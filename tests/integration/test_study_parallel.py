@@ -41,7 +41,7 @@ def test_workers_give_the_same_table_as_in_process(tmp_path):
     nr.study(TINY, out=tmp_path / "par", progress=False, workers=2, resume=True)  # nothing left: no new session
     assert len(json.loads((tmp_path / "par" / "manifest.json").read_text())["sessions"]) == 1
     for bad in (0, 1.5, "two", True):
-        with pytest.raises(NeurorateError, match="workers must be a positive integer"):
+        with pytest.raises(NeurorateError, match="workers must be an integer from 1 to 1024"):
             nr.study(TINY, out=tmp_path / "bad", workers=bad)
     with pytest.raises(NeurorateError, match="local executor"):
         nr.study(TINY, out=tmp_path / "bad2", workers=2, executor="submitit:debug")

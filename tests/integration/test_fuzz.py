@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.util
 import io
 import json
 import math
@@ -1168,3 +1169,297 @@ def test_report_probe(study_dir, target, how):
                          ids=["lif-header-0", "lif-threshold-x"])
 def test_spec_probe(meta):
     _inner(test_export_nir_of_spec_files)(raw=spec_case(**meta), dt=None, as_dir=False)
+
+
+# ------------------------------------------------------------------------------------------------ refused inputs
+# Mistakes that once ended in a traceback, a half-made directory or a silent wrong run (docs/cli.md, "Inputs that
+# are refused"): each is one ``error:`` line, exit code 2 and nothing on disk.
+def refused(res: Outcome, *words: str) -> str:
+    """``res`` is a refusal (:func:`expect_clean` with exit code 2) whose line holds every one of ``words``."""
+    assert res.code == 2, f"{res.argv}: exit {res.code}, not a refusal; stderr: {res.stderr.splitlines()[-2:]}"
+    expect_clean(res, [])
+    line = res.stderr.strip()
+    for word in words:
+        assert word in line, f"{res.argv}: {word!r} not in {line!r}"
+    return line
+
+
+TINY_RUN = ["run", "--hidden", "4", "--iterations", "2", "--batch", "2", "--no-lyapunov"]
+
+
+def _gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.parametrize("device", ["cuda:0", "cuda", "cuda:7", "cuda:x", "mps", "auto:1"])
+def test_run_device_this_machine_lacks_is_refused(device):
+    """``--device`` is checked against the machine (a GPU at all, its index) and the backend before anything is
+    written: no run directory marked failed, no AssertionError from torch."""
+    if device in ("cuda", "cuda:0") and _gpus():
+        pytest.skip("this machine has a CUDA device")
+    if device == "cuda:7" and _gpus() > 7:
+        pytest.skip("this machine has 8 CUDA devices")
+    with Sandbox() as sb:
+        line = refused(sb.call(TINY_RUN + ["--device", device]), f"--device {device}")
+        assert any(hint in line for hint in ("use --device", "choose", "as in cuda:0")), line
+
+
+def test_run_spiking_device_is_checked():
+    if _gpus():
+        pytest.skip("this machine has a CUDA device")
+    with Sandbox() as sb:
+        refused(sb.call(TINY_RUN + ["--neuron", "lif", "--device", "cuda:0"]), "no CUDA device is available")
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "mps"])
+def test_run_device_on_a_backend_without_devices_is_refused(device):
+    """The Lava backend declares no devices: ``--device cuda`` used to run on the CPU and record "cuda"."""
+    with Sandbox() as sb:
+        res = sb.call(TINY_RUN + ["--backend", "lava", "--optimizer", "sgd", "--device", device])
+        if importlib.util.find_spec("lava") is None:
+            refused(res)  # the missing extra is named first
+        else:
+            refused(res, f"--device {device}", "the Lava backend runs on the CPU", "--device auto or cpu")
+
+
+@pytest.mark.parametrize("gain", ["1e308", "1e7"])
+def test_run_gain_that_overflows_is_refused(gain):
+    with Sandbox() as sb:
+        refused(sb.call(TINY_RUN + ["--gain", gain]), "gain must be finite and at most 1e+06")
+
+
+def test_run_lr_that_blows_up_is_diverged_not_failed():
+    """A huge learning rate makes the weights inf: the run is ``diverged`` (exit 0), with no RuntimeWarning and
+    no "w_rec contains NaN or inf" failure."""
+    import warnings
+
+    with Sandbox() as sb, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = sb.call(TINY_RUN + ["--lr", "1e308", "--iterations", "3", "--out", "o", "--json"])
+        assert res.code == 0, res.stderr
+        assert json.loads(res.stdout)["status"] == "diverged"
+        assert json.loads((sb.cwd / "o" / "result.json").read_text())["status"] == "diverged"
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+    assert "Warning" not in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("variable, value", [("NEURORATE_THREADS", "abc"), ("NEURORATE_THREADS", "99999"),
+                                             ("NEURORATE_THREADS", "0"), ("NEURORATE_WORKERS", "99999"),
+                                             ("NEURORATE_WORKERS", "x")])
+def test_study_thread_variables_are_checked_before_the_directory(monkeypatch, variable, value):
+    """A bad ``NEURORATE_THREADS`` used to be found after ``.lock``, ``config.json`` and ``results/`` existed;
+    99999 threads or workers were accepted silently."""
+    monkeypatch.setenv(variable, value)
+    with Sandbox() as sb:
+        (sb.cwd / "cfg.toml").write_text(to_toml(TINY_STUDY))
+        refused(sb.call(["study", "--config", "cfg.toml", "--no-report", "--out", "st"]), variable, "1 to 1024")
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--threads", "99999"], ("--threads must be an integer from 1 to 1024",)),
+    (["--threads", "0"], ("--threads must be an integer from 1 to 1024",)),
+])
+def test_run_thread_count_is_range_checked(argv, words):
+    with Sandbox() as sb:
+        refused(sb.call(TINY_RUN + argv), *words)
+
+
+def test_run_thread_variable_is_range_checked(monkeypatch):
+    monkeypatch.setenv("NEURORATE_THREADS", "99999")
+    with Sandbox() as sb:
+        refused(sb.call(TINY_RUN), "NEURORATE_THREADS must be an integer from 1 to 1024")
+
+
+def test_study_workers_are_range_checked():
+    with Sandbox() as sb:
+        (sb.cwd / "cfg.toml").write_text(to_toml(TINY_STUDY))
+        refused(sb.call(["study", "--config", "cfg.toml", "--no-report", "--workers", "99999"]),
+                "workers must be an integer from 1 to 1024")
+
+
+def test_study_slurm_executor_without_slurm_is_refused():
+    """``--executor submitit:slurm`` where SLURM is not reachable: one line before the study directory exists
+    (it was a 55-line traceback and a directory with ``.lock``, ``config.json`` and ``results/``)."""
+    if shutil.which("srun"):
+        pytest.skip("SLURM is reachable here")
+    with Sandbox() as sb:
+        (sb.cwd / "cfg.toml").write_text(to_toml(TINY_STUDY))
+        res = sb.call(["study", "--config", "cfg.toml", "--no-report", "--executor", "submitit:slurm", "--out", "st"])
+        refused(res, "submitit" if importlib.util.find_spec("submitit") is None else "SLURM is not reachable")
+
+
+@pytest.mark.parametrize("device", ["cuda", "tpu"])
+def test_study_device_is_checked_before_the_directory(device):
+    if device == "cuda" and _gpus():
+        pytest.skip("this machine has a CUDA device")
+    with Sandbox() as sb:
+        (sb.cwd / "cfg.toml").write_text(to_toml({"study": {**TINY_STUDY["study"], "device": device}}))
+        refused(sb.call(["study", "--config", "cfg.toml", "--no-report", "--out", "st"]), "device")
+
+
+def test_study_with_a_million_seeds_is_refused_at_once():
+    """10^6 seeds: the duplicate check was quadratic and ran before the size ceiling (96 s at 100 % CPU); now a
+    linear check and the ceiling (networks per ensemble) come first. 200,000 seeds took minutes before."""
+    import time
+
+    with Sandbox() as sb:
+        (sb.cwd / "cfg.toml").write_text(to_toml({"study": {**TINY_STUDY["study"], "seeds": list(range(200_000))}}))
+        start = time.perf_counter()
+        res = sb.call(["study", "--config", "cfg.toml", "--no-report", "--out", "st"])
+        elapsed = time.perf_counter() - start
+        refused(res, "networks = 200000 is above the ceiling 4096", "--allow-large")
+    assert elapsed < 20, f"refusing 200,000 seeds took {elapsed:.1f} s"
+
+
+def test_study_allow_large_is_an_option_of_study(monkeypatch):
+    """The refusal of a too-large study names ``--allow-large``, and ``neurorate study`` accepts it."""
+    from neurorate import training
+
+    monkeypatch.setitem(training.LIMITS, "networks", 1)  # the tiny study with 2 seeds is "too large"
+    monkeypatch.delenv("NEURORATE_ALLOW_LARGE", raising=False)
+    with Sandbox() as sb:
+        (sb.cwd / "cfg.toml").write_text(to_toml({"study": {**TINY_STUDY["study"], "seeds": [0, 1]}}))
+        argv = ["study", "--config", "cfg.toml", "--workers", "1", "--no-progress", "--no-report", "--out", "st"]
+        refused(sb.call(argv), "networks = 2 is above the ceiling 1", "pass --allow-large")
+        res = sb.call(argv + ["--allow-large"])
+        assert res.code == 0, res.stderr
+        expect_clean(res, [sb.cwd / "st"])
+
+
+def test_study_total_runs_ceiling(monkeypatch):
+    from neurorate import training
+
+    monkeypatch.setitem(training.LIMITS, "runs", 2)
+    with Sandbox() as sb:
+        (sb.cwd / "cfg.toml").write_text(to_toml({"study": {**TINY_STUDY["study"], "rules": ["eprop", "rflo"],
+                                                            "seeds": [0, 1]}}))
+        refused(sb.call(["study", "--config", "cfg.toml", "--no-report", "--out", "st"]),
+                "runs = 4 is above the ceiling 2")
+
+
+def _huge_npz(path: Path) -> Path:
+    """A 2 KB spec file whose ``w_rec`` header claims a 10^6 x 10^6 float64 array (7.3 TiB)."""
+    spec = _spec()
+    buf = io.BytesIO()
+    arrays = {n: getattr(spec, n) for n in ("w_in", "w_rec", "w_out", "b", "b_out", "feedback")}
+    np.savez(buf, __meta__=np.frombuffer(json.dumps(spec.meta()).encode(), dtype=np.uint8), **arrays)
+    with zipfile.ZipFile(io.BytesIO(buf.getvalue())) as src, zipfile.ZipFile(path, "w") as out:
+        for name in src.namelist():
+            data = src.read(name)
+            if name == "w_rec.npy":
+                header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+                header = header.ljust(117) + "\n"
+                data = b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode() + bytes(64)
+            out.writestr(name, data)
+    assert path.stat().st_size < 4096
+    return path
+
+
+def test_spec_file_whose_header_claims_a_huge_array_is_refused():
+    """``export-nir`` (and every loader of a spec) reads the array headers first: no MemoryError traceback."""
+    pytest.importorskip("nir")
+    with Sandbox() as sb:
+        _huge_npz(sb.cwd / "huge.npz")
+        refused(sb.call(["export-nir", "huge.npz", "net.nir"]), "huge.npz", "'w_rec'", "1000000 x 1000000")
+
+
+def test_spec_load_checks_array_headers(tmp_path, monkeypatch):
+    from neurorate.errors import FileFormatError
+    from neurorate.model.spec import NetworkSpec
+
+    path = _huge_npz(tmp_path / "huge.npz")
+    with pytest.raises(FileFormatError, match="claims 1000000 x 1000000") as info:
+        NetworkSpec.load(path)
+    assert "\n" not in str(info.value)
+    monkeypatch.setenv("NEURORATE_ALLOW_LARGE", "1")  # the ceiling is lifted; the memory check stays
+    with pytest.raises(FileFormatError, match="of memory is available"):
+        NetworkSpec.load(path)
+
+
+def test_nir_file_whose_dataset_claims_a_huge_array_is_refused():
+    nir = pytest.importorskip("nir")
+    h5py = pytest.importorskip("h5py")
+    from neurorate.io.nir import to_nir
+
+    with Sandbox() as sb:
+        nir.write(sb.cwd / "big.nir", to_nir(_spec(), dt=0.01))
+        with h5py.File(sb.cwd / "big.nir", "r+") as fh:
+            group = fh["node/nodes/w_rec"]
+            del group["weight"]  # a dataset of 10^12 float64 whose chunks were never written: a small file
+            group.create_dataset("weight", shape=(10**6, 10**6), dtype="f8", chunks=(1000, 1000), compression="gzip")
+        refused(sb.call(["import-nir", "big.nir", "spec.npz"]), "big.nir", "1000000 x 1000000")
+
+
+def _nir_variant(change: str):
+    import nir
+
+    from neurorate.io.nir import to_nir
+
+    graph = to_nir(_spec(), dt=0.01)
+    nodes, edges = dict(graph.nodes), list(graph.edges)
+    if change == "two-li":  # a second LI node between the readout and the output
+        nodes["li2"] = nir.LI(tau=np.full(2, 0.02), r=np.ones(2), v_leak=np.zeros(2))
+        edges = [e for e in edges if e != ("w_out", "output")] + [("w_out", "li2"), ("li2", "output")]
+    elif change == "no-recurrent":
+        nodes.pop("w_rec")
+        edges = [e for e in edges if "w_rec" not in e]
+    elif change == "no-input":
+        nodes.pop("input")
+        edges = [e for e in edges if "input" not in e]
+    elif change == "no-output":
+        nodes.pop("output")
+        edges = [e for e in edges if "output" not in e]
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=graph.metadata, type_check=False)
+
+
+@pytest.mark.parametrize("change, words", [
+    ("two-li", ("expected exactly one LI node", "found 2 (li, li2)")),
+    ("no-recurrent", ("expected exactly one recurrent Affine/Linear layer", "found 0")),
+])
+def test_nir_graph_that_is_not_one_recurrent_layer_is_refused(change, words):
+    """Two LI nodes or no recurrent layer used to import silently (W_rec = 0)."""
+    nir = pytest.importorskip("nir")
+    with Sandbox() as sb:
+        nir.write(sb.cwd / "net.nir", _nir_variant(change))
+        refused(sb.call(["import-nir", "net.nir", "spec.npz"]), "net.nir", *words)
+
+
+@pytest.mark.parametrize("change, words", [
+    ("two-li", "expected exactly one LI node (the recurrent layer), found 2 (li, li2)"),
+    ("no-recurrent", "expected exactly one recurrent Affine/Linear layer from the 'li' node back to it, found 0"),
+    ("no-input", "the input layer 'w_in' is not fed by an Input node"),
+    ("no-output", "the readout layer 'w_out' does not reach an Output node"),
+])
+def test_nir_graph_shape_is_checked_on_import(change, words):
+    """``from_nir`` on a graph (``nir.read`` adds the Input and Output nodes a file lacks; a graph built in Python
+    may lack them)."""
+    pytest.importorskip("nir")
+    from neurorate.errors import FileFormatError
+    from neurorate.io.nir import from_nir
+
+    with pytest.raises(FileFormatError) as info:
+        from_nir(_nir_variant(change))
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, changes, words", [
+    ("loihi2", {"state__frac_bits": -5}, ("state: frac_bits = -5 must be >= 0",)),
+    ("loihi1", {"traces__frac_bits": -1}, ("traces: frac_bits = -1 must be >= 0",)),
+    ("loihi2", {"weights__overrides__w_rec__scale": "none", "weights__overrides__w_rec__frac_bits": -3},
+     ("weights: overrides.w_rec: frac_bits = -3 must be >= 0",)),
+    ("loihi2", {"state__decay_bits": 99}, ("state.decay_bits",)),
+    ("loihi2", {"learning__accumulator_bits": 1000}, ("learning.accumulator_bits",)),
+    ("loihi2", {"time__dt_ms": math.inf}, ("time.dt_ms", "finite")),
+    ("dynapse2", {"noise__mismatch_rel_std": 5.0}, ("noise.mismatch_rel_std",)),
+    ("loihi2-engine", {"engine__weight_frac": 100}, ("engine.weight_frac:", "less than or equal to 32")),
+    ("loihi2-engine", {"engine__epochs": 2**20}, ("engine.epochs",)),
+])
+def test_profile_number_out_of_range_is_refused(name, changes, words):
+    """Every numeric profile field is range-checked; the line names the file and the field."""
+    stem, raw = profile_case(name, **changes)
+    with Sandbox() as sb:
+        (sb.cwd / f"{stem}.toml").write_bytes(raw)
+        refused(sb.call(["profiles", "show", f"./{stem}.toml"]), f"{stem}.toml", *words)
+        refused(sb.call(TINY_RUN + ["--profile", f"./{stem}.toml", "--optimizer", "sgd"]), f"{stem}.toml")

@@ -78,6 +78,7 @@ def spectrum_with_progress(spec, task, k, steps, units: str, streams: int, progr
 
 
 def lyapunov_command(
+    ctx: typer.Context,
     gain: float = typer.Option(RUN_DEFAULTS["gain"], help="initial recurrent gain g: W_rec ~ N(0, g^2/N)"),
     hidden: int = typer.Option(RUN_DEFAULTS["hidden"], help="hidden units N"),
     task: str = typer.Option(RUN_DEFAULTS["task"], help="romo | 2af | dms | neurogym:<env id>"),
@@ -96,6 +97,9 @@ def lyapunov_command(
     allow_large: bool = typer.Option(False, help="lift the size ceiling on --hidden (docs/cli.md)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of text"),
     progress: bool | None = typer.Option(None, help="progress bar over the input streams (default: on a terminal)"),
+    spec_path: str | None = typer.Option(None, "--spec", help="the spectrum of a saved network: a spec file (.npz) "
+                                         "or a finished run directory (its spec_final.npz); --gain, --hidden, "
+                                         "--form, --activation and --input-bias then come from it"),
 ) -> None:
     """Lyapunov spectrum (QR method) of a random network driven by a task: print, plot (PNG) and save (JSON).
 
@@ -110,9 +114,16 @@ def lyapunov_command(
 
     if out is not None and not out.strip():
         raise NeurorateError("--out must name a directory, got an empty path")
+    spec = None
+    if spec_path is not None:  # the network of a file: its size and options, checked against the task
+        from neurorate.cli.app import _start_network
+
+        spec = _start_network(ctx, spec_path, make_task(task, seed=seed), option="--spec")
+        gain, hidden, form, activation = spec.init.get("gain", float("nan")), spec.n_hidden, spec.form, spec.activation
     if hidden < 1:
         raise NeurorateError(f"--hidden must be >= 1, got {hidden}")
-    check_number("gain", gain, strict=False)
+    if spec is None:
+        check_number("gain", gain, strict=False)
     for name, value in (("k", k), ("steps", steps), ("streams", streams)):
         if value is not None and value < 1:
             raise NeurorateError(f"--{name} must be >= 1, got {value}")
@@ -128,8 +139,9 @@ def lyapunov_command(
     n_t = (steps + 2 * t.n_steps) if steps is not None else 8 * t.n_steps
     check_memory(8 * (4 * hidden * hidden + n_t * streams * (hidden + t.n_in) + 6 * streams * hidden * n_k),
                  "this spectrum")
-    spec = NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
-                              activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
+    if spec is None:
+        spec = NetworkSpec.random(n_in=t.n_in, n_hidden=hidden, n_out=t.n_out, gain=gain, seed=seed, form=form,
+                                  activation=activation, alpha=t.alpha, dt=t.dt_seconds, input_bias=input_bias)
     started = time.perf_counter()
     try:
         result = spectrum_with_progress(spec, t, k, steps, units, streams, progress)
@@ -142,13 +154,16 @@ def lyapunov_command(
 
     if out is None:
         out_dir = unique_run_dir(Path("runs"), f"lyapunov-{time.strftime('%Y%m%d-%H%M%S')}-"
-                                               f"{task.replace(':', '_')}-g{gain:g}-s{seed}")
+                                               f"{task.replace(':', '_')}-"
+                                               f"{'g' + format(gain, 'g') if spec_path is None else 'init'}-s{seed}")
     else:
         out_dir = open_out_dir(out, overwrite, kinds=("lyapunov",))
-    config = {"gain": gain, "hidden": hidden, "task": task, "seed": seed, "k": result.k, "steps": result.steps,
+    config = {"gain": gain, "spec": spec_path, "hidden": hidden, "task": task, "seed": seed, "k": result.k,
+              "steps": result.steps,
               "warmup": result.warmup, "units": units, "form": form, "activation": activation,
               "input_bias": input_bias, "alpha": spec.alpha, "n_streams": result.n_streams}
-    title = f"{task}, N={hidden}, g={gain:g}, form {form}, {activation}, alpha={spec.alpha:g}"
+    network = f"g={gain:g}" if spec_path is None else f"network from {spec_path}"
+    title = f"{task}, N={hidden}, {network}, form {form}, {activation}, alpha={spec.alpha:g}"
     record = {"format": LYAPUNOV_FORMAT, "format_version": FORMAT_VERSION, "config": config,
               "spectrum": result.to_dict(), "wall_time_s": wall}
     png = out_dir / "spectrum.png"

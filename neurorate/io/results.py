@@ -91,14 +91,34 @@ class TrainResult:
 
     @property
     def status(self) -> str:
-        """"ok", "diverged" or "interrupted" (a partial result: ``losses`` holds the iterations done)."""
+        """"ok", "diverged" or "interrupted" (a partial result: ``losses`` holds the iterations done); for a run
+        read back by :func:`load_run`, its status as it is now (also "failed", "running" or "stale")."""
+        if self.record is not None and isinstance(self.record.get("status"), str):
+            return self.record["status"]
         if self.interrupted:
             return "interrupted"
         return "diverged" if self.diverged else "ok"
 
+    @property
+    def finished(self) -> bool:
+        """The run trained to its end (status "ok" or "diverged"): ``spec`` is its trained network."""
+        return self.status in ("ok", "diverged")
+
+    def __getitem__(self, key: str):
+        """``result["summary"]`` (``result.json`` as :func:`load_run` read it, status as it is now), ``["config"]``
+        and ``["spec"]`` (the final network, None for a run that did not finish): the dictionary view older code
+        reads."""
+        if key == "summary":
+            return self.record if self.record is not None else self.summary()
+        if key == "config":
+            return self.config
+        if key == "spec":
+            return self.spec if self.finished else None
+        raise KeyError(key)
+
     def final_loss(self, fraction: float = 0.1) -> float:
         """Mean loss over the last ``fraction`` of iterations (NaN if diverged or interrupted)."""
-        if self.diverged or self.interrupted or len(self.losses) == 0:
+        if self.diverged or not self.finished or len(self.losses) == 0:
             return math.nan
         k = max(1, int(round(len(self.losses) * fraction)))
         return float(np.mean(self.losses[-k:]))
@@ -400,17 +420,25 @@ def write_final(run: RunDirectory, result: TrainResult, stopped_by: str | None =
     run.write_result(s)
 
 
-def load_run(path: str | Path) -> dict:
-    """Read a run directory: ``{"summary", "config", "spec"}`` (one-line error if malformed).
+def load_run(path: str | Path) -> TrainResult:
+    """Read a run directory back as a :class:`TrainResult` (one-line :class:`FileFormatError` if malformed).
 
-    ``summary`` is ``result.json`` with the status as it is now (:func:`neurorate.io.dirs.run_state`: a run
-    recorded as ``running`` whose process is gone reads ``stale``). ``spec`` is the trained network
-    (``spec_final.npz``), or None for a run that did not finish (``interrupted``, ``failed``, ``stale``,
-    ``running``), whose ``spec_initial.npz`` is still there.
+    ``losses``/``accuracy`` come from ``metrics.jsonl`` (its whole lines), the networks from ``spec_initial.npz``,
+    ``spec_flossed.npz`` and ``spec_final.npz``, the spectra from ``lyapunov.json``, the rest from ``result.json``
+    and ``config.json``. ``status`` is the status as it is now (:func:`neurorate.io.dirs.run_state`: a run
+    recorded as ``running`` whose process is gone reads ``stale``), ``record`` the ``result.json`` it read. For a
+    run that did not finish (``interrupted``, ``failed``, ``stale``, ``running``) ``spec`` is its initial network
+    and ``finished`` is False. The result is a start for :func:`neurorate.train` (its ``spec``), and
+    ``result["summary"]``, ``result["config"]`` and ``result["spec"]`` read as the dictionary older versions
+    returned.
     """
     path = Path(path)
     if not path.is_dir():
         raise FileFormatError(f"{path}: not a run directory")
+    if not (path / "result.json").exists() and (path / "ensemble.json").exists():
+        nets = sorted(p.name for p in path.iterdir() if dirs.NET_DIR.fullmatch(p.name))
+        raise FileFormatError(f"{path}: the directory of an ensemble; load one of its runs ({', '.join(nets[:3])}"
+                              f"{', ...' if len(nets) > 3 else ''})")
     try:
         summary = json.loads((path / "result.json").read_text())
         config = json.loads((path / "config.json").read_text())
@@ -423,10 +451,73 @@ def load_run(path: str | Path) -> dict:
     if not isinstance(summary, dict) or not isinstance(config, dict):
         raise FileFormatError(f"{path}: malformed run directory (result.json and config.json must be JSON objects)")
     summary = dirs.run_state(path, summary)
+    initial = NetworkSpec.load(path / "spec_initial.npz")
     final = path / "spec_final.npz"
-    if not final.exists() and summary.get("status") not in ("ok", "diverged"):
-        return {"summary": summary, "config": config, "spec": None}
-    return {"summary": summary, "config": config, "spec": NetworkSpec.load(final)}
+    spec = NetworkSpec.load(final) if final.exists() and summary.get("status") in ("ok", "diverged") else initial
+    flossed = NetworkSpec.load(path / "spec_flossed.npz") if (path / "spec_flossed.npz").exists() else None
+    losses, accuracy = read_metrics(path / "metrics.jsonl")
+    lya = {}
+    if (path / "lyapunov.json").exists():
+        try:
+            lya = json.loads((path / "lyapunov.json").read_text())
+        except (OSError, ValueError):
+            lya = {}
+    lya = lya if isinstance(lya, dict) else {}
+    num = lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None  # noqa: E731
+    arr = lambda v: None if not isinstance(v, list) else np.array([np.nan if x is None else x for x in v],  # noqa: E731
+                                                                  dtype=float)
+    floss = summary.get("floss_losses")
+    return TrainResult(
+        losses=losses, accuracy=accuracy, spec=spec, spec_initial=initial,
+        rule=str(summary.get("rule", config.get("rule", "?"))), backend=str(summary.get("backend", "?")),
+        lr=num(summary.get("lr", config.get("lr"))) or math.nan, optimizer=str(config.get("optimizer", "?")),
+        iterations=int(num(summary.get("iterations", config.get("iterations"))) or len(losses)),
+        diverged=summary.get("status") == "diverged", diverged_at=summary.get("diverged_at"),
+        wall_time=num(summary.get("wall_time_s")) or 0.0, spec_flossed=flossed, floss_losses=arr(floss),
+        lambda_max_before=num(lya.get("lambda_max_before")), lambda_max_flossed=num(lya.get("lambda_max_flossed")),
+        lambda_max_after=num(lya.get("lambda_max_after")), spectrum_before=arr(lya.get("spectrum_before")),
+        spectrum_flossed=arr(lya.get("spectrum_flossed")), spectrum_after=arr(lya.get("spectrum_after")),
+        lyapunov_unit=lya.get("lyapunov_unit"), config=config, run_dir=path,
+        interrupted=summary.get("status") == "interrupted", record=summary)
+
+
+def load_start(path: str | Path) -> NetworkSpec:
+    """The network a new run starts from (``neurorate run --init``, ``neurorate lyapunov --spec``): a spec file
+    (``.npz``) as it is, or a finished run directory's trained network (``spec_final.npz``). A run that did not
+    finish, an ensemble's directory or anything else is a one-line :class:`FileFormatError`."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        from neurorate.training import start_specs
+
+        try:
+            return start_specs(load_run(path))
+        except NeurorateError as exc:
+            raise FileFormatError(str(exc)) from None
+    if not path.exists():
+        raise FileFormatError(f"{path}: no such spec file or run directory")
+    return NetworkSpec.load(path)
+
+
+def read_metrics(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(losses, accuracy)`` from a run's ``metrics.jsonl``: its whole lines in order (null reads NaN; a last line
+    without its newline, from a process killed mid-write by an older version, is left out)."""
+    losses: list[float] = []
+    accuracy: list[float] = []
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        return np.zeros(0), np.zeros(0)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FileFormatError(f"cannot read {path}: {exc}") from None
+    lines = text.split("\n")[:-1]  # the part after the last newline is not a whole line
+    for k, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+            losses.append(math.nan if row["loss"] is None else float(row["loss"]))
+            accuracy.append(math.nan if row.get("accuracy") is None else float(row["accuracy"]))
+        except (ValueError, KeyError, TypeError):
+            raise FileFormatError(f"{path}: line {k + 1} is not a metrics record") from None
+    return np.array(losses, dtype=float), np.array(accuracy, dtype=float)
 
 
 RUN_ROW_FIELDS = ("run", "status", "task", "rule", "backend", "profile", "gain", "seed", "lr", "iterations_done",

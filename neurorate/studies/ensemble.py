@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from neurorate.backends.base import env_threads
+from neurorate.io.dirs import atomic_write_bytes
 from neurorate.studies.config import StudyConfig
 
 
@@ -251,18 +251,9 @@ def _columns() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- results store
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``path`` through a uniquely named temporary file in the same directory, then rename it (two
-    writers never share a temporary name; a reader sees the old or the new file, never a half-written one)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``path`` whole (:func:`neurorate.io.dirs.atomic_write_bytes`: a unique temporary name, fsync, rename,
+    group-readable; a reader sees the old or the new file, never a half-written one)."""
+    atomic_write_bytes(path, data)
 
 
 def _write_part(out: Path, job: EnsembleJob, table) -> Path:

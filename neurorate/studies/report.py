@@ -926,8 +926,8 @@ def _markdown(cfg, runs, best, claims, figures, out: Path, criterion: str, explo
              _claims_footer(claims, multi, seeds, cfg), "", *_diverged_at_best_text(best_all or best),
              "## Final loss at the best learning rate (mean +- s.e.m. over seeds)", "",
              "| task | rule | flossing | " + ("backend | profile | rank | " if multi else "") + "gain | best lr | "
-             "final loss | s.e.m. | best-so-far loss | solved | time to solve | final accuracy | lambda_max before | "
-             "after | dW/W0 | RA | KA (exact) | KA (e-prop) |",
+             "final loss | s.e.m. | best-so-far loss | solved | time to solve | final accuracy | lambda_max before "
+             "(per step) | after (per step) | dW/W0 | RA | KA (exact) | KA (e-prop) |",
              "|---|---|---|" + ("---|---|---|" if multi else "") + "---|" * 14]
     groups = defaultdict(list)
     for r in best:

@@ -106,12 +106,17 @@ def test_out_an_existing_run_is_refused_and_overwrite_replaces_it_whole(tmp_path
     rc, so, err = run_main(capsys, "run", *SMALL, "--iterations", "3", "--out", str(out))
     assert rc == 2 and so == "" and "--overwrite" in one_error_line(err) and "not empty" in err
     assert (out / "metrics.jsonl").read_text() == before
-    (out / "stale.txt").write_text("from an older run")
+    (out / "notes.txt").write_text("the user's")  # a file neurorate did not write: refused, nothing deleted
+    rc, _, err = run_main(capsys, "run", *SMALL, "--iterations", "3", "--out", str(out), "--overwrite")
+    assert rc == 2 and "did not write (notes.txt)" in one_error_line(err)
+    assert (out / "notes.txt").read_text() == "the user's" and (out / "metrics.jsonl").read_text() == before
+    (out / "notes.txt").unlink()
+    old_id = json.loads((out / "result.json").read_text())["run_id"]
     rc, _, err = run_main(capsys, "run", *SMALL, "--iterations", "3", "--out", str(out), "--overwrite")
     assert rc == 0, err
     assert [json.loads(r)["iteration"] for r in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1, 2]
-    assert not (out / "stale.txt").exists()
     assert json.loads((out / "lyapunov.json").read_text())["lambda_max_before"] is None  # the new run's
+    assert json.loads((out / "result.json").read_text())["run_id"] != old_id
 
 
 def test_overwrite_never_replaces_a_folder_that_is_not_a_run(tmp_path, capsys):
@@ -119,7 +124,7 @@ def test_overwrite_never_replaces_a_folder_that_is_not_a_run(tmp_path, capsys):
     out.mkdir()
     (out / "chapter1.tex").write_text("precious")
     rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(out), "--overwrite")
-    assert rc == 2 and "not a neurorate run directory" in one_error_line(err)
+    assert rc == 2 and "not a directory neurorate can replace" in one_error_line(err)
     assert [p.name for p in out.iterdir()] == ["chapter1.tex"]
 
 
@@ -467,3 +472,242 @@ def test_train_uses_the_backends_default_optimizer():
     task = nr.make_task("romo", batch_size=2)
     result = nr.train(spec, task, backend="lava", iterations=2, lyapunov=False, progress=False)
     assert result.optimizer == "sgd" and result.lr == 0.05
+
+
+# ------------------------------------------------------------------ what --overwrite may delete, signals, dead runs
+def _user_folder(path: Path) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text("{}")
+    (path / "important.csv").write_text("data")
+    return path
+
+
+@pytest.mark.parametrize("marker", ["config.json", "result.json", "lyapunov.json"])
+def test_overwrite_never_deletes_a_users_folder_named_like_a_run(tmp_path, capsys, marker):
+    """A folder is a run directory only by neurorate's marker, never because it holds a file of a run's name."""
+    out = tmp_path / "proj"
+    out.mkdir()
+    (out / marker).write_text('{"status": "ok"}')
+    (out / "important.csv").write_text("data")
+    rc, so, err = run_main(capsys, "run", *SMALL, "--out", str(out), "--overwrite")
+    assert rc == 2 and so == "" and "not replacing it" in one_error_line(err)
+    assert sorted(p.name for p in out.iterdir()) == sorted([marker, "important.csv"])
+    assert (out / "important.csv").read_text() == "data"
+
+
+def test_overwrite_refuses_a_study_directory(tmp_path, capsys):
+    study = tmp_path / "study"
+    nr.study({"name": "tiny", "tasks": ["romo"], "rules": ["eprop"], "gains": [1.0], "lrs": [1e-2], "seeds": [0],
+              "iterations": 2, "hidden": 8, "batch": 4, "log_every": 1, "lyapunov": False, "richlazy": False},
+             out=study, progress=False, workers=1)
+    before = sorted(str(p.relative_to(study)) for p in study.rglob("*"))
+    rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(study), "--overwrite")
+    assert rc == 2 and "is a study directory" in one_error_line(err)
+    assert sorted(str(p.relative_to(study)) for p in study.rglob("*")) == before
+
+
+def test_overwrite_refuses_the_current_directory_and_those_above_it(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r"
+    assert run_main(capsys, "run", *SMALL, "--out", str(out))[0] == 0
+    monkeypatch.chdir(out)
+    for target in (".", str(tmp_path)):
+        rc, _, err = run_main(capsys, "run", *SMALL, "--out", target, "--overwrite")
+        assert rc == 2 and "is the current directory or contains it" in one_error_line(err)
+    assert (out / "spec_final.npz").is_file() and (out / "result.json").is_file()
+
+
+def test_overwrite_refuses_a_link_and_an_older_run_without_marker(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert run_main(capsys, "run", *SMALL, "--out", str(out))[0] == 0
+    (tmp_path / "link").symlink_to(out)
+    rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(tmp_path / "link"), "--overwrite")
+    assert rc == 2 and "symbolic link" in one_error_line(err)
+    old = json.loads((out / "result.json").read_text())
+    del old["format"]  # as an earlier version wrote it
+    (out / "result.json").write_text(json.dumps(old))
+    rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(out), "--overwrite")
+    assert rc == 2 and "no neurorate run marker" in one_error_line(err)
+    assert (out / "spec_final.npz").is_file()
+
+
+def _start_run(out: Path, *extra: str, iterations: int = 1_000_000) -> subprocess.Popen:
+    code = ("import sys\nfrom neurorate.cli.app import main\n"
+            f"main({['run', *SMALL[2:], '--iterations', str(iterations), '--out', str(out), *extra]!r})\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # training has begun: metrics are being written
+        if (out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").stat().st_size > 0:
+            return proc
+        if proc.poll() is not None:
+            raise AssertionError(proc.communicate())
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the run did not start within 120 s")
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_live_run_is_never_replaced_and_a_signal_ends_it_like_ctrl_c(tmp_path, capsys, sig, code):
+    out = tmp_path / "same"
+    a = _start_run(out)
+    try:
+        run_id = json.loads((out / "result.json").read_text())["run_id"]
+        rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(out), "--overwrite")  # run B
+        assert rc == 2 and "still running (pid " in one_error_line(err)
+        rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(out))  # without --overwrite: not empty
+        assert rc == 2
+    finally:
+        a.send_signal(sig)
+        so, se = a.communicate(timeout=120)
+    assert a.returncode == code, se
+    last = se.strip().splitlines()[-1]
+    name = signal.Signals(sig).name
+    assert last.startswith(f"stopped by {name} after ") and str(out) in last and "Traceback" not in se
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["stopped_by"] == name and result["run_id"] == run_id
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == result["iterations_done"] and all(json.loads(x)["iteration"] == i for i, x in enumerate(lines))
+
+
+def test_a_killed_run_reads_stale_and_can_be_replaced(tmp_path, capsys):
+    out = tmp_path / "k"
+    proc = _start_run(out)
+    proc.kill()
+    proc.communicate(timeout=60)
+    assert json.loads((out / "result.json").read_text())["status"] == "running"  # what the dead process left
+    loaded = nr.load_run(out)
+    assert loaded["summary"]["status"] == "stale" and loaded["summary"]["recorded_status"] == "running"
+    assert loaded["spec"] is None
+    rc, so, _ = run_main(capsys, "runs", str(tmp_path), "--json")
+    rows = json.loads(so)
+    assert rc == 0 and [(r["run"], r["status"]) for r in rows] == [("k", "stale")]
+    assert rows[0]["iterations_done"] == len((out / "metrics.jsonl").read_text().splitlines()) > 0
+    rc, _, err = run_main(capsys, "run", *SMALL, "--out", str(out), "--overwrite")
+    assert rc == 0, err
+    assert nr.load_run(out)["summary"]["status"] == "ok"
+
+
+def test_liveness_without_a_lock_file_uses_the_recorded_process(tmp_path):
+    from neurorate.io.dirs import process_identity, run_state
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = process_identity()
+    cases = [({**me}, "running"),  # this process: alive
+             ({**me, "pid": gone.pid}, "stale"),  # a process that has ended
+             ({**me, "process_start": "another-boot:1"}, "stale"),  # this pid, but another process (recycled)
+             ({**me, "pid": gone.pid, "host": "elsewhere"}, "running")]  # another host: nothing here can tell
+    for record, expected in cases:
+        assert run_state(tmp_path, {"status": "running", **record})["status"] == expected, record
+    assert run_state(tmp_path, {"status": "ok", "pid": gone.pid})["status"] == "ok"
+
+
+def test_a_full_disk_mid_run_keeps_whole_lines_and_marks_the_run_failed(tmp_path, capsys, monkeypatch):
+    """The write of iteration 5's line stops half-way (ENOSPC): the half line is cut back, the run is "failed" with
+    the reason, and the command line says so in one line naming the path and what was kept."""
+    import errno
+
+    real_write, state = os.write, {"fd": None}
+
+    def full_disk(fd, data):
+        if fd == state["fd"]:  # the rest of the line: the disk is full now
+            raise OSError(errno.ENOSPC, "No space left on device")
+        if b'"iteration": 5,' in bytes(data):
+            state["fd"] = fd
+            return real_write(fd, bytes(data)[:10])  # the first 10 bytes fit
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full_disk)
+    out = tmp_path / "r"
+    rc, so, err = run_main(capsys, "run", *SMALL, "--iterations", "20", "--out", str(out))
+    line = one_error_line(err.split("\n", 1)[1])  # after the header line
+    assert rc == 2 and so == ""
+    assert f"cannot write {out / 'metrics.jsonl'}: No space left on device" in line
+    assert "stopped at iteration 6 of 20" in line and "metrics.jsonl (5 whole lines)" in line
+    text = (out / "metrics.jsonl").read_text()
+    assert text.endswith("\n") and [json.loads(x)["iteration"] for x in text.splitlines()] == [0, 1, 2, 3, 4]
+    result = json.loads((out / "result.json").read_text())
+    assert result["status"] == "failed" and "No space left on device" in result["error"]
+    assert result["format"] == "neurorate-run"
+
+
+def _small_filesystem(path: Path, size: str = "64k") -> None:
+    path.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root and a kernel that allows it")
+
+
+def test_a_real_full_filesystem_ends_a_run_and_a_study_in_one_line(tmp_path):
+    disk = tmp_path / "disk"
+    _small_filesystem(disk)
+    try:
+        p = cli("run", *SMALL[2:], "--iterations", "3000", "--out", str(disk / "r"))
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert one_error_line(p.stderr.split("\n", 1)[1]).startswith(f"error: cannot write {disk / 'r'}")
+        assert "No space left on device" in p.stderr
+        text = (disk / "r" / "metrics.jsonl").read_text()
+        assert text == "" or text.endswith("\n")
+        assert json.loads((disk / "r" / "result.json").read_text())["status"] == "failed"
+        subprocess.run(["rm", "-rf", str(disk / "r")], check=True)
+        p = cli("study", "--config", "quick", "--iterations", "30", "--out", str(disk / "s"), "--no-report")
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        line = one_error_line(p.stderr)
+        assert "No space left on device" in line and "continue with --resume" in line
+    finally:
+        subprocess.run(["umount", str(disk)], capture_output=True)
+
+
+def test_files_are_readable_by_the_group(tmp_path, capsys):
+    old = os.umask(0o022)
+    try:
+        assert run_main(capsys, "run", *SMALL, "--out", str(tmp_path / "r"))[0] == 0
+        nr.study({"name": "tiny", "tasks": ["romo"], "rules": ["eprop"], "gains": [1.0], "lrs": [1e-2], "seeds": [0],
+                  "iterations": 2, "hidden": 8, "batch": 4, "log_every": 1, "lyapunov": False, "richlazy": False},
+                 out=tmp_path / "s", progress=False, workers=1)
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    assert {p.relative_to(tmp_path).as_posix(): oct(p.stat().st_mode & 0o777) for p in files
+            if p.stat().st_mode & 0o777 != 0o644} == {}
+
+
+def test_neurorate_runs_lists_every_run_with_its_status(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert run_main(capsys, "run", *SMALL)[0] == 0  # runs/<default name>
+    assert run_main(capsys, "run", *SMALL, "--gain", "3", "--lr", "1", "--out", "runs/blown")[0] == 0
+    spec, task = spec_task()
+    nr.train([spec, spec], task, iterations=3, lyapunov=False, progress=False, out="runs/ens")
+    broken = Path("runs/broken")
+    broken.mkdir()
+    (broken / "result.json").write_text("{not json")
+    rc, so, _ = run_main(capsys, "runs", "--json")
+    rows = {r["run"]: r for r in json.loads(so)}
+    assert rc == 0 and len(rows) == 5
+    default = next(r for name, r in rows.items() if name.startswith("20"))
+    assert (default["status"], default["task"], default["rule"], default["gain"], default["seed"]) == \
+        ("ok", "romo", "eprop", 1.5, 0)
+    assert default["iterations_done"] == default["iterations"] == 6 and default["final_loss"] > 0
+    assert rows["blown"]["status"] == "diverged" and rows["blown"]["gain"] == 3
+    assert rows["ens/net-000"]["status"] == rows["ens/net-001"]["status"] == "ok"
+    assert rows["broken"]["status"] == "unreadable" and "result.json" in rows["broken"]["error"]
+    rc, so, _ = run_main(capsys, "runs")
+    lines = so.strip().splitlines()
+    assert rc == 0 and lines[0].split()[:3] == ["RUN", "STATUS", "TASK"] and len(lines) == 7
+    assert lines[-1] == "5 runs in runs: 1 diverged, 3 ok, 1 unreadable"
+    rc, so, _ = run_main(capsys, "runs", "--status", "diverged", "--json")
+    assert [r["run"] for r in json.loads(so)] == ["blown"]
+    rc, _, err = run_main(capsys, "runs", "--status", "done")
+    assert rc == 2 and "unknown status done" in one_error_line(err)
+    rc, _, err = run_main(capsys, "runs", "nowhere")
+    assert rc == 2 and "nowhere: no such directory" in one_error_line(err)
+
+
+@pytest.mark.parametrize("where", ["/proc/neurorate-test/run", "file.txt/run"])
+def test_an_out_that_cannot_be_created_is_one_line_before_the_header(tmp_path, capsys, monkeypatch, where):
+    monkeypatch.chdir(tmp_path)
+    Path("file.txt").write_text("a file, not a folder")
+    rc, so, err = run_main(capsys, "run", *SMALL, "--out", where)
+    line = one_error_line(err)  # no "neurorate run: ... -> DIR" header before it
+    assert rc == 2 and so == "" and ("cannot write to output directory" in line or "is not a directory" in line)
+    assert sorted(os.listdir(tmp_path)) == ["file.txt"]

@@ -172,7 +172,7 @@ def test_a_second_study_or_resume_fails_at_once_naming_the_holder_and_sigkill_re
         holder.wait()
     table = nr.study(cfg, out=out, progress=False)  # the kernel released the lock of the killed holder
     assert len(set(table.column("run_id").to_pylist())) == 1
-    assert f"pid {os.getpid()}" in (out / ".lock").read_text()
+    assert json.loads((out / ".lock").read_text())["pid"] == os.getpid()  # the lock names its last holder
 
 
 def test_atomic_writes_use_unique_temporary_names(tmp_path):
@@ -395,3 +395,67 @@ def test_a_study_config_that_is_not_utf8_is_one_line(tmp_path):
     path.write_bytes(SMALL_TOML.encode("utf-16"))
     with pytest.raises(NeurorateError, match=r"c\.toml: not a UTF-8 text file \(byte 0: invalid start byte\)$"):
         load_config(path)
+
+
+# ------------------------------------------------------------------ where a study may write; signals
+def test_a_study_never_writes_into_a_run_directory_or_a_users_folder(tmp_path):
+    run = tmp_path / "run"
+    p = cli("run", "--iterations", "3", "--hidden", "8", "--batch", "4", "--no-lyapunov", "--device", "cpu",
+            "--out", str(run))
+    assert p.returncode == 0, p.stderr
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "important.csv").write_text("data")
+    config = tmp_path / "small.toml"
+    config.write_text(SMALL_TOML)
+    for target, says in ((run, "is a run directory"), (folder, "important.csv")):
+        before = {p: p.read_bytes() for p in target.rglob("*") if p.is_file()}
+        p = cli("study", "--config", str(config), "--out", str(target), "--no-report")
+        line = one_error_line(p)
+        assert says in line and "a study writes only into a new, empty or study directory" in line
+        assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+        with pytest.raises(NeurorateError, match="a study writes only into"):
+            nr.study(SMALL, out=target, progress=False)
+        assert {p: p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    assert nr.load_run(run)["config"]["rule"] == "eprop"  # the run's own config, untouched
+
+
+def test_study_config_json_carries_the_study_marker(finished):
+    stored = json.loads((finished / "config.json").read_text())
+    assert stored["format"] == "neurorate-study" and stored["format_version"] == 1
+    from neurorate.io.dirs import classify
+
+    assert classify(finished)[0] == "study"
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
+def test_a_signal_stops_a_study_like_ctrl_c_and_resume_continues(tmp_path, sig, code):
+    config = tmp_path / "long.toml"
+    config.write_text(SMALL_TOML.replace("iterations = 12", "iterations = 200000"))
+    out = tmp_path / "s"
+    args = ["study", "--config", str(config), "--out", str(out), "--workers", "1", "--no-report"]
+    code_ = f"from neurorate.cli.app import main\nmain({args!r})\n"
+    proc = subprocess.Popen([sys.executable, "-c", code_], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "config.json").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    time.sleep(1.0)  # training has begun
+    proc.send_signal(sig)
+    so, se = proc.communicate(timeout=120)
+    assert proc.returncode == code, se
+    name = signal.Signals(sig).name
+    assert se.strip().splitlines()[-1].startswith(f"stopped by {name}: 0 finished ensembles are kept in {out}")
+    assert "--resume" in se and "Traceback" not in se
+    from neurorate.io.dirs import lock_held
+
+    assert lock_held(out / ".lock") is False  # released: a resume can start at once
+
+
+def test_report_on_a_run_directory_says_what_it_is(tmp_path):
+    run = tmp_path / "run"
+    p = cli("run", "--iterations", "3", "--hidden", "8", "--batch", "4", "--no-lyapunov", "--device", "cpu",
+            "--out", str(run))
+    assert p.returncode == 0, p.stderr
+    line = one_error_line(cli("report", str(run)))
+    assert f"{run} is a run directory (status ok), not a study" in line and "neurorate runs" in line
+    assert not (run / "report.md").exists()

@@ -432,6 +432,7 @@ def train(
     A :class:`TrainResult` for one spec, a list of them for a list of specs.
     """
     spec = start_specs(spec)
+    _check_hooks(progress=progress, callback=callback, floss_callback=floss_callback)
     plan = validate(spec, task, rule, backend, iterations, lr, optimizer, profile, floss_iterations, floss_mode,
                     floss_k, floss_lr, floss_every, lyapunov, lyapunov_k, lyapunov_units, device, dtype,
                     backend_options, neuron, out, overwrite, allow_large, grad_alignment_every)
@@ -510,6 +511,16 @@ def start_specs(spec):
         return s.spec
 
     return [one(s) for s in spec] if isinstance(spec, (list, tuple)) else one(spec)
+
+
+def _check_hooks(progress, callback, floss_callback) -> None:
+    """``progress`` is None or a bool; the callbacks are None or callable (one line otherwise)."""
+    if progress is not None and not isinstance(progress, bool):
+        raise NeurorateError(f"progress must be True, False or None (a bar only on a terminal), got {progress!r}")
+    for name, value in (("callback", callback), ("floss_callback", floss_callback)):
+        if value is not None and not callable(value):
+            raise NeurorateError(f"{name} must be a function called after every iteration (or None), got "
+                                 f"{type(value).__name__} {value!r}")
 
 
 def rule_name(rule) -> str:

@@ -68,6 +68,9 @@ TRAIN_CASES = {
     "device-index": (dict(device="cuda:x"), "--device cuda:x: the device index must be a non-negative integer"),
     "device-lava": (dict(backend="lava", optimizer="sgd", device="cuda"), "the Lava backend runs on the CPU"),
     "out-int": (dict(out=3), "out must be a path"),
+    "progress-str": (dict(progress="x"), "progress must be True, False or None"),
+    "callback-int": (dict(callback=3), "callback must be a function"),
+    "floss-callback-str": (dict(floss_callback="print"), "floss_callback must be a function"),
 }
 
 
@@ -171,6 +174,9 @@ STUDY_CASES = {
     "progress-str": (dict(progress="x"), "progress must be True, False or None"),
     "executor-int": (dict(executor=3), "unknown executor 3"),
     "out-int": (dict(out=3), "out must be a path"),
+    "progress-str": (dict(progress="x"), "progress must be True, False or None"),
+    "callback-int": (dict(callback=3), "callback must be a function"),
+    "floss-callback-str": (dict(floss_callback="print"), "floss_callback must be a function"),
 }
 
 

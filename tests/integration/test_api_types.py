@@ -174,9 +174,6 @@ STUDY_CASES = {
     "progress-str": (dict(progress="x"), "progress must be True, False or None"),
     "executor-int": (dict(executor=3), "unknown executor 3"),
     "out-int": (dict(out=3), "out must be a path"),
-    "progress-str": (dict(progress="x"), "progress must be True, False or None"),
-    "callback-int": (dict(callback=3), "callback must be a function"),
-    "floss-callback-str": (dict(floss_callback="print"), "floss_callback must be a function"),
 }
 
 

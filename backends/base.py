@@ -408,10 +408,10 @@ def check_threads(value: Any, name: str = "threads") -> int:
     return int(value)
 
 
-def env_threads() -> int | None:
-    """The CPU threads asked for by the environment variable ``NEURORATE_THREADS`` (None when unset); a value that
-    is not an integer from 1 to :data:`MAX_THREADS` is a one-line error."""
-    env = os.environ.get("NEURORATE_THREADS", "").strip()
+def env_count(variable: str, default: str) -> int | None:
+    """The count in the environment variable ``variable`` (None when unset or empty); a value that is not an
+    integer from 1 to :data:`MAX_THREADS` is a one-line error, which says what unsetting it gives (``default``)."""
+    env = os.environ.get(variable, "").strip()
     if not env:
         return None
     try:
@@ -419,9 +419,15 @@ def env_threads() -> int | None:
     except ValueError:
         value = 0
     if not 1 <= value <= MAX_THREADS:
-        raise NeurorateError(f"NEURORATE_THREADS must be an integer from 1 to {MAX_THREADS}, got {env!r}; unset it "
-                             "for the default (1)")
+        raise NeurorateError(f"{variable} must be an integer from 1 to {MAX_THREADS}, got {env!r}; unset it for "
+                             f"{default}")
     return value
+
+
+def env_threads() -> int | None:
+    """The CPU threads asked for by the environment variable ``NEURORATE_THREADS`` (None when unset); a value that
+    is not an integer from 1 to :data:`MAX_THREADS` is a one-line error."""
+    return env_count("NEURORATE_THREADS", "the default (1)")
 
 
 def trained_spec(template: Any, arrays: Mapping[str, np.ndarray]) -> tuple[Any, bool]:

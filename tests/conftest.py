@@ -75,3 +75,26 @@ def benchmark_script():
         return mod
 
     return load
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """``run_cli("run", "--iterations", "3", ...)``: ``neurorate ARGS`` in this process, returning
+    ``(exit code, stdout, stderr)``."""
+    from neurorate.cli.app import main
+
+    def run(*args) -> tuple[int, str, str]:
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+            raise SystemExit(0)
+        out = capsys.readouterr()
+        return exc.value.code or 0, out.out, out.err
+
+    return run
+
+
+def one_error_line(err: str) -> str:
+    """The one ``error:`` line a refused command prints on stderr (asserted to be the only line)."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from neurorate.backends.base import MAX_THREADS, backend_capabilities
+from neurorate.backends.base import MAX_THREADS, backend_capabilities, env_count
 from neurorate.errors import NeurorateError, require
 from neurorate.signals import Stopped
 from neurorate.studies.ensemble import EnsembleJob, ensemble_job_main, progress_units
@@ -55,17 +55,7 @@ def default_workers(cfg, n_jobs: int) -> int:
 def env_workers() -> int | None:
     """The worker count of the environment variable ``NEURORATE_WORKERS`` (None when unset or empty); a value that
     is not an integer in 1..:data:`~neurorate.backends.base.MAX_THREADS` is a one-line error."""
-    env = os.environ.get("NEURORATE_WORKERS", "").strip()
-    if not env:
-        return None
-    try:
-        value = int(env)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= MAX_THREADS:
-        raise NeurorateError(f"NEURORATE_WORKERS must be an integer from 1 to {MAX_THREADS}, got {env!r}; unset it "
-                             "for one worker per CPU core")
-    return value
+    return env_count("NEURORATE_WORKERS", "one worker per CPU core")
 
 
 def check_workers(workers, n_jobs: int) -> int:

@@ -4,38 +4,23 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import one_error_line
 
 import neurorate as nr
-from neurorate.cli.app import main
 from neurorate.errors import NeurorateError
 from neurorate.io.results import TrainResult
 
 SMALL = ["--iterations", "6", "--hidden", "8", "--batch", "4", "--no-lyapunov", "--device", "cpu"]
 
 
-def run_main(capsys, *args) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-        sys.exit(0)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
-
-
-def one_error_line(err: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
-
-
 @pytest.fixture
-def trained(tmp_path, capsys) -> Path:
+def trained(tmp_path, run_cli) -> Path:
     out = tmp_path / "first"
-    assert run_main(capsys, "run", *SMALL[:-3], "--device", "cpu", "--out", str(out))[0] == 0  # with spectra
+    assert run_cli("run", *SMALL[:-3], "--device", "cpu", "--out", str(out))[0] == 0  # with spectra
     return out
 
 
@@ -66,10 +51,10 @@ def test_train_continues_from_a_loaded_run_exactly_where_it_ended(trained):
     np.testing.assert_array_equal(cont.spec_initial.w_rec, res.spec.w_rec)
 
 
-def test_cli_init_from_a_run_directory_or_a_spec_file(trained, tmp_path, capsys):
+def test_cli_init_from_a_run_directory_or_a_spec_file(trained, tmp_path, run_cli):
     for init in (trained, trained / "spec_final.npz"):
         out = tmp_path / f"from-{init.name}"
-        rc, _, err = run_main(capsys, "run", "--iterations", "3", "--batch", "4", "--no-lyapunov", "--device", "cpu",
+        rc, _, err = run_cli("run", "--iterations", "3", "--batch", "4", "--no-lyapunov", "--device", "cpu",
                               "--init", str(init), "--out", str(out))
         assert rc == 0, err
         assert f"N=8, network from {init}" in err.splitlines()[0]
@@ -84,30 +69,30 @@ def test_cli_init_from_a_run_directory_or_a_spec_file(trained, tmp_path, capsys)
     (["--hidden", "8", "--form", "B"], "--hidden, --form do not apply to it"),
     (["--task", "2af"], "needs n_in=3, n_out=3"),
 ])
-def test_cli_init_refuses_network_options_and_a_mismatched_task(trained, tmp_path, capsys, extra, message):
-    rc, so, err = run_main(capsys, "run", "--iterations", "3", "--no-lyapunov", "--init", str(trained), *extra,
+def test_cli_init_refuses_network_options_and_a_mismatched_task(trained, tmp_path, run_cli, extra, message):
+    rc, so, err = run_cli("run", "--iterations", "3", "--no-lyapunov", "--init", str(trained), *extra,
                            "--out", str(tmp_path / "x"))
     assert rc == 2 and so == "" and message in one_error_line(err)
     assert not (tmp_path / "x").exists()
 
 
-def test_an_unfinished_run_is_no_start(trained, tmp_path, capsys):
+def test_an_unfinished_run_is_no_start(trained, tmp_path, run_cli):
     result = json.loads((trained / "result.json").read_text())
     (trained / "result.json").write_text(json.dumps({**result, "status": "interrupted"}))
-    rc, _, err = run_main(capsys, "run", "--iterations", "3", "--init", str(trained), "--out", str(tmp_path / "x"))
+    rc, _, err = run_cli("run", "--iterations", "3", "--init", str(trained), "--out", str(tmp_path / "x"))
     assert rc == 2 and "did not finish (status interrupted)" in one_error_line(err)
     loaded = nr.load_run(trained)
     assert not loaded.finished and loaded["spec"] is None
     np.testing.assert_array_equal(loaded.spec.w_rec, loaded.spec_initial.w_rec)  # what there is: the start
     with pytest.raises(NeurorateError, match="did not finish"):
         nr.train(loaded, nr.make_task("romo", batch_size=4), iterations=1, lyapunov=False, progress=False)
-    rc, _, err = run_main(capsys, "run", "--iterations", "3", "--init", str(tmp_path / "nothing.npz"))
+    rc, _, err = run_cli("run", "--iterations", "3", "--init", str(tmp_path / "nothing.npz"))
     assert rc == 2 and "no such spec file or run directory" in one_error_line(err)
 
 
-def test_lyapunov_spec_is_the_spectrum_of_the_saved_network(trained, tmp_path, capsys):
+def test_lyapunov_spec_is_the_spectrum_of_the_saved_network(trained, tmp_path, run_cli):
     out = tmp_path / "ly"
-    rc, so, err = run_main(capsys, "lyapunov", "--spec", str(trained), "--k", "3", "--streams", "2", "--json",
+    rc, so, err = run_cli("lyapunov", "--spec", str(trained), "--k", "3", "--streams", "2", "--json",
                            "--out", str(out))
     assert rc == 0, err
     got = json.loads(so)
@@ -118,7 +103,7 @@ def test_lyapunov_spec_is_the_spectrum_of_the_saved_network(trained, tmp_path, c
     np.testing.assert_allclose(got["spectrum"], want.mean, rtol=1e-12)
     record = json.loads((out / "lyapunov.json").read_text())
     assert record["config"]["spec"] == str(trained) and record["config"]["hidden"] == 8
-    rc, _, err = run_main(capsys, "lyapunov", "--spec", str(trained), "--gain", "1")
+    rc, _, err = run_cli("lyapunov", "--spec", str(trained), "--gain", "1")
     assert rc == 2 and "--gain does not apply" in one_error_line(err)
 
 

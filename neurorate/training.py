@@ -723,8 +723,36 @@ def measure(plan: Plan, when: str) -> None:
     if not plan.measures or (when == "flossed" and plan.floss_iterations <= 0):
         return
     specs = {"before": plan.specs, "flossed": plan.start_specs, "after": [r.spec for r in plan.runs]}[when]
-    plan.spectra[when] = _spectrum(specs, plan.tasks[0], plan.lyapunov_k, plan.lyapunov_units,
-                                   device=analysis_device(plan))
+    bar = _PhaseBar(f"lyapunov {when}", plan.progress)
+    try:
+        plan.spectra[when] = _spectrum(specs, plan.tasks[0], plan.lyapunov_k, plan.lyapunov_units,
+                                       device=analysis_device(plan), progress=bar)
+    finally:
+        bar.close()
+
+
+class _PhaseBar:
+    """A progress bar over the steps of a phase that reports ``(total, done)`` (the Lyapunov spectra of
+    :func:`measure`): shown as :func:`train`'s ``progress`` says (None: on a terminal), with tqdm's estimate of
+    the time left, so no phase of a run is silent."""
+
+    def __init__(self, desc: str, progress: bool | None):
+        self.desc, self.progress, self.bar, self.done = desc, progress, None, 0
+
+    def __call__(self, total: int, done: int) -> None:
+        if self.progress is False:
+            return
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit="step", dynamic_ncols=True, leave=False,
+                            disable=None if self.progress is None else not self.progress)
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def floss_step(plan: Plan) -> None:
@@ -925,11 +953,11 @@ def _first(spectrum):
     return v if math.isfinite(v) else None
 
 
-def _spectrum(specs, task, k, units, device="cpu"):
+def _spectrum(specs, task, k, units, device="cpu", progress=None):
     from neurorate.analysis.lyapunov import lyapunov_spectrum
 
     k = min(int(k), specs[0].n_hidden)
-    return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units, device=device))
+    return np.atleast_2d(lyapunov_spectrum(specs, task, k=k, units=units, device=device, progress=progress))
 
 
 def analysis_device(plan: Plan):

@@ -303,7 +303,7 @@ def _finish(log_sum: torch.Tensor, count: int, scale: np.ndarray, units: str, k:
 def lyapunov_spectrum(spec_or_specs, task_or_inputs, k: int | None = None, steps: int | None = None,
                       warmup: int | None = None, units: str = "step", n_streams: int = 16, seed: int = 0,
                       t_ons: int = 1, return_stats: bool = False, device="cpu", dtype=torch.float64,
-                      initial_state=None):
+                      initial_state=None, progress=None):
     """Top-``k`` Lyapunov exponents of one network or an ensemble, driven by a task's inputs.
 
     Parameters
@@ -320,6 +320,8 @@ def lyapunov_spectrum(spec_or_specs, task_or_inputs, k: int | None = None, steps
     t_ons : re-orthonormalisation interval in steps.
     return_stats : return a :class:`LyapunovSpectrum` (mean, std over streams, unit, k, steps).
     initial_state : state at t = 0, broadcastable to ``(M, S, N)`` (default 0).
+    progress : None (silent), or ``progress(total, done)`` called as the steps go (``total`` = warm-up plus
+        accumulated steps); it changes no number.
 
     Returns
     -------
@@ -340,8 +342,21 @@ def lyapunov_spectrum(spec_or_specs, task_or_inputs, k: int | None = None, steps
         q0 = orthonormal_frame(n, k, seed, device, dtype).expand(m, s, n, k)
         state0 = _initial_state(initial_state, m, s, n, device, dtype)
         fps = simulate_fprimes(ens, form, specs[0].activation, x, state0)
+        if progress is not None:
+            fps = _reporting(fps, int(x.shape[0]), progress)
         log_sum, count = benettin(fps, ens["w_rec"], ens["alpha"], form, q0, x.shape[0], warmup, t_ons)
     return _finish(log_sum, count, scale, units, k, warmup, single, return_stats)
+
+
+def _reporting(items: Iterable, total: int, progress) -> Iterator:
+    """``items`` unchanged, calling ``progress(total, done)`` about 100 times along the way and at the end."""
+    every = max(1, total // 100)
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        if done % every == 0 or done == total:
+            progress(total, done)
 
 
 def max_lyapunov(spec_or_specs, task_or_inputs, steps: int | None = None, warmup: int | None = None,

@@ -299,3 +299,18 @@ def test_batched_tangent_map_equals_dynamics_tangent_step(form):
     alpha = torch.tensor([0.2, 0.5, 1.0], dtype=torch.float64)
     ref = dynamics.tangent_step(q, w.unsqueeze(1), alpha.reshape(-1, 1, 1, 1), form, fp, fp)
     assert torch.allclose(tangent(q, w, alpha.reshape(-1, 1, 1, 1), form, fp), ref, rtol=0, atol=1e-14)
+
+
+def test_progress_reports_every_step_and_changes_no_number():
+    import neurorate as nr
+    from neurorate.analysis.lyapunov import lyapunov_spectrum
+
+    specs = [nr.NetworkSpec.random(n_in=1, n_hidden=16, n_out=2, gain=g, seed=0) for g in (0.5, 1.5)]
+    task = nr.make_task("romo", seed=0)
+    calls = []
+    quiet = lyapunov_spectrum(specs, task, k=4, n_streams=2)
+    loud = lyapunov_spectrum(specs, task, k=4, n_streams=2, progress=lambda total, done: calls.append((total, done)))
+    np.testing.assert_array_equal(quiet, loud)
+    total = calls[0][0]
+    assert total == 8 * task.n_steps and calls[-1] == (total, total)
+    assert [d for _, d in calls] == sorted({d for _, d in calls}) and len(calls) >= 100

@@ -126,19 +126,22 @@ def snap1_form_a_gradients(ens: Ensemble, kind: str, x, target, mask, random_fee
     sig = sig.transpose(0, 1)  # L_t as rows, (T, M, B, N)
     self_w = alpha * torch.diagonal(p["w_rec"], dim1=-2, dim2=-1).unsqueeze(1) if self_connection else None
     delta = torch.zeros_like(state)
+    d_sum = torch.zeros_like(state)
     g_rec = torch.zeros_like(p["w_rec"])
     g_in = torch.zeros_like(p["w_in"])
-    g_b = torch.zeros(m, 1, n, dtype=dt, device=x.device)
     for t in range(t_steps - 1, -1, -1):
         psi = dyn.fprime_from_rate(ens.activation, rates[t])
         # delta_t = psi_t L_t + J_{t+1}[k,k] delta_{t+1}, J_{t+1}[k,k] = (1-alpha) + alpha W_kk psi_t
-        carry = delta * keep if self_w is None else delta * (keep + self_w * psi)
+        carry = delta * keep if self_w is None else delta.mul_(torch.addcmul(keep, self_w, psi))
         delta = torch.addcmul(carry, psi, sig[t])
-        ad = alpha * delta
+        dt_ = delta.transpose(-1, -2)
         if t > 0:
-            g_rec.baddbmm_(ad.transpose(-1, -2), rates[t - 1])
-        g_in.baddbmm_(ad.transpose(-1, -2), xs[t])
-        g_b.add_(ad.sum(1, keepdim=True))
+            g_rec.baddbmm_(dt_, rates[t - 1])
+        g_in.baddbmm_(dt_, xs[t])
+        d_sum.add_(delta)
+    g_rec.mul_(alpha)  # the factor alpha of dW = alpha sum_t delta_t r_{t-1}^T, applied once
+    g_in.mul_(alpha)
+    g_b = alpha * d_sum.sum(1, keepdim=True)
     g_flat = g.reshape(m, t_steps * b, -1)
     grads = {"w_rec": g_rec, "w_in": g_in, "b": g_b, "w_out": torch.matmul(g_flat.transpose(-1, -2), flat),
              "b_out": g_flat.sum(1, keepdim=True)}

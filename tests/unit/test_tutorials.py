@@ -19,8 +19,9 @@ DOCS = ROOT / "docs"
 NOTEBOOKS = sorted((DOCS / "tutorials").glob("[0-9][0-9]-*.ipynb"))
 
 
-def test_there_are_the_four_tutorials():
-    assert [p.stem for p in NOTEBOOKS] == ["01-first-run", "02-gain-study", "03-your-task-and-rule", "04-hardware"]
+def test_there_are_the_five_tutorials():
+    assert [p.stem for p in NOTEBOOKS] == ["01-first-run", "02-gain-study", "03-your-task-and-rule", "04-hardware",
+                                           "05-gradient-alignment"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

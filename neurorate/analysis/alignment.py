@@ -125,7 +125,8 @@ def gradient_alignment(spec: NetworkSpec | Sequence[NetworkSpec], task, rule: st
     samples : draws averaged for a stochastic rule (``uoro``, ``kf_rtrl``); a deterministic rule's one gradient
         is used whatever ``samples`` says.
     seed : keys the draws of a stochastic rule (the same seed repeats them).
-    dtype, device : precision and placement of the computation (float64 on the CPU by default).
+    dtype, device : precision and placement of the computation (float64 on the CPU by default; on the CPU with
+        the torch backend's threads, ``NEURORATE_THREADS`` or one, and torch's setting restored after).
 
     Returns
     -------
@@ -155,7 +156,15 @@ def gradient_alignment(spec: NetworkSpec | Sequence[NetworkSpec], task, rule: st
     x, target, mask = (torch.as_tensor(np.asarray(a), device=dev).to(torch.long if np.asarray(a).dtype.kind in "iu"
                                                                         else dt) for a in (x, target, mask))
     x = x.unsqueeze(0)
-    ours, exact = rule_and_exact(ens, r, task.loss_kind, x, target, mask, samples=samples, seed=seed)
+    threads = torch.get_num_threads()
+    if dev.type == "cpu":  # the torch backend's thread policy: NEURORATE_THREADS, else one thread
+        from neurorate.backends.base import env_threads
+
+        torch.set_num_threads(env_threads() or 1)
+    try:
+        ours, exact = rule_and_exact(ens, r, task.loss_kind, x, target, mask, samples=samples, seed=seed)
+    finally:
+        torch.set_num_threads(threads)
     stats = compare(ours, exact)
     out = [{name: {k: float(v[j]) for k, v in st.items()} for name, st in stats.items()} for j in range(len(specs))]
     return out[0] if single else out

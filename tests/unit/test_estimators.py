@@ -427,3 +427,28 @@ def test_the_detach_feedback_family_read_as_estimators_has_the_numbers_of_its_ke
         assert torch.allclose(lk, le, rtol=0, atol=1e-13), rule
         for name in gk:
             assert max_rel(ge[name], gk[name]) < 1e-10, (rule, name)
+
+
+def test_gradient_alignment_runs_on_the_backends_threads_and_restores_torchs(monkeypatch):
+    import torch
+
+    import neurorate as nr
+    from neurorate.analysis import alignment
+
+    seen = []
+    real = alignment.rule_and_exact
+    monkeypatch.setattr(alignment, "rule_and_exact",
+                        lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    spec = nr.NetworkSpec.random(n_in=1, n_hidden=4, n_out=2, seed=0)
+    task = nr.make_task("romo", batch_size=2, seed=0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.delenv("NEURORATE_THREADS", raising=False)
+        alignment.gradient_alignment(spec, task, rule="eprop")
+        assert torch.get_num_threads() == 2  # torch's setting is back
+        monkeypatch.setenv("NEURORATE_THREADS", "3")
+        alignment.gradient_alignment(spec, task, rule="eprop")
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 3]

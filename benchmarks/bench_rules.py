@@ -133,7 +133,8 @@ def rows(sizes, rules, m=16, batch=32, repeats=2, target=1.0, single=20.0, max_g
             for compiled in paths:
                 configs.append((rule, compiled))
                 if need > max_gib:
-                    notes[(rule, compiled)] = f"not run: the preflight estimates {need:.1f} GiB"
+                    notes[(rule, compiled)] = (f"not run: the memory preflight estimates {need:.1f} GiB (above "
+                                               f"--max-gib {max_gib:g})")
         for rnd in range(rounds):
             for cfg in configs:
                 if cfg in notes or (cfg in best and best[cfg][0] > 1e3 * single):

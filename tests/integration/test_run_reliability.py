@@ -223,6 +223,7 @@ def test_memory_check_on_a_gpu_uses_its_free_memory(tmp_path, monkeypatch):
     import neurorate.training as training
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (2**28, 80 * 2**30))
     monkeypatch.setattr(training, "available_bytes", lambda: 64 * 2**30)
     assert training.gpu_free_bytes("auto") == 2**28 and training.gpu_free_bytes("cpu") is None

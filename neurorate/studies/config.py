@@ -329,7 +329,7 @@ class StudyConfig(BaseModel):
 
 
 _LATE_FIELDS = ("neurons", "lif", "dtype", "variants", "solved_loss", "best_window", "selection_seeds",
-                "accuracy_criterion")
+                "accuracy_criterion", "grad_alignment_every")
 
 
 def _members(v: list[str], known, what: str) -> list[str]:

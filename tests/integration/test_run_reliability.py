@@ -460,7 +460,7 @@ def test_train_checks_ensembles_k_lr_and_threads_before_writing(tmp_path, monkey
     if case == "threads":
         monkeypatch.setenv("NEURORATE_THREADS", "abc")
     words = {"tasks": "one task or one per network", "shapes": "must share n_hidden", "lyapunov_k": "lyapunov_k",
-             "floss_k": "floss_k must be a positive integer", "lr": "lr must be a positive number",
+             "floss_k": "floss_k must be a positive integer", "lr": "lr must be a number",
              "threads": "NEURORATE_THREADS"}
     with pytest.raises(NeurorateError, match=words[case]) as info:
         nr.train(**kwargs, iterations=2, out=tmp_path / "run")

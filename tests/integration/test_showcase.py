@@ -69,13 +69,18 @@ def test_readme_example_computes_what_neurorate_run_computes(tmp_path):
 
 @pytest.mark.slow
 def test_the_default_run_learns_romo(tmp_path):
-    """``neurorate run`` with no options leaves the plateau: decision accuracy >= 0.9 on its default seed."""
+    """``neurorate run`` with no options leaves the 0.016 "no working memory" plateau on its default seed.
+
+    How far it gets depends on the CPU: e-prop on Romo in float32 amplifies the rounding differences between
+    CPUs' kernels (docs/cli.md, "The default run": seed 0 ended at accuracy 0.995 / loss 0.0007 on the machine the
+    default was chosen on, 0.835 / 0.0093 on another). A network that stayed on the plateau sits at loss >= 0.015
+    and accuracy near 0.5: the bounds below separate that from learning on every machine measured."""
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "neurorate.cli.app", "run", "--no-lyapunov", "--no-progress",
                            "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "result.json").read_text())
     assert result["status"] == "ok"
-    assert result["final_accuracy"] >= 0.9
-    assert result["final_loss"] < 0.005  # far below the 0.016 "no working memory" plateau
+    assert result["final_accuracy"] >= 0.8
+    assert result["final_loss"] < 0.011  # clearly below the 0.016 "no working memory" plateau
     assert "decision accuracy" in proc.stdout and str(out) in proc.stdout

@@ -115,7 +115,7 @@ class EngineLoihiGraph:
         rec = lambda name: self.box.snapshot(name)[None]  # noqa: E731
         self.w_out, self.b, self.b_out = _host_step(nets, self.j, self.w_out, self.b, self.b_out, rec("rates"),
                                                 rec("errors"), rec("signals"), np.asarray(mask)[None, :, 0])
-        self.fb = (np.swapaxes(self.w_out, -1, -2).copy() if nets._rule == "eprop" else self.fb)
+        self.fb = (np.swapaxes(self.w_out, -1, -2).copy() if nets._symmetric else self.fb)
         self.syn_v.weights.set(self.w_out[0].astype(np.float64))
         self.syn_b.weights.set(self.fb[0].astype(np.float64))
         self.neuron.b.set(self.b[0].astype(np.float64))

@@ -211,8 +211,8 @@ class TorchBackend:
         m = len(specs)
         step = None
         if (not on_grid and _compiled.enabled(self.compiled if compiled_option is None else compiled_option)
-                and _compiled.applies(self.device.type, ens.form, ens.activation, the_rule.name, kind, profile)):
-            step = _compiled.CompiledStep(ens, the_rule.name, kind, opt, threads=self._set_threads(True))
+                and _compiled.applies(self.device.type, ens.form, ens.activation, the_rule, kind, profile)):
+            step = _compiled.CompiledStep(ens, the_rule, kind, opt, threads=self._set_threads(True))
         else:
             self._set_threads(False)
         active = torch.ones(m, dtype=torch.bool, device=self.device)

@@ -27,7 +27,7 @@ not depend on the thread count).
 The torch implementations stay the reference: ``tests/unit/test_compiled.py`` checks the two against each other
 (float64 to 1e-12 after 30 Adam iterations for every rule, activation and loss). :class:`CompiledStep` is what
 :class:`neurorate.backends.torch.TorchBackend` calls when :func:`applies` (CPU, form A, no profile, one of
-:data:`COMPILED_RULES`, tanh or relu); ``TorchBackend(compiled=False)``, ``backend_options={"compiled": False}`` or
+:data:`KERNEL_MODES`, tanh or relu); ``TorchBackend(compiled=False)``, ``backend_options={"compiled": False}`` or
 the environment variable ``NEURORATE_COMPILED=0`` keep the torch path. The kernel's threads run across networks
 (:func:`kernel_threads`), while torch's own intra-op threads stay at 1.
 """
@@ -45,9 +45,37 @@ try:  # numba is a dependency; without it the torch path runs
 except ImportError:  # pragma: no cover - exercised only where numba is missing
     numba = None
 
-COMPILED_RULES = {"eprop": 0, "eprop_random": 1, "rflo": 1, "bptt": 2, "snap1": 3}
-"""Rules the kernel implements: name -> 0 e-prop with ``W_out^T``, 1 e-prop with the random ``B``, 2 BPTT, 3 SnAp-1
-(the backward pass of BPTT keeping only the self-connections). Any other rule runs on the torch path."""
+KERNEL_MODES = {
+    ("presynaptic rates", "symmetric", False, ""): 0,  # e-prop with W_out^T
+    ("presynaptic rates", "random", False, ""): 1,  # e-prop with the random B
+    ("presynaptic rates", "random", True, ""): 1,  # RFLO: in form A at full precision the computation of mode 1
+    ("nothing", "symmetric", False, ""): 2,  # BPTT
+    ("other units' rates", "symmetric", True, "neurorate.learning.estimators.snap1:SnAp1"): 3,  # SnAp-1
+}
+"""The kernel's modes by a rule's properties ``(detach, feedback, online, estimator)``, never by its name: 0 e-prop
+with ``W_out^T``, 1 e-prop with the random ``B``, 2 BPTT, 3 SnAp-1 (the backward pass of BPTT keeping only the
+self-connections). Any rule value with these properties (a plugin's, a ``dataclasses.replace`` of a built-in under
+another name) takes the kernel; any other rule runs on the torch path (``eprop_online`` there computes from its
+forward traces, which is its point; ``rtrl``, ``uoro`` and ``kf_rtrl`` from their estimators)."""
+
+
+def kernel_mode(rule) -> int | None:
+    """The kernel's mode for ``rule`` (a name or a :class:`~neurorate.learning.registry.Rule`) from its properties
+    (:data:`KERNEL_MODES`), None when the kernel does not compute it."""
+    from neurorate.learning.registry import get_rule
+
+    r = get_rule(rule)
+    return KERNEL_MODES.get((r.detach, r.feedback, bool(r.online), r.estimator))
+
+
+def _compiled_rules() -> dict[str, int]:
+    from neurorate.learning.registry import BUILTIN_RULES
+
+    return {r.name: kernel_mode(r) for r in BUILTIN_RULES if kernel_mode(r) is not None}
+
+
+COMPILED_RULES = _compiled_rules()
+"""The built-in rules the kernel computes, name -> mode (:func:`kernel_mode`; for listings and docs)."""
 ACTIVATIONS = ("tanh", "relu")
 """Activations the kernel implements."""
 LOSS_KINDS = ("mse", "ce")
@@ -69,10 +97,11 @@ def enabled(option: bool | None = None) -> bool:
     return os.environ.get("NEURORATE_COMPILED", "").strip() not in ("0", "false", "no", "off")
 
 
-def applies(device_type: str, form: str, activation: str, rule_name: str, kind: str, profile) -> bool:
-    """Whether the compiled kernel implements this training (CPU, form A, no profile, rule, activation, loss)."""
-    return (available() and device_type == "cpu" and form == "A" and profile is None and rule_name in COMPILED_RULES
-            and activation in ACTIVATIONS and kind in LOSS_KINDS)
+def applies(device_type: str, form: str, activation: str, rule, kind: str, profile) -> bool:
+    """Whether the compiled kernel implements this training (CPU, form A, no profile, a rule whose properties it
+    computes (:func:`kernel_mode`; a name or a Rule), activation, loss)."""
+    return (available() and device_type == "cpu" and form == "A" and profile is None
+            and activation in ACTIVATIONS and kind in LOSS_KINDS and kernel_mode(rule) is not None)
 
 
 def kernel_threads(threads: int | None = None) -> int:
@@ -109,16 +138,18 @@ class CompiledStep:
     Parameters
     ----------
     ens : the :class:`~neurorate.backends.torch.ensemble.Ensemble` (CPU tensors; its weights are updated in place).
-    rule_name, kind : a key of :data:`COMPILED_RULES` and "mse" or "ce".
+    rule, kind : a rule the kernel computes (:func:`kernel_mode`; a name or a Rule) and "mse" or "ce".
     opt : the :class:`~neurorate.optim.EnsembleOptimizer` (its ``t`` and moments advance as with ``opt.step``).
     threads : kernel threads (None: the default of :func:`kernel_threads`).
     """
 
-    def __init__(self, ens, rule_name: str, kind: str, opt, threads: int | None = None):
+    def __init__(self, ens, rule, kind: str, opt, threads: int | None = None):
         import torch
 
         self.ens, self.kind, self.opt = ens, kind, opt
-        self.mode = COMPILED_RULES[rule_name]
+        self.mode = kernel_mode(rule)
+        if self.mode is None:
+            raise ValueError(f"the compiled kernel does not compute rule {getattr(rule, 'name', rule)!r}")
         self.requested_threads = threads
         self.dtype = ens.params["w_rec"].numpy().dtype
         names = ("w_in", "w_rec", "w_out", "b", "b_out")

@@ -39,6 +39,7 @@ from neurorate.backends.base import BackendRun, progress_bar
 from neurorate.errors import NeurorateError
 from neurorate.hardware import engine as E
 from neurorate.hardware.profiles import HardwareProfile, load_profile
+from neurorate.learning.registry import get_rule
 from neurorate.model import losses
 
 __all__ = ["applies", "check", "check_network", "engine_spec", "host_update", "train", "EngineNetworks"]
@@ -57,15 +58,31 @@ def applies(profile: Any) -> bool:
     return engine_spec(profile) is not None
 
 
-def check(ens, rule_name: str, optimizer: str, kind: str, batch: int, profile_name: str) -> None:
+def engine_trains(rule) -> bool:
+    """Whether the engine view trains ``rule`` (a name or a Rule), from its properties, never its name: the e-prop
+    truncation (``detach="presynaptic rates"``) computed by the host's trial, not from forward traces or an
+    estimator of its own, with either feedback (``eprop``, ``eprop_random`` and any rule value with their
+    properties)."""
+    r = get_rule(rule)
+    return r.detach == "presynaptic rates" and not r.online and not r.estimator
+
+
+def _rule_problem(rule) -> str | None:
+    if rule is None or engine_trains(rule):
+        return None
+    name = getattr(rule, "name", rule)
+    return f"rule {name} (the e-prop truncation only: eprop, eprop_random or a rule with their properties)"
+
+
+def check(ens, rule, optimizer: str, kind: str, batch: int, profile_name: str) -> None:
     """One line naming what the engine view does not train (form A, ReLU, e-prop, SGD, MSE, batch 1)."""
     problems = []
     if ens.form != "A":
         problems.append(f"form {ens.form} (form A only)")
     if ens.activation != "relu":
         problems.append(f"activation {ens.activation} (relu only: x1 and y2/y3 are unsigned)")
-    if rule_name not in ("eprop", "eprop_random"):
-        problems.append(f"rule {rule_name} (eprop or eprop_random only)")
+    if _rule_problem(rule):
+        problems.append(_rule_problem(rule))
     if optimizer != "sgd":
         problems.append(f"optimizer {optimizer} (sgd only: the engine adds S_w t to the weight)")
     if kind != "mse":
@@ -87,9 +104,8 @@ def check_network(specs, batch: int | None, profile: Any, rule: str | None = Non
             problems.append(f"form {s.form} (form A only)")
         if s.activation != "relu":
             problems.append(f"activation {s.activation} (relu only: x1 and y2/y3 are unsigned)")
-    rule_name = getattr(rule, "name", rule)
-    if rule_name is not None and rule_name not in ("eprop", "eprop_random"):
-        problems.append(f"rule {rule_name} (eprop or eprop_random only)")
+    if _rule_problem(rule):
+        problems.append(_rule_problem(rule))
     if optimizer is not None and optimizer != "sgd":
         problems.append(f"optimizer {optimizer} (sgd only: the engine adds S_w t to the weight)")
     if loss is not None and loss != "mse":
@@ -136,8 +152,9 @@ class EngineNetworks:
     :meth:`float_params` returns the weights as floats.
     """
 
-    def __init__(self, ens, spec: E.EngineSpec, rule_name: str):
+    def __init__(self, ens, spec: E.EngineSpec, rule):
         self.spec = spec
+        self._symmetric = get_rule(rule).feedback == "symmetric"  # W_out^T (eprop) or the fixed random B
         self.widths = spec.widths
         p = {k: v.detach().cpu().double().numpy() for k, v in ens.params.items()}
         self.m, self.n = ens.m, ens.n
@@ -158,7 +175,7 @@ class EngineNetworks:
         self.w_rec = _to_int(p["w_rec"], self.e_rec, self.widths)
         self.w_in = _to_int(p["w_in"], self.e_in, self.widths)
         self.w_out = _to_int(p["w_out"], self.e_out, self.widths)
-        if rule_name == "eprop":
+        if self._symmetric:
             self.fb, self.e_fb = np.swapaxes(self.w_out, -1, -2).copy(), self.e_out.copy()
         else:
             fb = ens.feedback.detach().cpu().double().numpy()  # (M, N, n_out)
@@ -176,7 +193,6 @@ class EngineNetworks:
         self.epoch = 0  # epochs since the start of the run (the synaptic random stream's index)
         self._alpha = alpha[:, 0]
         self._float = p
-        self._rule = rule_name
 
     # ------------------------------------------------------------------ scales
     def calibrate(self, x: np.ndarray, target: np.ndarray, mask: np.ndarray, lr: np.ndarray, norm: np.ndarray):
@@ -184,7 +200,7 @@ class EngineNetworks:
         self._lr = np.asarray(lr, dtype=np.float64)
         p, al = self._float, self._alpha[:, None]
         relu = lambda v: np.maximum(v, 0)  # noqa: E731
-        fb = (np.swapaxes(p["w_out"], -1, -2) if self._rule == "eprop"
+        fb = (np.swapaxes(p["w_out"], -1, -2) if self._symmetric
               else self.fb * np.ldexp(1.0, -self.e_fb)[:, None, None])
         t_steps = x.shape[1]
         a = np.zeros((self.m, self.n))
@@ -344,7 +360,7 @@ class EngineNetworks:
         """The host's step between trials (:func:`host_update`) for every network."""
         self.w_out, self.b, self.b_out = host_update(self.w_out, self.e_out, self.b, self.b_out, rates, errors,
                                                      signals, mask, self._lr, self._alpha, self.S, self.widths)
-        if self._rule == "eprop":
+        if self._symmetric:
             self.fb = np.swapaxes(self.w_out, -1, -2).copy()
 
     def float_params(self) -> dict[str, np.ndarray]:
@@ -391,8 +407,8 @@ def train(ens, specs, tasks, the_rule, kind: str, lrs: np.ndarray, optimizer: st
     prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
     spec = prof.engine
     x0, t0_, m0 = batch_fn(start_iteration)
-    check(ens, the_rule.name, optimizer, kind, int(x0.shape[-2]), prof.name)
-    nets = EngineNetworks(ens, spec, the_rule.name)
+    check(ens, the_rule, optimizer, kind, int(x0.shape[-2]), prof.name)
+    nets = EngineNetworks(ens, spec, the_rule)
     m = ens.m
 
     def arrays(x, target, mask):

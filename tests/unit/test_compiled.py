@@ -184,3 +184,48 @@ def test_kernel_threads(monkeypatch):
     assert cmp.kernel_threads(2) == min(2, cmp.numba.config.NUMBA_NUM_THREADS)
     monkeypatch.delenv("NEURORATE_THREADS")
     assert cmp.kernel_threads() == 1  # the default: one thread (parallelism from worker processes)
+
+
+@pytest.mark.parametrize("name", ["eprop", "eprop_random", "rflo", "bptt", "snap1", "eprop_online", "rtrl", "trunc1"])
+def test_a_renamed_copy_of_a_rule_takes_the_same_path_and_trains_to_the_same_losses(counted, name):
+    """The kernel is chosen by a rule's properties, never its name: a Rule value with a built-in's properties under
+    another name (a plugin, a dataclasses.replace) gets the same kernel and the same numbers, bit for bit."""
+    import dataclasses
+
+    rule = nr.get_rule(name)
+    copy = dataclasses.replace(rule, name=f"my_{name}")
+    assert cmp.kernel_mode(copy) == cmp.kernel_mode(rule) == cmp.COMPILED_RULES.get(name)
+    specs, task = _setup("mse", "tanh")
+    runs = {}
+    for r in (rule, copy):
+        before = counted.calls
+        runs[r.name] = (_train(specs, task, r, None, dtype="float32", iterations=4), counted.calls - before)
+    (orig, n_orig), (mine, n_mine) = runs[name], runs[f"my_{name}"]
+    assert n_orig == n_mine == (1 if name in cmp.COMPILED_RULES else 0)
+    for a, b in zip(orig, mine):
+        np.testing.assert_array_equal(a.losses, b.losses)
+        np.testing.assert_array_equal(_weights(a), _weights(b))
+
+
+def test_the_engine_view_takes_a_rule_by_its_properties():
+    import dataclasses
+
+    from neurorate.backends.torch import engine_profile as ep
+
+    for name in ("eprop", "eprop_random"):
+        assert ep.engine_trains(dataclasses.replace(nr.get_rule(name), name=f"my_{name}"))
+    for name in ("bptt", "eprop_online", "rflo", "snap1", "trunc1"):
+        assert not ep.engine_trains(nr.get_rule(name))
+        assert not ep.engine_trains(dataclasses.replace(nr.get_rule(name), name=f"my_{name}"))
+
+
+def test_a_renamed_eprop_trains_under_the_engine_profile_as_eprop_does():
+    import dataclasses
+
+    spec = nr.NetworkSpec.random(n_in=1, n_hidden=8, n_out=2, seed=0, activation="relu")
+    task = nr.make_task("romo", batch_size=1, seed=0)
+    kw = dict(iterations=3, lr=0.3, optimizer="sgd", profile="loihi2-engine", lyapunov=False, progress=False)
+    a = nr.train(spec, task, rule="eprop", **kw)
+    b = nr.train(spec, task, rule=dataclasses.replace(nr.get_rule("eprop"), name="my_eprop"), **kw)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    np.testing.assert_array_equal(a.spec.w_rec, b.spec.w_rec)

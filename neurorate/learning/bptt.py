@@ -19,6 +19,35 @@ if TYPE_CHECKING:
     from neurorate.backends.torch.ensemble import Ensemble
 
 
+def form_a_forward(ens: Ensemble, kind: str, x, target, mask, tag: str):
+    """The forward pass the reverse-time form A kernels share (BPTT here, SnAp-1 in
+    :mod:`neurorate.learning.estimators.snap1`): the rates of every step, kept in the ensemble's workspace under
+    ``tag``, and the readout's output gradient. Returns ``(rates (T, M, B, N), flat (M, T*B, N), xs (T, M, B, n_in),
+    y (M, T, B, n_out), g = dL/dy (M, T, B, n_out), a zero state (M, B, N))``."""
+    p = ens.params
+    f, _ = dyn.activation(ens.activation)
+    m, n = ens.m, ens.n
+    _, t_steps, b, n_in = x.shape
+    drive = dyn.drive_steps(x, p["w_in"], p["b"])
+    xs = x.transpose(0, 1).expand(t_steps, m, b, n_in)
+    alpha, keep = ens.alpha, 1 - ens.alpha
+    w_rec_t = p["w_rec"].transpose(-1, -2).contiguous()
+    state = torch.zeros(m, b, n, dtype=p["w_rec"].dtype, device=x.device)
+    zero = state
+    rates = ens.workspace(f"{tag}_rates", (t_steps, m, b, n), state)
+    r = torch.zeros_like(state)
+    for t in range(t_steps):
+        state = keep * state + alpha * torch.baddbmm(drive(t), r, w_rec_t)
+        r = f(state)
+        rates[t] = r
+    flat = ens.workspace(f"{tag}_flat", (m, t_steps * b, n), state)
+    flat.view(m, t_steps, b, n).copy_(rates.transpose(0, 1))
+    y = dyn.readout(flat, p["w_out"], p["b_out"]).reshape(m, t_steps, b, -1)
+    norm = losses.normalizer(kind, target, mask)
+    g = losses.output_grad(kind, y, target, mask, norm[..., None] if norm.dim() else norm)  # (M, T, B, n_out)
+    return rates, flat, xs, y, g, zero
+
+
 @torch.no_grad()
 def bptt_form_a_gradients(ens: Ensemble, kind: str, x, target, mask):
     """Exact BPTT for form A with a hand-written backward pass (no autograd graph).
@@ -28,26 +57,11 @@ def bptt_form_a_gradients(ens: Ensemble, kind: str, x, target, mask):
     Identical (to rounding) to :func:`neurorate.backends.torch.gradients.autograd_gradients` with rule ``bptt``.
     """
     p = ens.params
-    f, _ = dyn.activation(ens.activation)
     m, n = ens.m, ens.n
-    mx, t_steps, b, n_in = x.shape
+    _, t_steps, b, _ = x.shape
     dt = p["w_rec"].dtype
-    drive = dyn.drive_steps(x, p["w_in"], p["b"])
-    xs = x.transpose(0, 1).expand(t_steps, m, b, n_in)
+    rates, flat, xs, y, g, state = form_a_forward(ens, kind, x, target, mask, "bptt")
     alpha, keep = ens.alpha, 1 - ens.alpha
-    w_rec_t = p["w_rec"].transpose(-1, -2).contiguous()
-    state = torch.zeros(m, b, n, dtype=dt, device=x.device)
-    rates = ens.workspace("bptt_rates", (t_steps, m, b, n), state)
-    r = torch.zeros_like(state)
-    for t in range(t_steps):
-        state = keep * state + alpha * torch.baddbmm(drive(t), r, w_rec_t)
-        r = f(state)
-        rates[t] = r
-    flat = ens.workspace("bptt_flat", (m, t_steps * b, n), state)
-    flat.view(m, t_steps, b, n).copy_(rates.transpose(0, 1))
-    y = dyn.readout(flat, p["w_out"], p["b_out"]).reshape(m, t_steps, b, -1)
-    norm = losses.normalizer(kind, target, mask)
-    g = losses.output_grad(kind, y, target, mask, norm[..., None] if norm.dim() else norm)  # (M, T, B, n_out)
     vg = torch.matmul(g, p["w_out"].unsqueeze(1), out=ens.workspace("bptt_vg", (m, t_steps, b, n), state))
     vg = vg.transpose(0, 1)  # V^T g_t as rows, (T, M, B, N)
     delta = torch.zeros_like(state)

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from neurorate.learning.bptt import form_a_forward
 from neurorate.learning.estimators import Step, jacobian_diagonal
 from neurorate.model import dynamics as dyn
 from neurorate.model import losses
@@ -101,26 +102,10 @@ def snap1_form_a_gradients(ens: Ensemble, kind: str, x, target, mask, random_fee
     r_{t-1}^T``, ``dU = alpha sum_t delta_t x_t^T``, ``db = alpha sum_t delta_t``. Equal (to rounding) to the
     forward traces of :class:`SnAp1`."""
     p = ens.params
-    f, _ = dyn.activation(ens.activation)
     m, n = ens.m, ens.n
-    mx, t_steps, b, n_in = x.shape
-    dt = p["w_rec"].dtype
-    drive = dyn.drive_steps(x, p["w_in"], p["b"])
-    xs = x.transpose(0, 1).expand(t_steps, m, b, n_in)
+    _, t_steps, b, _ = x.shape
+    rates, flat, xs, y, g, state = form_a_forward(ens, kind, x, target, mask, "snap1")
     alpha, keep = ens.alpha, 1 - ens.alpha
-    w_rec_t = p["w_rec"].transpose(-1, -2).contiguous()
-    state = torch.zeros(m, b, n, dtype=dt, device=x.device)
-    rates = ens.workspace("snap1_rates", (t_steps, m, b, n), state)
-    r = torch.zeros_like(state)
-    for t in range(t_steps):
-        state = keep * state + alpha * torch.baddbmm(drive(t), r, w_rec_t)
-        r = f(state)
-        rates[t] = r
-    flat = ens.workspace("snap1_flat", (m, t_steps * b, n), state)
-    flat.view(m, t_steps, b, n).copy_(rates.transpose(0, 1))
-    y = dyn.readout(flat, p["w_out"], p["b_out"]).reshape(m, t_steps, b, -1)
-    norm = losses.normalizer(kind, target, mask)
-    g = losses.output_grad(kind, y, target, mask, norm[..., None] if norm.dim() else norm)  # (M, T, B, n_out)
     fb = ens.feedback.transpose(-1, -2) if random_feedback else p["w_out"]  # F^T (M, n_out, N)
     sig = torch.matmul(g, fb.unsqueeze(1), out=ens.workspace("snap1_sig", (m, t_steps, b, n), state))
     sig = sig.transpose(0, 1)  # L_t as rows, (T, M, B, N)

@@ -852,12 +852,12 @@ def _write_partial(plan: Plan, stopped_by: str = "Ctrl-C") -> None:
     """After an interrupt: result.json marked "interrupted" (``stopped_by``: Ctrl-C, SIGTERM or SIGHUP) with the
     losses so far, and their learning curve."""
     for j, rd in enumerate(plan.dirs):
-        try:
-            rd.close()
-        except OutputError:
-            pass
         losses = np.array([h[0][j] for h in plan.history], dtype=float)
         acc = np.array([h[1][j] for h in plan.history], dtype=float)
+        try:
+            rd.catch_up(losses, acc)  # metrics.jsonl: exactly one whole line per iteration kept
+        except OSError:
+            pass
         res = TrainResult(losses=losses, accuracy=acc, spec=plan.specs[j], spec_initial=plan.specs[j],
                           rule=rule_name(plan.rule), backend=plan.label, lr=float(plan.lrs[j]),
                           optimizer=plan.optimizer, iterations=plan.iterations, run_dir=rd.path, interrupted=True)

@@ -360,6 +360,25 @@ class RunDirectory:
         if time.monotonic() - self._last_sync > self.SYNC_EVERY:
             self.sync()
 
+    def catch_up(self, losses, accuracy) -> None:
+        """After an interrupt: close ``metrics.jsonl`` holding exactly one whole line per iteration of ``losses``
+        (a signal can land between an iteration's record in memory and its line on disk, or inside the write):
+        a partial last line is cut, lines beyond ``len(losses)`` are dropped, missing ones are written."""
+        self.close()
+        data = self.metrics_path.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]
+        lines = whole.splitlines(keepends=True)[: len(losses)]
+        extra = [json.dumps({"iteration": k, "loss": _finite_or_none(losses[k]),
+                             "accuracy": _finite_or_none(accuracy[k])}) + "\n" for k in range(len(lines), len(losses))]
+        text = b"".join(lines) + "".join(extra).encode()
+        if text != data:
+            with open(self.metrics_path, "r+b") as fh:
+                fh.truncate(0)
+                fh.write(text)
+                fh.flush()
+                os.fsync(fh.fileno())
+        self.lines = len(losses)
+
     def sync(self) -> None:
         """Flush ``metrics.jsonl`` to disk (a checkpoint: what it holds survives a power cut)."""
         if self._fd is not None:

@@ -712,3 +712,21 @@ def test_an_out_that_cannot_be_created_is_one_line_before_the_header(tmp_path, c
     line = one_error_line(err)  # no "neurorate run: ... -> DIR" header before it
     assert rc == 2 and so == "" and ("cannot write to output directory" in line or "is not a directory" in line)
     assert sorted(os.listdir(tmp_path)) == ["file.txt"]
+
+
+def test_an_interrupt_between_memory_and_disk_leaves_one_whole_line_per_iteration(tmp_path):
+    """The metrics file after an interrupt holds exactly the iterations kept in memory: a missing last line is
+    written, a partial one cut (a signal can land between the two records of an iteration, or inside a write)."""
+    from neurorate.io.results import RunDirectory
+
+    rd = RunDirectory(tmp_path / "r", iterations=10)
+    for k in range(3):
+        rd.append_metrics(k, 0.5 + k, 1.0)
+    with open(rd.metrics_path, "ab") as fh:
+        fh.write(b'{"iteration": 3, "lo')  # a write cut short
+    rd.catch_up(np.array([0.5, 1.5, 2.5, 3.5, 4.5]), np.array([1.0, 1.0, 1.0, 0.25, np.nan]))
+    rows = [json.loads(x) for x in rd.metrics_path.read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3, 4] and rows[3]["loss"] == 3.5 and rows[4]["accuracy"] is None
+    assert rd.metrics_path.read_text().endswith("\n") and rd.lines == 5
+    rd.catch_up(np.array([0.5, 1.5]), np.array([1.0, 1.0]))  # the file ahead of memory: cut to it
+    assert len(rd.metrics_path.read_text().splitlines()) == 2
